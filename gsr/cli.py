@@ -1,0 +1,44 @@
+"""The ``gsr`` / ``basicsr`` command: ``gsr <subcommand> ...``; bad input ends with one ``gsr: error:`` line."""
+import importlib
+import sys
+from typing import List, Optional
+
+from gsr.utils.errors import GsrError
+
+SUBCOMMANDS = {
+    'train': ('gsr.train', 'train with BasicSR\'s train_pipeline (all BasicSR flags: -opt, --launcher, ...)'),
+    'test': ('gsr.test', 'evaluate with BasicSR\'s test_pipeline'),
+    'demo': ('gsr.tools.demo', 'train a small SRResNet with alignment on the embedded images and report'),
+    'degrade': ('gsr.tools.degrade', 'write the eight benchmark degradation sets with a manifest'),
+    'prepare': ('gsr.tools.prepare', 'prepare training data: `prepare subimages` and `prepare lmdb`'),
+    'benchmark': ('gsr.tools.benchmark', 'models x datasets x eight settings -> PSNR/SSIM/LPIPS tables'),
+    'infer': ('gsr.tools.infer', 'super-resolve a folder of images (tiled)'),
+    'analyze': ('gsr.tools.analyze', 'analyses: `analyze ddr`, `analyze freq`, `analyze dct`'),
+}
+
+
+def usage() -> str:
+    lines = ['usage: gsr <subcommand> [options]   (also installed as `basicsr`)', '', 'subcommands:']
+    lines += [f'  {name:<10} {text}' for name, (_, text) in SUBCOMMANDS.items()]
+    return '\n'.join(lines + ['', 'Run `gsr <subcommand> -h` for its options.'])
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ('-h', '--help'):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f'gsr: error: unknown subcommand {name!r}\n\n{usage()}', file=sys.stderr)
+        return 2
+    try:
+        import gsr  # noqa: F401  (compatibility fixes and registration before any subcommand)
+        return importlib.import_module(SUBCOMMANDS[name][0]).main(rest) or 0
+    except GsrError as e:
+        print(f'gsr: error: {e}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

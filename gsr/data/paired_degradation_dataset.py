@@ -1,0 +1,162 @@
+"""HR crops plus one or two independent sets of Real-ESRGAN kernels, for paired (twice-degraded) training."""
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+import torch
+from basicsr.data.transforms import augment
+from basicsr.utils import FileClient, get_root_logger, img2tensor
+from basicsr.utils.registry import DATASET_REGISTRY
+from torch.utils import data
+
+from gsr.data.kernels import BlurKernelOptions, sample_blur_kernel, sample_final_sinc
+from gsr.utils.errors import GsrError
+from gsr.utils.image_io import IMAGE_EXTENSIONS, decode_image, list_images
+from gsr.utils.options import options_from_dict
+
+# keys BasicSR's train_pipeline / build_dataloader read from the same block
+LOADER_KEYS = ('name', 'type', 'phase', 'scale', 'num_worker_per_gpu', 'batch_size_per_gpu', 'dataset_enlarge_ratio',
+               'prefetch_mode', 'pin_memory', 'persistent_workers', 'num_prefetch_queue', 'gt_size', 'io_backend')
+
+
+@dataclass
+class PairedDegradationOptions:
+    """``datasets.train`` keys of ``PairedDegradationDataset`` (kernel defaults: Real-ESRGAN's)."""
+    dataroot_gt: str = ''
+    meta_info: Optional[str] = None
+    crop_pad_size: int = 400
+    use_hflip: bool = True
+    use_rot: bool = False
+    kernel_sets: int = 2
+    skip_bad_images: bool = False
+    blur_kernel_size: int = 21
+    kernel_list: List[str] = field(default_factory=lambda: BlurKernelOptions().kernel_list)
+    kernel_prob: List[float] = field(default_factory=lambda: BlurKernelOptions().kernel_prob)
+    sinc_prob: float = 0.1
+    blur_sigma: Tuple[float, float] = (0.2, 3.)
+    betag_range: Tuple[float, float] = (0.5, 4.)
+    betap_range: Tuple[float, float] = (1., 2.)
+    blur_kernel_size2: int = 21
+    kernel_list2: List[str] = field(default_factory=lambda: BlurKernelOptions().kernel_list)
+    kernel_prob2: List[float] = field(default_factory=lambda: BlurKernelOptions().kernel_prob)
+    sinc_prob2: float = 0.1
+    blur_sigma2: Tuple[float, float] = (0.2, 1.5)
+    betag_range2: Tuple[float, float] = (0.5, 4.)
+    betap_range2: Tuple[float, float] = (1., 2.)
+    final_sinc_prob: float = 0.8
+
+    def stage(self, suffix: str) -> BlurKernelOptions:
+        return BlurKernelOptions(
+            kernel_list=getattr(self, f'kernel_list{suffix}'),
+            kernel_prob=getattr(self, f'kernel_prob{suffix}'),
+            sinc_prob=getattr(self, f'sinc_prob{suffix}'),
+            blur_sigma=getattr(self, f'blur_sigma{suffix}'),
+            betag_range=getattr(self, f'betag_range{suffix}'),
+            betap_range=getattr(self, f'betap_range{suffix}'))
+
+
+def crop_or_pad(img: np.ndarray, size: int) -> np.ndarray:
+    """Real-ESRGAN's crop/pad: reflect-pad an image smaller than ``size``, then take a random ``size`` crop."""
+    h, w = img.shape[:2]
+    if h < size or w < size:
+        img = cv2.copyMakeBorder(img, 0, max(0, size - h), 0, max(0, size - w), cv2.BORDER_REFLECT_101)
+        h, w = img.shape[:2]
+    top, left = random.randint(0, h - size), random.randint(0, w - size)
+    return img[top:top + size, left:left + size]
+
+
+@DATASET_REGISTRY.register()
+class PairedDegradationDataset(data.Dataset):
+    """HR crops with ``kernel_sets`` independent Real-ESRGAN kernel sets per sample.
+
+    With ``kernel_sets: 2`` the model degrades each crop twice with independent kernels (Simple-Align's current
+    code); with ``kernel_sets: 1`` both copies share the kernels (its 2024 code). HR comes from a folder, a
+    ``meta_info`` list, or an LMDB (``io_backend: {type: lmdb}``) through BasicSR's ``FileClient``.
+
+    Returns ``gt`` (3, S, S) RGB, ``kernel1``/``kernel2``/``sinc_kernel`` (K, 21, 21), their label vectors
+    ``kernel1_info``/``kernel2_info`` (K, 7) and ``sinc_info`` (K, 2), and ``gt_path``.
+    """
+
+    def __init__(self, opt: Dict[str, Any]):
+        super().__init__()
+        self.opt = opt
+        name = opt.get('name', 'train')
+        own = {k: v for k, v in opt.items() if k not in LOADER_KEYS}
+        self.options = options_from_dict(PairedDegradationOptions, own, f'datasets.{name}')
+        if self.options.kernel_sets not in (1, 2):
+            raise GsrError(f'datasets.{name}.kernel_sets must be 1 or 2, got {self.options.kernel_sets}')
+        self.io_backend = dict(opt.get('io_backend') or {'type': 'disk'})
+        self.file_client = None
+        self.keys = self._list_keys()
+
+    def _list_keys(self) -> List[str]:
+        root, meta = self.options.dataroot_gt, self.options.meta_info
+        if not root or not os.path.exists(root):
+            raise GsrError(f'dataroot_gt does not exist: {root!r} — prepare it as described in docs/DATASETS.md')
+        if self.io_backend['type'] == 'lmdb':
+            meta = meta or os.path.join(root, 'meta_info.txt')
+            self.io_backend.update(db_paths=[root], client_keys=['gt'])
+        if meta:
+            if not os.path.isfile(meta):
+                raise GsrError(f'meta_info file not found: {meta}')
+            with open(meta) as f:
+                keys = [line.split(' ')[0].strip() for line in f if line.strip()]
+            if self.io_backend['type'] == 'lmdb':
+                keys = [os.path.splitext(k)[0] for k in keys]
+            else:
+                keys = [os.path.join(root, k) for k in keys]
+            if not keys:
+                raise GsrError(f'meta_info file lists no images: {meta}')
+            return keys
+        ignored = [f for f in os.listdir(root) if not f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith('.')]
+        if ignored:
+            get_root_logger().warning(f'{root}: ignoring {len(ignored)} non-image file(s), e.g. {ignored[0]}')
+        return list_images(root)
+
+    def _read(self, key: str) -> np.ndarray:
+        if self.file_client is None:
+            self.file_client = FileClient(self.io_backend.pop('type'), **self.io_backend)
+        try:
+            content = self.file_client.get(key, 'gt')
+        except FileNotFoundError as e:
+            raise GsrError(f'training image not found: {key}') from e
+        if content is None:  # the LMDB backend returns None for a missing key
+            raise GsrError(f'LMDB {self.options.dataroot_gt}: key {key!r} (listed in meta_info) is missing')
+        return decode_image(content, key)
+
+    def _read_with_skip(self, index: int) -> Tuple[np.ndarray, str]:
+        for attempt in range(len(self.keys)):
+            key = self.keys[(index + attempt) % len(self.keys)]
+            try:
+                return self._read(key), key
+            except GsrError as e:
+                if not self.options.skip_bad_images:
+                    raise
+                get_root_logger().warning(f'skipping unreadable training image: {e}')
+        raise GsrError(f'no readable image in {self.options.dataroot_gt}')
+
+    def _kernels(self) -> Dict[str, torch.Tensor]:
+        o = self.options
+        sets = [(sample_blur_kernel(o.stage('')), sample_blur_kernel(o.stage('2')), sample_final_sinc(o.final_sinc_prob))
+                for _ in range(o.kernel_sets)]
+        out = {}
+        for i, name in enumerate(('kernel1', 'kernel2', 'sinc_kernel')):
+            info_name = 'sinc_info' if name == 'sinc_kernel' else f'{name}_info'
+            out[name] = torch.from_numpy(np.stack([s[i][0] for s in sets]))
+            out[info_name] = torch.from_numpy(np.stack([s[i][1] for s in sets]))
+        return out
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        img, key = self._read_with_skip(index)
+        img = augment(img, self.options.use_hflip, self.options.use_rot)
+        img = crop_or_pad(img, self.options.crop_pad_size)
+        item = {'gt': img2tensor([img], bgr2rgb=True, float32=True)[0], 'gt_path': key}
+        item.update(self._kernels())
+        return item
+
+    def __len__(self) -> int:
+        return len(self.keys)
+

@@ -1,0 +1,221 @@
+"""Batched, device-agnostic Real-ESRGAN second-order degradation that records what it applied.
+
+The pipeline is Real-ESRNet's ``feed_data`` (BasicSR ``realesrnet_model.py``; Wang et al., Real-ESRGAN,
+ICCVW 2021, Sec. 3): blur -> resize -> noise -> JPEG, a second blur/resize/noise stage, then
+[resize -> sinc -> JPEG] or [JPEG -> resize -> sinc] and 8-bit quantisation. It reuses BasicSR's
+``filter2D``, ``DiffJPEG`` and noise generators and runs on whatever device the GT batch is on.
+
+All random draws are made first (``sample``) and then applied (``apply``). The draws are returned as
+per-sample label tensors, and applying the same draws with ``add_noise=False`` gives the noise-free twin.
+Label names: ``blur1_<field>``/``blur2_<field>`` (``kernels.KERNEL_INFO_FIELDS``), ``blur2_applied``,
+``resize{1,2}_scale``, ``resize{1,2}_mode`` (index into ``RESIZE_MODES``), ``noise{1,2}_kind``
+(0 none, 1 Gaussian, 2 Poisson), ``noise{1,2}_sigma`` (Gaussian sigma in 0-255 units, 0 unless
+applied), ``noise{1,2}_poisson_scale``, ``noise{1,2}_gray``, ``jpeg{1,2}_quality``, ``final_order``
+(0: resize-sinc-JPEG, 1: JPEG-resize-sinc), ``final_resize_mode``, ``sinc_applied``, ``sinc_omega_c``.
+"""
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from basicsr.data.degradations import generate_gaussian_noise_pt, generate_poisson_noise_pt
+from basicsr.utils import DiffJPEG, USMSharp
+from basicsr.utils.img_process_util import filter2D
+
+from gsr.data.kernels import KERNEL_INFO_FIELDS
+from gsr.utils.errors import GsrError
+
+RESIZE_MODES = ('area', 'bilinear', 'bicubic')
+NOISE_KINDS = ('none', 'gaussian', 'poisson')
+
+
+@dataclass
+class DegradationOptions:
+    """The model's ``degradation:`` block. Defaults are Real-ESRNet x4plus's (``train_realesrnet_x4plus.yml``)."""
+    gt_usm: bool = True
+    usm_weight: float = 0.5
+    usm_radius: int = 50
+    usm_threshold: float = 10.
+    resize_prob: List[float] = field(default_factory=lambda: [0.2, 0.7, 0.1])
+    resize_range: Tuple[float, float] = (0.15, 1.5)
+    gaussian_noise_prob: float = 0.5
+    noise_range: Tuple[float, float] = (1., 30.)
+    poisson_scale_range: Tuple[float, float] = (0.05, 3.)
+    gray_noise_prob: float = 0.4
+    jpeg_range: Tuple[float, float] = (30., 95.)
+    second_blur_prob: float = 0.8
+    resize_prob2: List[float] = field(default_factory=lambda: [0.3, 0.4, 0.3])
+    resize_range2: Tuple[float, float] = (0.3, 1.2)
+    gaussian_noise_prob2: float = 0.5
+    noise_range2: Tuple[float, float] = (1., 25.)
+    poisson_scale_range2: Tuple[float, float] = (0.05, 2.5)
+    gray_noise_prob2: float = 0.4
+    jpeg_range2: Tuple[float, float] = (30., 95.)
+    final_order_prob: float = 0.5
+    noise_prob: float = 1.0
+
+
+class SeparableUSMSharp(USMSharp):
+    """BasicSR's ``USMSharp`` with the Gaussian blur done as two 1-D passes.
+
+    The 2-D kernel is the outer product ``g gᵀ`` of OpenCV's 1-D Gaussian ``g``, so blurring with it equals
+    a horizontal pass with ``g`` followed by a vertical one (same reflect padding): O(k) instead of O(k²)
+    per pixel for the 51-tap kernel. Sharpening: ``out = m·clip(I + w(I − G*I)) + (1 − m)·I`` with the soft
+    mask ``m = G * 1[|I − G*I|·255 > t]``.
+    """
+
+    def __init__(self, radius: int = 50, sigma: float = 0):
+        super().__init__(radius, sigma)
+        taps = cv2.getGaussianKernel(self.radius, sigma).reshape(-1)
+        self.register_buffer('taps', torch.tensor(taps, dtype=torch.float32))
+
+    def blur(self, img: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = img.shape
+        pad = self.radius // 2
+        x = F.pad(img.reshape(b * c, 1, h, w), (pad, pad, pad, pad), mode='reflect')
+        x = F.conv2d(x, self.taps.view(1, 1, 1, -1))
+        return F.conv2d(x, self.taps.view(1, 1, -1, 1)).view(b, c, h, w)
+
+    def forward(self, img: torch.Tensor, weight: float = 0.5, threshold: float = 10) -> torch.Tensor:
+        residual = img - self.blur(img)
+        soft_mask = self.blur((residual.abs() * 255 > threshold).float())
+        sharp = torch.clip(img + weight * residual, 0, 1)
+        return soft_mask * sharp + (1 - soft_mask) * img
+
+
+def _batch_choice(values: List, probs: Optional[List[float]] = None):
+    return random.choices(values, probs)[0] if probs else random.choice(values)
+
+
+def _resize_scale(prob: List[float], scale_range: Tuple[float, float]) -> float:
+    kind = _batch_choice(['up', 'down', 'keep'], prob)
+    if kind == 'up':
+        return float(np.random.uniform(1, scale_range[1]))
+    if kind == 'down':
+        return float(np.random.uniform(scale_range[0], 1))
+    return 1.
+
+
+class SecondOrderDegrader(torch.nn.Module):
+    """Degrades a GT batch the Real-ESRGAN way and returns labels of every draw (see module docstring)."""
+
+    def __init__(self, opt: DegradationOptions, scale: int = 4):
+        super().__init__()
+        self.opt = opt
+        self.scale = scale
+        self.jpeger = DiffJPEG(differentiable=False)
+        self.usm = SeparableUSMSharp(opt.usm_radius)
+
+    def sharpen(self, gt: torch.Tensor) -> torch.Tensor:
+        """Unsharp-mask the GT when ``gt_usm`` is on (Real-ESRNet trains on, and degrades, the sharpened GT)."""
+        if not self.opt.gt_usm:
+            return gt
+        return self.usm(gt, self.opt.usm_weight, self.opt.usm_threshold)
+
+    # ------------------------------------------------------------------------------------------- draws
+    def _noise_draws(self, b: int, device, stage: str) -> Dict[str, torch.Tensor]:
+        o = self.opt
+        suffix = '2' if stage == '2' else ''
+        gaussian = np.random.uniform() < getattr(o, f'gaussian_noise_prob{suffix}')
+        applied = (torch.rand(b, device=device) < o.noise_prob).float()
+        lo, hi = getattr(o, f'noise_range{suffix}') if gaussian else getattr(o, f'poisson_scale_range{suffix}')
+        level = (torch.rand(b, device=device) * (hi - lo) + lo) * applied
+        gray = (torch.rand(b, device=device) < getattr(o, f'gray_noise_prob{suffix}')).float() * applied
+        zeros = torch.zeros(b, device=device)
+        return {
+            f'noise{stage}_kind': applied * (1 if gaussian else 2),
+            f'noise{stage}_sigma': level if gaussian else zeros,
+            f'noise{stage}_poisson_scale': zeros if gaussian else level,
+            f'noise{stage}_gray': gray,
+        }
+
+    def sample(self, gt: torch.Tensor, kernel1: torch.Tensor, kernel2: torch.Tensor, sinc_kernel: torch.Tensor,
+               kernel1_info: torch.Tensor, kernel2_info: torch.Tensor,
+               sinc_info: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Draw every random choice for the batch; kernels (B, 21, 21) and their infos come from the dataset."""
+        o, b, dev = self.opt, gt.shape[0], gt.device
+
+        def full(value: float) -> torch.Tensor:
+            return torch.full((b, ), float(value), device=dev)
+
+        def quality(jpeg_range: Tuple[float, float]) -> torch.Tensor:
+            return torch.empty(b, device=dev).uniform_(*jpeg_range)
+
+        p = {'kernel1': kernel1, 'kernel2': kernel2, 'sinc_kernel': sinc_kernel}
+        for i, name in enumerate(KERNEL_INFO_FIELDS):
+            p[f'blur1_{name}'] = kernel1_info[:, i].to(dev)
+            p[f'blur2_{name}'] = kernel2_info[:, i].to(dev)
+        p['resize1_scale'] = full(_resize_scale(o.resize_prob, o.resize_range))
+        p['resize1_mode'] = full(RESIZE_MODES.index(_batch_choice(list(RESIZE_MODES))))
+        p.update(self._noise_draws(b, dev, '1'))
+        p['jpeg1_quality'] = quality(o.jpeg_range)
+        p['blur2_applied'] = full(np.random.uniform() < o.second_blur_prob)
+        p['resize2_scale'] = full(_resize_scale(o.resize_prob2, o.resize_range2))
+        p['resize2_mode'] = full(RESIZE_MODES.index(_batch_choice(list(RESIZE_MODES))))
+        p.update(self._noise_draws(b, dev, '2'))
+        p['final_order'] = full(np.random.uniform() >= o.final_order_prob)
+        p['final_resize_mode'] = full(RESIZE_MODES.index(_batch_choice(list(RESIZE_MODES))))
+        p['jpeg2_quality'] = quality(o.jpeg_range2)
+        p['sinc_applied'] = sinc_info[:, 0].to(dev)
+        p['sinc_omega_c'] = sinc_info[:, 1].to(dev)
+        return p
+
+    # ------------------------------------------------------------------------------------------- apply
+    @staticmethod
+    def _noise(out: torch.Tensor, p: Dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        sigma, scale = p[f'noise{stage}_sigma'], p[f'noise{stage}_poisson_scale']
+        gray = p[f'noise{stage}_gray']
+        if bool((sigma > 0).any()):
+            out = out + generate_gaussian_noise_pt(out, sigma, gray)
+        if bool((scale > 0).any()):
+            out = out + generate_poisson_noise_pt(out, scale, gray)
+        return out.clamp(0, 1)
+
+    def _jpeg(self, out: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        # DiffJPEG overwrites its quality tensor in place: give it a copy so the label survives
+        return self.jpeger(out.clamp(0, 1).contiguous(), quality=quality.clone())
+
+    @staticmethod
+    def _mode(p: Dict[str, torch.Tensor], key: str) -> str:
+        return RESIZE_MODES[int(p[key][0])]
+
+    def minimum_gt_size(self) -> int:
+        """Smallest GT side for which every reflect-padded filter still fits (21-tap kernels need > 10 px)."""
+        o = self.opt
+        return max(math.ceil(11 / min(o.resize_range[0], 1)), 11 * self.scale, o.usm_radius // 2 + 2)
+
+    def apply(self, gt: torch.Tensor, p: Dict[str, torch.Tensor], add_noise: bool = True) -> torch.Tensor:
+        """Apply the draws ``p`` to the (already sharpened) GT batch; returns the quantised LQ batch."""
+        h, w = gt.shape[-2:]
+        if min(h, w) < self.minimum_gt_size():
+            raise GsrError(f'GT crops of {h}x{w} are too small for the second-order degradation: it needs at least '
+                           f'{self.minimum_gt_size()} px (datasets.train.crop_pad_size) with resize_range '
+                           f'{tuple(self.opt.resize_range)} and scale {self.scale}')
+        out = filter2D(gt.contiguous(), p['kernel1'])
+        out = F.interpolate(out, scale_factor=float(p['resize1_scale'][0]), mode=self._mode(p, 'resize1_mode'))
+        out = self._noise(out, p, '1') if add_noise else out.clamp(0, 1)
+        out = self._jpeg(out, p['jpeg1_quality'])
+        if bool(p['blur2_applied'][0]):
+            out = filter2D(out.contiguous(), p['kernel2'])
+        s2 = float(p['resize2_scale'][0])
+        size2 = (int(h / self.scale * s2), int(w / self.scale * s2))
+        out = F.interpolate(out, size=size2, mode=self._mode(p, 'resize2_mode'))
+        out = self._noise(out, p, '2') if add_noise else out.clamp(0, 1)
+        lq_size = (h // self.scale, w // self.scale)
+        final_mode = self._mode(p, 'final_resize_mode')
+        if int(p['final_order'][0]) == 0:
+            out = filter2D(F.interpolate(out, size=lq_size, mode=final_mode).contiguous(), p['sinc_kernel'])
+            out = self._jpeg(out, p['jpeg2_quality'])
+        else:
+            out = self._jpeg(out, p['jpeg2_quality'])
+            out = filter2D(F.interpolate(out, size=lq_size, mode=final_mode).contiguous(), p['sinc_kernel'])
+        return torch.clamp((out * 255.).round(), 0, 255) / 255.
+
+    @staticmethod
+    def labels(p: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The per-sample label tensors of a draw (everything but the kernels themselves)."""
+        return {k: v for k, v in p.items() if v.dim() == 1}

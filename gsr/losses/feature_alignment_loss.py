@@ -1,0 +1,37 @@
+"""Linear feature-statistics alignment between the two degraded copies of each HR crop."""
+import torch
+from basicsr.utils.registry import LOSS_REGISTRY
+from torch import nn
+
+from gsr.losses.statistics import pooled_centered, rank_one_discrepancy, reduce_pairs, spatial_discrepancy
+from gsr.utils.errors import GsrError
+
+
+def check_choice(name: str, value: str, choices) -> str:
+    if value not in choices:
+        raise GsrError(f'{name} must be one of {", ".join(choices)}, got {value!r}')
+    return value
+
+
+@LOSS_REGISTRY.register()
+class FeatureAlignmentLoss(nn.Module):
+    """Align mean and covariance of the tapped features across a pair (Wang et al., CVPR 2024, Sec. 3.2).
+
+    ``mode: official`` reproduces the released code: GAP per sample, centre each copy over the batch
+    (``center``), then ``rank_one_discrepancy``. ``mode: spatial`` uses per-sample mean and covariance over
+    spatial positions (``spatial_discrepancy``). ``reduction`` sums (released code) or averages over pairs.
+    """
+
+    def __init__(self, loss_weight: float = 1.0, mode: str = 'official', reduction: str = 'sum', center: bool = True):
+        super().__init__()
+        self.loss_weight = float(loss_weight)
+        self.mode = check_choice('FeatureAlignmentLoss.mode', mode, ('official', 'spatial'))
+        self.reduction = check_choice('FeatureAlignmentLoss.reduction', reduction, ('sum', 'mean'))
+        self.center = center
+
+    def forward(self, feat1: torch.Tensor, feat2: torch.Tensor) -> torch.Tensor:
+        if self.mode == 'spatial':
+            per_pair = spatial_discrepancy(feat1, feat2)
+        else:
+            per_pair = rank_one_discrepancy(pooled_centered(feat1, self.center), pooled_centered(feat2, self.center))
+        return self.loss_weight * reduce_pairs(per_pair, self.reduction)

@@ -1,0 +1,20 @@
+"""Brute-force feature matching between the pair (the ablation of Wang et al., CVPR 2024)."""
+import torch
+from basicsr.utils.registry import LOSS_REGISTRY
+from torch import nn
+from torch.nn import functional as F
+
+from gsr.losses.feature_alignment_loss import check_choice
+
+
+@LOSS_REGISTRY.register()
+class FeatureMatchingLoss(nn.Module):
+    """L2 between the two copies' tapped feature maps: ``mean((F¹ − F²)²)`` (or its sum)."""
+
+    def __init__(self, loss_weight: float = 1.0, reduction: str = 'mean'):
+        super().__init__()
+        self.loss_weight = float(loss_weight)
+        self.reduction = check_choice('FeatureMatchingLoss.reduction', reduction, ('sum', 'mean'))
+
+    def forward(self, feat1: torch.Tensor, feat2: torch.Tensor) -> torch.Tensor:
+        return self.loss_weight * F.mse_loss(feat1, feat2, reduction=self.reduction)

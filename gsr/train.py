@@ -1,0 +1,62 @@
+"""``gsr train`` / ``python -m gsr.train``: BasicSR's ``train_pipeline`` behind gsr's option checks.
+
+Distributed: ``torchrun --nproc_per_node=N -m gsr.train -opt X --launcher pytorch`` (docs/DISTRIBUTED.md).
+"""
+import argparse
+import os
+import sys
+from typing import List, Optional, Tuple
+
+import gsr  # noqa: F401  (compatibility fixes and registration)
+from gsr.utils.errors import GsrError
+from gsr.utils.option_check import check_options, load_option_file
+
+
+def basicsr_argv(argv: List[str]) -> List[str]:
+    """Accept torch.distributed.launch's ``--local-rank=N`` spelling as BasicSR's ``--local_rank``."""
+    return [a.replace('--local-rank', '--local_rank', 1) if a.startswith('--local-rank') else a for a in argv]
+
+
+def check_command_line(argv: List[str], is_train: bool) -> Tuple[str, dict]:
+    """Validate ``-opt`` (and its contents) before BasicSR parses it; return the path and the options."""
+    parser = argparse.ArgumentParser(prog=f'gsr {"train" if is_train else "test"}', add_help=True)
+    parser.add_argument('-opt', required=True, help='Path to option YAML file.')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
+    parser.add_argument('--auto_resume', action='store_true')
+    parser.add_argument('--debug', action='store_true')
+    parser.add_argument('--local_rank', type=int, default=0)
+    parser.add_argument('--force_yml', nargs='+', default=None, help='e.g. train:ema_decay=0.999')
+    args = parser.parse_args(argv)
+    opt = load_option_file(args.opt)
+    overridden = [entry.split('=')[0].strip().replace(':', '.') for entry in args.force_yml or []]
+    check_options(opt, args.opt, skip=overridden)
+    return args.opt, opt
+
+
+def run(argv: List[str], is_train: bool) -> int:
+    argv = basicsr_argv(argv)
+    check_command_line(argv, is_train)
+    prog = sys.argv[0]
+    sys.argv = [prog] + argv
+    try:
+        if is_train:
+            from basicsr.train import train_pipeline
+            train_pipeline(os.getcwd())
+        else:
+            from basicsr.test import test_pipeline
+            test_pipeline(os.getcwd())
+    finally:
+        sys.argv = [prog]
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run(sys.argv[1:] if argv is None else argv, is_train=True)
+
+
+if __name__ == '__main__':
+    try:
+        sys.exit(main())
+    except GsrError as e:
+        print(f'gsr: error: {e}', file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,1 @@
+"""Shared helpers: errors, checkpoints, image reading, default data, feature taps."""

@@ -1,0 +1,76 @@
+"""Crash-safe checkpoint writing and safe loading.
+
+Every checkpoint and training state is written to a temporary file in the target folder and renamed over
+the final name, so a reader (e.g. ``--auto_resume``) never sees a partial file. Loading always uses
+``weights_only=True``; training states additionally allow exactly the Python types BasicSR's schedulers
+store (``collections.Counter``).
+"""
+import collections
+import os
+import pickle
+import tempfile
+from typing import Any, Mapping
+
+import torch
+
+from gsr.utils.errors import GsrError
+
+TRAINING_STATE_GLOBALS = [collections.Counter]
+
+
+def atomic_write(path: str, write) -> None:
+    """Call ``write(tmp_path)`` and move the result onto ``path`` atomically; remove the temp file on failure."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, 'rb') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    """``torch.save`` that never leaves a partial file at ``path``."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def _load(path: str, what: str, safe_globals=()) -> Any:
+    if not os.path.isfile(path):
+        raise GsrError(f'{what} not found: {path}')
+    try:
+        with torch.serialization.safe_globals(list(safe_globals)):
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0]
+        raise GsrError(f'{what} {path} holds objects that are not allowed when loading safely: {first}') from e
+    except (RuntimeError, EOFError) as e:
+        raise GsrError(f'{what} {path} is truncated or not a torch checkpoint: {e}') from e
+
+
+def load_checkpoint(path: str) -> Mapping[str, Any]:
+    """Load a network checkpoint (tensors and plain containers only)."""
+    return _load(path, 'checkpoint', ())
+
+
+def load_training_state(path: str) -> Mapping[str, Any]:
+    """Load a BasicSR training state: tensors, containers and the scheduler's ``Counter``."""
+    return _load(path, 'training state', TRAINING_STATE_GLOBALS)
+
+
+def state_dict_mismatch(expected: Mapping[str, torch.Tensor], loaded: Mapping[str, torch.Tensor]) -> str:
+    """Describe missing, unexpected and wrongly shaped keys; empty when the two match."""
+    missing = sorted(set(expected) - set(loaded))
+    unexpected = sorted(set(loaded) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(loaded) if expected[k].shape != loaded[k].shape)
+    parts = []
+    for label, keys in (('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatch', shapes)):
+        if keys:
+            shown = ', '.join(keys[:8]) + (f' (+{len(keys) - 8} more)' if len(keys) > 8 else '')
+            parts.append(f'{label}: {shown}')
+    return '; '.join(parts)

@@ -1,0 +1,56 @@
+"""Option blocks as dataclasses: unknown keys and wrongly typed values fail with the key's full name."""
+import dataclasses
+import typing
+from typing import Any, Mapping, Optional, Type, TypeVar
+
+from gsr.utils.errors import GsrError
+
+T = TypeVar('T')
+
+
+def _check_value(value: Any, annotation: Any, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise GsrError(f'{where} must be a number, got {value!r} ({type(value).__name__}); '
+                           'in YAML write 2.0e-4 or !!float 2e-4, not 2e-4')
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise GsrError(f'{where} must be an integer, got {value!r} ({type(value).__name__})')
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise GsrError(f'{where} must be true or false, got {value!r}')
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise GsrError(f'{where} must be a string, got {value!r}')
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise GsrError(f'{where} must be a list, got {value!r}')
+        args = typing.get_args(annotation)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise GsrError(f'{where} must have {len(args)} entries, got {list(value)!r}')
+            return tuple(_check_value(v, a, f'{where}[{i}]') for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        return origin(_check_value(v, item, f'{where}[{i}]') for i, v in enumerate(value))
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None:
+            return None
+        return _check_value(value, args[0], where)
+    return value
+
+
+def options_from_dict(cls: Type[T], values: Optional[Mapping[str, Any]], where: str) -> T:
+    """Build dataclass ``cls`` from ``values``; ``where`` names the YAML block in error messages."""
+    values = dict(values or {})
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise GsrError(f'{where}: unknown key(s) {", ".join(unknown)}; accepted: {", ".join(names)}')
+    return cls(**{k: _check_value(v, hints[k], f'{where}.{k}') for k, v in values.items()})

@@ -1,0 +1,73 @@
+"""The CLI end to end on the CPU: train, save, --auto_resume continues; bad input is one clear line."""
+import os
+import shutil
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import run_gsr, tiny_options, write_yaml
+
+
+def test_basicsr_console_script_is_installed():
+    bindir = os.path.dirname(sys.executable)
+    for name in ('gsr', 'basicsr'):
+        assert shutil.which(name, path=bindir), name
+
+
+@pytest.mark.slow
+def test_train_saves_and_auto_resume_continues(tmp_path, small_photo_folder):
+    opt = write_yaml(tmp_path / 'tiny.yml', tiny_options(small_photo_folder, small_photo_folder))
+    first = run_gsr(['train', '-opt', opt], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    exp = tmp_path / 'experiments' / 'tiny'
+    assert sorted(os.listdir(exp / 'training_states')) == ['2.state', '4.state']
+    assert {'net_g_2.pth', 'net_g_4.pth', 'net_g_latest.pth'} <= set(os.listdir(exp / 'models'))
+    ckpt = torch.load(exp / 'models' / 'net_g_4.pth', weights_only=True)
+    assert set(ckpt) == {'params', 'params_ema'}
+
+    more = ['--force_yml', 'train:total_iter=8']
+    resumed = run_gsr(['train', '-opt', opt, '--auto_resume'] + more, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = ''.join(open(exp / f).read() for f in os.listdir(exp) if f.endswith('.log'))
+    assert 'Resuming training from epoch: 0, iter: 4.' in log
+    assert 'iter:       5' in log and 'iter:       1,' not in log.split('Resuming training')[1]
+    assert '8.state' in os.listdir(exp / 'training_states')
+
+
+def test_missing_option_file_is_one_line(tmp_path):
+    result = run_gsr(['train', '-opt', 'nope.yml'], cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == 'gsr: error: option file not found: nope.yml'
+
+
+@pytest.mark.parametrize('dotted, value, registry, gsr_name', [
+    ('network_g.type', 'NoSuchNet', 'arch', 'MSRN'),
+    ('model_type', 'NoSuchModel', 'model', 'GeneralizableSRModel'),
+    ('datasets.train.type', 'NoSuchDataset', 'dataset', 'PairedDegradationDataset'),
+    ('train.pixel_opt.type', 'NoSuchLoss', 'loss', 'FeatureAlignmentLoss'),
+])
+def test_unknown_type_lists_the_gsr_names(tmp_path, photo_folder, dotted, value, registry, gsr_name):
+    opt = write_yaml(tmp_path / 'bad.yml', tiny_options(photo_folder, photo_folder, **{dotted: value}))
+    result = run_gsr(['train', '-opt', opt], cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"unknown {dotted} '{value}'" in lines[0] and gsr_name in lines[0]
+
+
+def test_missing_data_root_names_the_path_and_the_docs(tmp_path, photo_folder):
+    missing = str(tmp_path / 'datasets' / 'DIV2K' / 'DIV2K_train_HR_sub')
+    opt = write_yaml(tmp_path / 'bad.yml', tiny_options(missing, photo_folder))
+    result = run_gsr(['train', '-opt', opt], cwd=tmp_path)
+    assert result.returncode == 2
+    assert missing in result.stderr and 'docs/DATASETS.md' in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_headline_option_file_trains_or_names_the_div2k_path(tmp_path):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = run_gsr(['train', '-opt', os.path.join(repo, 'options', 'train_srresnet_align.yml')], cwd=repo,
+                     timeout=120)
+    if not os.path.isdir(os.path.join(repo, 'datasets', 'DIV2K')):
+        assert result.returncode == 2
+        assert 'datasets/DIV2K/DIV2K_train_HR_sub' in result.stderr and 'docs/DATASETS.md' in result.stderr

@@ -1,0 +1,118 @@
+"""Each BasicSR 1.4.2 fix in gsr.compat, shown necessary (the original fails) and effective (gsr's works)."""
+import argparse
+import collections
+import copy
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from gsr import compat
+from gsr.utils.errors import GsrError
+
+UNSAFE_YAML = 'name: x\nvalue: !!python/object/apply:os.getcwd []\n'
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+
+
+def test_plain_basicsr_import_fails_and_gsr_shim_fixes_it():
+    plain = _python('import basicsr')
+    assert plain.returncode != 0 and 'functional_tensor' in plain.stderr
+    fixed = _python('import gsr, basicsr; from basicsr.data.degradations import rgb_to_grayscale; print("ok")')
+    assert fixed.returncode == 0, fixed.stderr
+    assert fixed.stdout.strip().endswith('ok')
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the failure is specific to CPU-only machines')
+def test_cpu_distributed_init_divides_by_zero_in_basicsr(monkeypatch):
+    import basicsr.utils.dist_util as dist_util
+    monkeypatch.setenv('RANK', '0')
+    with pytest.raises(ZeroDivisionError):
+        dist_util._init_dist_pytorch('gloo')
+    assert compat.default_backend() == 'gloo'
+
+
+def test_gsr_init_dist_uses_gloo_on_cpu_in_a_fresh_process():
+    code = ('import os, gsr, torch.distributed as dist\n'
+            'os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29641")\n'
+            'from basicsr.utils.options import init_dist\n'
+            'init_dist("pytorch")\n'
+            'print(dist.get_backend(), dist.get_world_size())\n')
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+    expected = 'nccl' if torch.cuda.is_available() else 'gloo'
+    assert result.stdout.split()[-2:] == [expected, '1']
+
+
+def _state_opt(tmp_path, auto_resume=True):
+    states = tmp_path / 'experiments' / 'run' / 'training_states'
+    states.mkdir(parents=True)
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.Adam([p], 1e-3)
+    from basicsr.models.lr_scheduler import MultiStepRestartLR
+    sched = MultiStepRestartLR(opt, milestones=[10])
+    for it in (2, 4):
+        torch.save({'epoch': 0, 'iter': it, 'optimizers': [opt.state_dict()], 'schedulers': [sched.state_dict()]},
+                   states / f'{it}.state')
+    (states / '.6.state.abc.tmp').write_bytes(b'partial')
+    return {
+        'name': 'run', 'auto_resume': auto_resume, 'network_g': {},
+        'path': {'training_states': str(states), 'models': str(tmp_path / 'experiments' / 'run' / 'models'),
+                 'resume_state': None}
+    }
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the failure is specific to CPU-only machines')
+def test_basicsr_auto_resume_calls_cuda_on_cpu(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises((RuntimeError, AssertionError)):
+        compat.ORIGINALS['load_resume_state'](_state_opt(tmp_path))
+
+
+def test_gsr_auto_resume_loads_latest_complete_state_on_cpu(tmp_path):
+    opt = _state_opt(tmp_path)
+    state = compat.load_resume_state(opt)
+    assert state['iter'] == 4 and opt['path']['resume_state'].endswith('4.state')
+    assert isinstance(state['schedulers'][0]['milestones'], collections.Counter)
+
+
+def test_training_state_loading_is_weights_only(tmp_path):
+    from gsr.utils.checkpoint import load_training_state
+    path = tmp_path / 'evil.state'
+    torch.save({'iter': 1, 'payload': argparse.Namespace(a=1)}, path)  # an arbitrary class
+    with pytest.raises(GsrError, match='not allowed'):
+        load_training_state(str(path))
+
+
+def test_basicsr_yaml_loader_is_unsafe_and_gsr_rejects_python_tags(tmp_path):
+    unsafe = yaml.load(UNSAFE_YAML, Loader=compat.ORIGINALS['ordered_yaml']()[0])
+    assert unsafe['value'] == os.getcwd()  # BasicSR's loader executed a function from the option file
+    from basicsr.utils.options import ordered_yaml
+    with pytest.raises(yaml.constructor.ConstructorError):
+        yaml.load(UNSAFE_YAML, Loader=ordered_yaml()[0])
+    loaded = yaml.load('b: 1\na: [1, 2]\n', Loader=ordered_yaml()[0])
+    assert list(loaded) == ['b', 'a'] and isinstance(loaded, collections.OrderedDict)
+
+
+def _sr_opt():
+    return {
+        'num_gpu': 0, 'is_train': True, 'dist': False, 'network_g': {'type': 'MSRResNet', 'num_feat': 4, 'num_block': 1},
+        'path': {}, 'train': {'optim_g': {'type': 'Adam', 'lr': 1e-3}, 'scheduler': {'type': 'MultiStepLR',
+                                                                                    'milestones': [10]},
+                              'pixel_opt': {'type': 'L1Loss'}}
+    }
+
+
+def test_setup_optimizers_no_longer_mutates_options():
+    from basicsr.models.sr_model import SRModel
+    opt = _sr_opt()
+    before = copy.deepcopy(opt['train'])
+    model = SRModel(opt)
+    assert opt['train'] == before
+    compat.ORIGINALS['setup_optimizers'](model)  # BasicSR's own method pops 'type'
+    assert 'type' not in opt['train']['optim_g']

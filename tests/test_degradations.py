@@ -1,0 +1,136 @@
+"""The paired second-order degradation on real photographs: distributions, labels, pairing, USM equivalence."""
+import math
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from basicsr.utils import USMSharp
+
+from gsr.data.kernels import KERNEL_KINDS, BlurKernelOptions, sample_blur_kernel, sample_final_sinc
+from gsr.data.paired_degradation_dataset import PairedDegradationDataset
+from gsr.data.second_order_degrader import DegradationOptions, SecondOrderDegrader, SeparableUSMSharp
+
+DRAWS = 4000
+
+
+def seed_all(seed: int = 0):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def test_blur_kernel_parameters_follow_the_real_esrgan_distribution():
+    seed_all()
+    infos = np.stack([sample_blur_kernel(BlurKernelOptions())[1] for _ in range(DRAWS)])
+    kinds = Counter(KERNEL_KINDS[int(k)] for k in infos[:, 0])
+    expected = dict(zip(KERNEL_KINDS[:6], np.array(BlurKernelOptions().kernel_prob) * 0.9), sinc=0.1)
+    for kind, p in expected.items():
+        assert abs(kinds[kind] / DRAWS - p) < 4 * math.sqrt(p * (1 - p) / DRAWS) + 1e-3, kind
+    gauss = infos[infos[:, 0] != KERNEL_KINDS.index('sinc')]
+    assert gauss[:, 2].min() >= 0.2 and gauss[:, 2].max() <= 3.0
+    assert abs(gauss[:, 2].mean() - 1.6) < 0.05  # U[0.2, 3] has mean 1.6
+    assert set(infos[:, 1].astype(int)) == set(range(7, 22, 2))
+    iso = infos[infos[:, 0] == 0]
+    assert np.all(iso[:, 2] == iso[:, 3]) and np.all(iso[:, 4] == 0)
+
+
+def test_kernels_are_normalised_and_final_sinc_probability():
+    seed_all(1)
+    for _ in range(50):
+        kernel, _ = sample_blur_kernel(BlurKernelOptions())
+        assert kernel.shape == (21, 21) and abs(kernel.sum() - 1) < 1e-4
+    applied = np.mean([sample_final_sinc(0.8)[1][0] for _ in range(DRAWS)])
+    assert abs(applied - 0.8) < 0.03
+
+
+@pytest.fixture()
+def batch(photo_folder):
+    seed_all(2)
+    ds = PairedDegradationDataset({'name': 't', 'dataroot_gt': photo_folder, 'crop_pad_size': 96, 'kernel_sets': 2})
+    items = [ds[i % len(ds)] for i in range(4)]
+    return {k: torch.stack([it[k] for it in items]) for k in items[0] if k != 'gt_path'}
+
+
+def _kernels(batch, k=0):
+    return [batch[n][:, k] for n in ('kernel1', 'kernel2', 'sinc_kernel', 'kernel1_info', 'kernel2_info', 'sinc_info')]
+
+
+def test_labels_are_within_the_configured_ranges(batch):
+    degrader = SecondOrderDegrader(DegradationOptions())
+    for _ in range(20):
+        p = degrader.sample(batch['gt'], *_kernels(batch))
+        labels = degrader.labels(p)
+        q = labels['jpeg1_quality']
+        assert ((q >= 30) & (q <= 95)).all()
+        assert 0.15 <= labels['resize1_scale'][0] <= 1.5
+        sigma = labels['noise1_sigma']
+        assert ((sigma == 0) | ((sigma >= 1) & (sigma <= 30))).all()
+        assert torch.equal(labels['blur1_kind'], batch['kernel1_info'][:, 0, 0])
+        gaussian = labels['noise1_kind'] == 1
+        assert torch.equal(gaussian, sigma > 0)
+
+
+def test_noise_probability_zero_skips_noise_and_labels_say_so(batch):
+    degrader = SecondOrderDegrader(DegradationOptions(noise_prob=0.0))
+    p = degrader.sample(batch['gt'], *_kernels(batch))
+    labels = degrader.labels(p)
+    for key in ('noise1_kind', 'noise1_sigma', 'noise1_poisson_scale', 'noise2_kind', 'noise2_sigma'):
+        assert labels[key].abs().sum() == 0, key
+    assert torch.equal(degrader.apply(batch['gt'], p), degrader.apply(batch['gt'], p, add_noise=False))
+
+
+def test_noise_free_twin_differs_only_by_the_noise(batch):
+    opts = DegradationOptions(gaussian_noise_prob=1.0, gaussian_noise_prob2=1.0, noise_range=(20., 30.))
+    degrader = SecondOrderDegrader(opts)
+    p = degrader.sample(batch['gt'], *_kernels(batch))
+    noisy, clean = degrader.apply(batch['gt'], p), degrader.apply(batch['gt'], p, add_noise=False)
+    assert noisy.shape == clean.shape == (4, 3, 24, 24)
+    residual = (noisy - clean).std().item()
+    assert residual > 5 / 255  # sigma >= 20 in stage 1 leaves visible noise
+    assert torch.corrcoef(torch.stack([noisy.flatten(), clean.flatten()]))[0, 1] > 0.6
+
+
+def test_jpeg_label_is_not_overwritten_by_diffjpeg(batch):
+    degrader = SecondOrderDegrader(DegradationOptions())
+    p = degrader.sample(batch['gt'], *_kernels(batch))
+    before = p['jpeg1_quality'].clone()
+    degrader.apply(batch['gt'], p)
+    assert torch.equal(before, p['jpeg1_quality'])
+
+
+def test_separable_usm_equals_basicsr_usm(batch):
+    gt = batch['gt']
+    assert torch.allclose(SeparableUSMSharp()(gt), USMSharp()(gt), atol=2e-5)
+
+
+def test_degrader_accepts_non_contiguous_input(batch):
+    gt = batch['gt'].transpose(2, 3)
+    assert not gt.is_contiguous()
+    degrader = SecondOrderDegrader(DegradationOptions())
+    out = degrader.apply(degrader.sharpen(gt), degrader.sample(gt, *_kernels(batch)))
+    assert torch.isfinite(out).all()
+
+
+def test_model_pairs_share_content_and_differ_in_degradation(batch):
+    from tests.conftest import tiny_options
+    from basicsr.models import build_model
+    opt = tiny_options('unused', 'unused')
+    opt.update(is_train=True, dist=False, rank=0, world_size=1)
+    opt['datasets']['train']['gt_size'] = 64
+    seed_all(3)
+    model = build_model(opt)
+    model.feed_data(batch)
+    b = batch['gt'].shape[0]
+    assert model.lq.shape == (2 * b, 3, 16, 16) and model.gt.shape == (2 * b, 3, 64, 64)
+    assert torch.equal(model.gt[:b], model.gt[b:])  # one crop location for both copies
+    assert not torch.equal(model.lq[:b], model.lq[b:])  # independent degradations
+    up = torch.nn.functional.interpolate(model.lq, scale_factor=4, mode='bicubic').flatten(1)
+    corr = torch.corrcoef(torch.cat([up, model.gt.flatten(1)]))[:2 * b, 2 * b:]  # LQ copy x GT crop
+    own = corr.diagonal()
+    others = corr[~torch.eye(2 * b, dtype=torch.bool)]
+    assert own.mean() > others.mean() + 0.3  # each copy shows its own crop's content
+    assert (own > 0.2).all()
+    assert model.degradation_labels['jpeg1_quality'].shape == (2 * b, )
+    assert not torch.equal(model.degradation_labels['blur1_sigma_x'][:b], model.degradation_labels['blur1_sigma_x'][b:])

@@ -1,0 +1,150 @@
+"""GeneralizableSRModel: the feature tap, Dropout at the tap, every option file, falling loss on a fixed batch."""
+import copy
+import glob
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+from basicsr.archs import build_network
+from basicsr.models import build_model
+from torch.nn import functional as F
+
+from gsr.utils.errors import GsrError
+from gsr.utils.feature_tap import ChannelDropout, FeatureTap
+from gsr.utils.option_check import load_option_file
+from tests.conftest import REPO, run_gsr, tiny_options, write_yaml
+
+OPTION_FILES = sorted(glob.glob(os.path.join(REPO, 'options', '*.yml')))
+TINY_NETS = {
+    'MSRResNet': {'num_feat': 8, 'num_block': 1},
+    'RRDBNet': {'num_feat': 8, 'num_block': 1, 'num_grow_ch': 4},
+    'MSRN': {'num_feat': 8, 'num_block': 1},
+    'SwinIR': {'embed_dim': 12, 'depths': [1], 'num_heads': [2], 'window_size': 4, 'img_size': 8},
+}
+
+
+def manual_srresnet_tap(net, x):
+    feat = net.lrelu(net.conv_first(x))
+    out = net.body(feat)
+    out = net.lrelu(net.pixel_shuffle(net.upconv1(out)))
+    out = net.lrelu(net.pixel_shuffle(net.upconv2(out)))
+    return net.lrelu(net.conv_hr(out))
+
+
+def test_tap_captures_the_input_of_conv_last():
+    torch.manual_seed(0)
+    net = build_network({'type': 'MSRResNet', 'num_feat': 8, 'num_block': 2})
+    tap = FeatureTap(net)
+    x = torch.rand(2, 3, 12, 12)
+    net(x)
+    assert tap.features.shape == (2, 8, 48, 48)
+    assert torch.allclose(tap.features, manual_srresnet_tap(net, x))
+
+
+def test_tap_output_mode_and_bad_layer():
+    net = build_network({'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1})
+    tap = FeatureTap(net, 'conv_first', 'output')
+    x = torch.rand(1, 3, 8, 8)
+    net(x)
+    assert torch.allclose(tap.features, net.conv_first(x))
+    with pytest.raises(GsrError, match="'conv_lost' is not a layer of MSRResNet.*conv_last"):
+        FeatureTap(net, 'conv_lost')
+
+
+def test_tap_works_through_a_ddp_wrapper(tmp_path):
+    import torch.distributed as dist
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/store', rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        net = build_network({'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1})
+        wrapped = torch.nn.parallel.DistributedDataParallel(net)
+        tap = FeatureTap(wrapped)
+        x = torch.rand(2, 3, 8, 8)
+        wrapped(x)
+        assert torch.allclose(tap.features, manual_srresnet_tap(net, x))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_channel_dropout_acts_only_in_training():
+    torch.manual_seed(0)
+    net = build_network({'type': 'MSRResNet', 'num_feat': 16, 'num_block': 1})
+    tap = FeatureTap(net, transforms=[ChannelDropout(net, 0.5)])
+    x = torch.rand(1, 3, 8, 8)
+    net.eval()
+    with torch.no_grad():
+        net(x)
+        assert torch.allclose(tap.features, manual_srresnet_tap(net, x))
+        net.train()
+        net(x)
+    zeroed = (tap.features.abs().sum((2, 3)) == 0).float().mean()
+    assert 0.2 < zeroed < 0.8  # whole channels dropped
+    kept = tap.features.abs().sum((2, 3)) > 0
+    ref = manual_srresnet_tap(net, x)
+    assert torch.allclose(tap.features[kept], ref[kept] * 2, atol=1e-5)  # 1 / (1 - p) scaling
+
+
+def _model_opt(path, tiny=True):
+    opt = load_option_file(path)
+    opt.update(num_gpu=0, dist=False, rank=0, world_size=1, is_train=path.split(os.sep)[-1].startswith('train'))
+    opt['path']['pretrain_network_g'] = None
+    if tiny:
+        opt['network_g'].update(TINY_NETS[opt['network_g']['type']])
+    return opt
+
+
+@pytest.mark.parametrize('path', OPTION_FILES, ids=os.path.basename)
+def test_every_option_file_builds_its_model(path):
+    opt = _model_opt(path, tiny=False)
+    model = build_model(opt)
+    assert type(model).__name__ == opt['model_type']
+    if opt['is_train']:
+        assert set(model.regularizers) == set(opt['train'].get('regularizers') or {})
+
+
+def fixed_batch(photo_folder, opt):
+    from gsr.data.paired_degradation_dataset import PairedDegradationDataset
+    random.seed(0)
+    np.random.seed(0)
+    ds_opt = dict(opt['datasets']['train'], dataroot_gt=photo_folder, crop_pad_size=80)
+    ds = PairedDegradationDataset(ds_opt)
+    items = [ds[i % len(ds)] for i in range(2)]
+    return {k: torch.stack([it[k] for it in items]) for k in items[0] if k != 'gt_path'}
+
+
+@pytest.mark.parametrize('path', [p for p in OPTION_FILES if os.path.basename(p).startswith('train_')],
+                         ids=os.path.basename)
+def test_tiny_variant_loss_falls_on_a_fixed_batch(path, photo_folder):
+    opt = _model_opt(path)
+    opt['datasets']['train']['gt_size'] = 32
+    opt['train']['optim_g']['lr'] = 2e-3
+    opt['train']['ema_decay'] = 0
+    torch.manual_seed(0)
+    model = build_model(opt)
+    model.feed_data(fixed_batch(photo_folder, opt))
+    losses = []
+    for it in range(1, 31):
+        model.optimize_parameters(it)
+        losses.append(model.log_dict['l_total'])
+    assert all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]), losses
+    if opt['train'].get('regularizers'):
+        assert set(opt['train']['regularizers']) <= set(model.log_dict)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('variant', ['baseline', 'dropout', 'align', 'featmatch'])
+def test_tiny_variant_trains_through_the_cli(variant, tmp_path, small_photo_folder):
+    source = load_option_file(os.path.join(REPO, 'options', f'train_srresnet_{variant}.yml'))
+    opt = tiny_options(small_photo_folder, small_photo_folder, name=f'tiny_{variant}')
+    for key in ('paired', 'dropout'):
+        if key in source:
+            opt[key] = source[key]
+    opt['train']['regularizers'] = source['train'].get('regularizers')
+    opt['datasets']['train']['kernel_sets'] = source['datasets']['train']['kernel_sets']
+    result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'o.yml', opt)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = open(next((tmp_path / 'experiments' / f'tiny_{variant}').glob('train_*.log'))).read()
+    assert log.count('l_total:') == 4 and 'nan' not in log.split('Start training')[1]
