@@ -12,7 +12,7 @@ from PIL import Image
 from gsr.data.benchmark_degradations import degrade, mod_crop, noise_seed
 from gsr.tools.inference import load_network, super_resolve
 from gsr.train import run
-from gsr.utils.checkpoint import atomic_write
+from gsr.utils.checkpoint import atomic_write_text
 from gsr.utils.default_data import materialize
 from gsr.utils.image_io import list_images, read_image_uint8_rgb, write_image
 from gsr.utils.option_check import load_option_file
@@ -31,15 +31,6 @@ def center_crop(img: np.ndarray, size: int) -> np.ndarray:
     h, w = img.shape[:2]
     top, left = max((h - size) // 2, 0), max((w - size) // 2, 0)
     return img[top:top + size, left:left + size]
-
-
-def write_options(opt: Dict, path: str) -> None:
-
-    def write(tmp: str) -> None:
-        with open(tmp, 'w') as f:
-            yaml.safe_dump(opt, f, sort_keys=False)
-
-    atomic_write(path, write)
 
 
 def evaluate(net, val_folder: str, scale: int, out_dir: str) -> List[str]:
@@ -81,7 +72,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         opt['val']['val_freq'] = opt['logger']['save_checkpoint_freq'] = args.iters
     root = os.path.join(os.getcwd(), 'experiments')
     option_path = os.path.join(root, f'{opt["name"]}_options.yml')
-    write_options(opt, option_path)
+    atomic_write_text(option_path, yaml.safe_dump(opt, sort_keys=False))
     run(['-opt', option_path], is_train=True)
     exp = os.path.join(root, opt['name'])
     net = load_network(opt['network_g'], os.path.join(exp, 'models', 'net_g_latest.pth'), 'params_ema')

@@ -35,6 +35,21 @@ def atomic_write(path: str, write) -> None:
         raise
 
 
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write a file atomically."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, 'wb') as f:
+            f.write(data)
+
+    atomic_write(path, write)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write a UTF-8 text file atomically."""
+    atomic_write_bytes(path, text.encode('utf-8'))
+
+
 def atomic_torch_save(obj: Any, path: str) -> None:
     """``torch.save`` that never leaves a partial file at ``path``."""
     atomic_write(path, lambda tmp: torch.save(obj, tmp))

@@ -61,13 +61,8 @@ def list_images(folder: str) -> List[str]:
 
 def write_image(path: str, rgb: np.ndarray) -> None:
     """Write a uint8 RGB image atomically (format from the extension); the folder is created."""
-    from gsr.utils.checkpoint import atomic_write
+    from gsr.utils.checkpoint import atomic_write_bytes
     ok, buf = cv2.imencode(os.path.splitext(path)[1] or '.png', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise GsrError(f'could not encode image for {path}')
-
-    def write(tmp: str) -> None:
-        with open(tmp, 'wb') as f:
-            f.write(buf.tobytes())
-
-    atomic_write(path, write)
+    atomic_write_bytes(path, buf.tobytes())

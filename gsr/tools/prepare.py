@@ -1,0 +1,178 @@
+"""``gsr prepare``: training-data preparation.
+
+``gsr prepare subimages --input DIR --output DIR``: the DIV2K sub-image convention (crop 480, step 240,
+threshold 0; BasicSR ``extract_subimages.py``) with a process pool and a progress bar.
+``gsr prepare lmdb --input DIR --output X.lmdb``: an LMDB in BasicSR's format (keys = file names without
+extension, ``meta_info.txt`` with ``<key>.png (h,w,c) <compress>``), its map size computed from all images.
+Both are resumable: finished crops / keys are skipped when the command is run again, and every file is
+written atomically.
+"""
+import argparse
+import os
+import re
+from multiprocessing import Pool
+from typing import Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+from basicsr.utils.lmdb_util import read_img_worker
+from PIL import Image
+from tqdm import tqdm
+
+from gsr.utils.checkpoint import atomic_write_bytes, atomic_write_text
+from gsr.utils.errors import GsrError
+from gsr.utils.image_io import list_images
+
+LR_SUFFIX = re.compile(r'x[2348]$')
+COMMIT_EVERY = 500
+
+
+# ------------------------------------------------------------------------------------------- sub-images
+def crop_starts(length: int, crop: int, step: int, thresh: int) -> List[int]:
+    """Top-left offsets along one axis (BasicSR's rule: add a last crop flush with the border when the
+    remainder exceeds ``thresh``); an image shorter than ``crop`` gives one crop of its whole length."""
+    if length <= crop:
+        return [0]
+    starts = list(range(0, length - crop + 1, step))
+    if length - (starts[-1] + crop) > thresh:
+        starts.append(length - crop)
+    return starts
+
+
+def subimage_names(path: str, shape: Tuple[int, int], crop: int, step: int, thresh: int) -> List[Tuple[str, int, int]]:
+    name = LR_SUFFIX.sub('', os.path.splitext(os.path.basename(path))[0])
+    h, w = shape
+    boxes = [(y, x) for y in crop_starts(h, crop, step, thresh) for x in crop_starts(w, crop, step, thresh)]
+    return [(f'{name}_s{i:03d}.png', y, x) for i, (y, x) in enumerate(boxes, 1)]
+
+
+def _crop_one(job: Tuple[str, str, int, int, int, int]) -> int:
+    path, output, crop, step, thresh, level = job
+    with Image.open(path) as im:
+        w, h = im.size
+    todo = [n for n in subimage_names(path, (h, w), crop, step, thresh) if not os.path.isfile(os.path.join(output, n[0]))]
+    if not todo:
+        return 0
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise GsrError(f'{path}: not a readable image (corrupt or unsupported format)')
+    for name, y, x in todo:
+        ok, buf = cv2.imencode('.png', np.ascontiguousarray(img[y:y + crop, x:x + crop]),
+                               [cv2.IMWRITE_PNG_COMPRESSION, level])
+        atomic_write_bytes(os.path.join(output, name), buf.tobytes())
+    return len(todo)
+
+
+def extract_subimages(input_dir: str, output: str, crop: int = 480, step: int = 240, thresh: int = 0,
+                      workers: int = 4, compress_level: int = 3, progress: bool = True) -> int:
+    """Crop every image of ``input_dir`` into ``output``; returns the number of crops written now."""
+    paths = list_images(input_dir)
+    os.makedirs(output, exist_ok=True)
+    jobs = [(p, output, crop, step, thresh, compress_level) for p in paths]
+    written = 0
+    with Pool(max(1, workers)) as pool:
+        for n in tqdm(pool.imap_unordered(_crop_one, jobs), total=len(jobs), desc='subimages', unit='img',
+                      disable=not progress):
+            written += n
+    return written
+
+
+# ------------------------------------------------------------------------------------------- LMDB
+def lmdb_keys(paths: List[str]) -> Dict[str, str]:
+    """key (file name without extension) -> path; duplicate keys are an error naming both files."""
+    keys: Dict[str, str] = {}
+    for path in paths:
+        key = os.path.splitext(os.path.basename(path))[0]
+        if key in keys:
+            raise GsrError(f'duplicate LMDB key {key!r}: {keys[key]} and {path}')
+        keys[key] = path
+    return keys
+
+
+def map_size_for(paths: List[str]) -> int:
+    """Map size from every image's header: raw bytes of all images, +10% and 64 MiB of headroom."""
+    total = 0
+    for path in paths:
+        with Image.open(path) as im:
+            total += im.size[0] * im.size[1] * len(im.getbands())
+    return int(total * 1.1) + (64 << 20)
+
+
+def make_lmdb(input_dir: str, output: str, compress_level: int = 1, workers: int = 4, verify: bool = True,
+              progress: bool = True) -> int:
+    """Write (or complete) ``output``; returns the number of keys written now."""
+    import lmdb
+    if not output.endswith('.lmdb'):
+        raise GsrError(f'LMDB output must end with .lmdb: {output}')
+    keys = lmdb_keys(list_images(input_dir))
+    env = lmdb.open(output, map_size=map_size_for(list(keys.values())))
+    with env.begin(write=False) as txn:
+        done = {k.decode() for k in txn.cursor().iternext(keys=True, values=False)}
+    todo = [(path, key, compress_level) for key, path in keys.items() if key not in done]
+    shapes: Dict[str, Tuple[int, ...]] = {}
+    txn = env.begin(write=True)
+    with Pool(max(1, workers)) as pool:
+        for i, (key, data, shape) in enumerate(
+                tqdm(pool.imap(_read_worker, todo), total=len(todo), desc='lmdb', unit='img', disable=not progress)):
+            txn.put(key.encode('ascii'), data)
+            shapes[key] = shape
+            if (i + 1) % COMMIT_EVERY == 0:
+                txn.commit()
+                txn = env.begin(write=True)
+    txn.commit()
+    for key in done & set(keys):
+        with Image.open(keys[key]) as im:
+            shapes[key] = (im.size[1], im.size[0], len(im.getbands()))
+    lines = [f'{k}.png ({",".join(map(str, shapes[k]))}) {compress_level}\n' for k in sorted(keys)]
+    atomic_write_text(os.path.join(output, 'meta_info.txt'), ''.join(lines))
+    if verify:
+        verify_lmdb(env, {k: shapes[k] for k in keys})
+    env.close()
+    return len(todo)
+
+
+def _read_worker(job: Tuple[str, str, int]):
+    path, key, level = job
+    if cv2.imread(path, cv2.IMREAD_UNCHANGED) is None:
+        raise GsrError(f'{path}: not a readable image (corrupt or unsupported format)')
+    return read_img_worker(path, key, level)
+
+
+def verify_lmdb(env, shapes: Dict[str, Tuple[int, ...]]) -> None:
+    """Every key is present and decodes to its recorded shape."""
+    with env.begin(write=False) as txn:
+        for key, shape in shapes.items():
+            data = txn.get(key.encode('ascii'))
+            img = None if data is None else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            got = None if img is None else (img.shape if img.ndim == 3 else img.shape + (1, ))
+            if got != tuple(shape):
+                raise GsrError(f'LMDB verification failed for key {key!r}: expected shape {shape}, got {got}')
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog='gsr prepare', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest='what', required=True)
+    sp = sub.add_parser('subimages', help='crop HR images into overlapping sub-images')
+    sp.add_argument('--input', required=True)
+    sp.add_argument('--output', required=True)
+    sp.add_argument('--crop-size', type=int, default=480)
+    sp.add_argument('--step', type=int, default=240)
+    sp.add_argument('--thresh-size', type=int, default=0)
+    sp.add_argument('--workers', type=int, default=os.cpu_count() or 1)
+    sp.add_argument('--compression-level', type=int, default=3)
+    lp = sub.add_parser('lmdb', help='pack a folder of images into an LMDB')
+    lp.add_argument('--input', required=True)
+    lp.add_argument('--output', required=True)
+    lp.add_argument('--compression-level', type=int, default=1)
+    lp.add_argument('--workers', type=int, default=os.cpu_count() or 1)
+    lp.add_argument('--no-verify', action='store_true')
+    args = parser.parse_args(argv)
+    if args.what == 'subimages':
+        n = extract_subimages(args.input, args.output, args.crop_size, args.step, args.thresh_size, args.workers,
+                              args.compression_level)
+        print(f'wrote {n} sub-images to {args.output}')
+    else:
+        n = make_lmdb(args.input, args.output, args.compression_level, args.workers, not args.no_verify)
+        print(f'wrote {n} images to {args.output} (meta_info.txt beside them)')
+    return 0

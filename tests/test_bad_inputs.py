@@ -1,0 +1,187 @@
+"""The bad-input matrix: each case gets a clear error naming the file or key, or is handled correctly."""
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from basicsr.archs import build_network
+
+from gsr.data.paired_degradation_dataset import PairedDegradationDataset
+from gsr.tools.inference import load_network, super_resolve, super_resolve_tensor
+from gsr.tools.prepare import make_lmdb
+from gsr.utils.errors import GsrError
+from gsr.utils.image_io import list_images, read_image, read_image_uint8_rgb
+from tests.conftest import run_gsr, tiny_options, write_yaml
+
+
+@pytest.fixture()
+def photo(photo_folder) -> np.ndarray:
+    """A real photograph, uint8 BGR."""
+    return cv2.imread(list_images(photo_folder)[0], cv2.IMREAD_COLOR)
+
+
+def dataset(root, **kw):
+    return PairedDegradationDataset(dict({'name': 'train', 'dataroot_gt': str(root), 'crop_pad_size': 96}, **kw))
+
+
+def test_corrupt_image_names_the_file_and_can_be_skipped(tmp_path, photo):
+    cv2.imwrite(str(tmp_path / 'a_bad.png'), photo)
+    data = open(tmp_path / 'a_bad.png', 'rb').read()
+    (tmp_path / 'a_bad.png').write_bytes(data[:len(data) // 3])  # truncated PNG
+    cv2.imwrite(str(tmp_path / 'b_good.png'), photo)
+    with pytest.raises(GsrError, match='a_bad.png: not a readable image'):
+        dataset(tmp_path)[0]
+    item = dataset(tmp_path, skip_bad_images=True)[0]
+    assert item['gt_path'].endswith('b_good.png') and item['gt'].shape == (3, 96, 96)
+
+
+def test_zero_byte_file_names_the_file(tmp_path):
+    (tmp_path / 'empty.png').write_bytes(b'')
+    with pytest.raises(GsrError, match='empty.png: empty image file'):
+        read_image(str(tmp_path / 'empty.png'))
+
+
+def test_non_image_file_in_an_image_folder_is_ignored(tmp_path, photo):
+    cv2.imwrite(str(tmp_path / 'img.png'), photo)
+    (tmp_path / 'notes.txt').write_text('not an image')
+    ds = dataset(tmp_path)
+    assert len(ds) == 1 and ds[0]['gt'].shape == (3, 96, 96)
+
+
+@pytest.mark.parametrize('kind', ['gray', 'rgba', 'uint16'])
+def test_grayscale_rgba_and_16_bit_are_converted(tmp_path, photo, kind):
+    if kind == 'gray':
+        img = cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY)
+    elif kind == 'rgba':
+        img = np.concatenate([photo, np.full(photo.shape[:2] + (1, ), 128, np.uint8)], 2)
+    else:
+        img = photo.astype(np.uint16) * 257
+    cv2.imwrite(str(tmp_path / 'x.png'), img)
+    out = read_image(str(tmp_path / 'x.png'))
+    assert out.shape == photo.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+    reference = photo if kind != 'gray' else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    assert np.abs(out * 255 - reference).max() < 0.51
+    assert dataset(tmp_path)[0]['gt'].shape == (3, 96, 96)
+
+
+def test_set14_grayscale_image_where_present():
+    """Uses ../shared/data/Set14 (which has a single-channel image) when present."""
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'shared',
+                          'data', 'Set14')
+    if not os.path.isdir(folder):
+        pytest.skip('../shared/data/Set14 is not present (covered by the synthetic grayscale case)')
+    shapes = {read_image_uint8_rgb(p).shape[2] for p in list_images(folder)}
+    assert shapes == {3}
+
+
+def test_image_smaller_than_the_crop_is_padded(tmp_path, photo):
+    cv2.imwrite(str(tmp_path / 'tiny.png'), photo[:40, :50])
+    item = dataset(tmp_path, crop_pad_size=120)[0]
+    assert item['gt'].shape == (3, 120, 120)
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(GsrError, match=f'no images .* in folder: {tmp_path}'):
+        dataset(tmp_path)
+
+
+def test_lmdb_round_trip_and_missing_key(tmp_path, photo_folder):
+    lmdb_path = str(tmp_path / 'hr.lmdb')
+    assert make_lmdb(photo_folder, lmdb_path, workers=1, progress=False) == len(list_images(photo_folder))
+    assert make_lmdb(photo_folder, lmdb_path, workers=1, progress=False) == 0  # re-run skips finished keys
+    first = list_images(photo_folder)[0]
+    key = os.path.splitext(os.path.basename(first))[0]
+    meta = tmp_path / 'meta.txt'
+    meta.write_text(f'{key}.png (1,1,3) 1\nno_such_key.png (10,10,3) 1\n')
+    ds = dataset(lmdb_path, io_backend={'type': 'lmdb'}, meta_info=str(meta))
+    assert ds.keys == [key, 'no_such_key']
+    assert np.array_equal(ds._read(key), read_image(first))  # bit-exact round trip
+    with pytest.raises(GsrError, match="key 'no_such_key'.* is missing"):
+        ds[1]
+
+
+def _cli_error(tmp_path, opt) -> str:
+    result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'o.yml', opt)], cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('gsr: error:')
+    return lines[0]
+
+
+def test_string_where_a_number_is_expected(tmp_path, photo_folder):
+    opt = tiny_options(photo_folder, photo_folder, **{'train.optim_g.lr': '2e-4'})
+    assert "train.optim_g.lr must be a number, got '2e-4'" in _cli_error(tmp_path, opt)
+
+
+def test_unknown_key_in_a_loss_config(tmp_path, photo_folder):
+    opt = tiny_options(photo_folder, photo_folder, **{'train.regularizers.l_align.wieght': 1.0})
+    message = _cli_error(tmp_path, opt)
+    assert 'train.regularizers.l_align: unknown key(s) wieght for FeatureAlignmentLoss' in message
+    assert 'loss_weight' in message
+
+
+def test_unknown_key_in_the_degradation_block(tmp_path, photo_folder):
+    from basicsr.models import build_model
+    opt = tiny_options(photo_folder, photo_folder)
+    opt.update(degradation={'noise_prop': 0.5}, is_train=True, dist=False, rank=0, world_size=1)
+    with pytest.raises(GsrError, match='degradation: unknown key.*noise_prop.*noise_prob'):
+        build_model(opt)
+
+
+def test_python_tag_in_options_is_rejected(tmp_path):
+    path = tmp_path / 'evil.yml'
+    path.write_text('name: x\nmodel_type: !!python/object/apply:os.system ["echo pwned"]\n')
+    result = run_gsr(['train', '-opt', str(path)], cwd=tmp_path)
+    assert result.returncode == 2 and 'pwned' not in result.stdout
+    assert 'rejected YAML tag' in result.stderr and 'evil.yml' in result.stderr
+
+
+def test_constant_images_give_finite_loss_and_gradients(photo_folder):
+    from basicsr.models import build_model
+    opt = tiny_options(photo_folder, photo_folder)
+    opt.update(is_train=True, dist=False, rank=0, world_size=1)
+    model = build_model(opt)
+    model.lq = torch.full((4, 3, 8, 8), 0.5)
+    model.gt = torch.full((4, 3, 32, 32), 0.5)
+    model.optimize_parameters(1)
+    assert all(np.isfinite(v) for v in model.log_dict.values())
+    assert all(torch.isfinite(p.grad).all() for p in model.net_g.parameters() if p.grad is not None)
+
+
+def test_checkpoint_of_another_architecture_lists_keys(tmp_path):
+    other = build_network({'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1,
+                           'num_grow_ch': 4})
+    torch.save({'params': other.state_dict()}, tmp_path / 'rrdb.pth')
+    with pytest.raises(GsrError) as e:
+        load_network({'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1}, str(tmp_path / 'rrdb.pth'))
+    message = str(e.value)
+    assert 'rrdb.pth does not fit MSRResNet' in message
+    assert 'missing keys: body.0.conv1.bias' in message and 'unexpected keys: body.0.rdb1' in message
+
+
+def test_very_large_image_through_tiled_inference():
+    torch.manual_seed(0)
+    net = build_network({'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1}).eval()
+    lr = (np.random.default_rng(0).random((700, 900, 3)) * 255).astype(np.uint8)
+    tiled = super_resolve(net, lr, 4, tile=128, tile_pad=16)
+    assert tiled.shape == (2800, 3600, 3)
+    crop = torch.from_numpy(lr[:160, :200].astype(np.float32) / 255.).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        whole = super_resolve_tensor(net, crop, 4)
+    assert np.abs(tiled[:160 * 4 - 64, :200 * 4 - 64].astype(int) -
+                  (whole[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round()[:-64, :-64]).max() <= 1
+
+
+def test_failed_inference_leaves_no_partial_output(tmp_path, photo_folder):
+    net_opt = {'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1}
+    torch.save({'params': build_network(dict(net_opt)).state_dict()}, tmp_path / 'net.pth')
+    opt = write_yaml(tmp_path / 'o.yml', {'scale': 4, 'network_g': net_opt})
+    inputs = tmp_path / 'in'
+    inputs.mkdir()
+    cv2.imwrite(str(inputs / 'a.png'), cv2.imread(list_images(photo_folder)[0])[:32, :32])
+    (inputs / 'b.png').write_bytes(b'\x89PNG broken')
+    result = run_gsr(['infer', '-opt', opt, '--checkpoint', str(tmp_path / 'net.pth'), '--input', str(inputs),
+                      '--output', str(tmp_path / 'out')], cwd=tmp_path)
+    assert result.returncode == 2 and 'b.png' in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ['in', 'net.pth', 'o.yml']
