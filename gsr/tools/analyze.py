@@ -1,0 +1,221 @@
+"""``gsr analyze {ddr,freq,dct}``: the analyses of the generalizable-SR literature, each a table and a PNG.
+
+* ``ddr`` — deep degradation representation (Liu et al., arXiv 2108.00406; used by Kong et al. and Wang et
+  al.): the features entering the last conv, global-average-pooled per image (or per ``--crop`` LR patch),
+  for images under the degradation settings; the Calinski-Harabasz index with the settings as labels
+  (lower: features cluster less by degradation) and a 2-D t-SNE plot coloured by setting.
+* ``freq`` — frequency-band error (Wang et al., CVPR 2024, Fig. 2): FFT amplitude of SR and GT, mean absolute
+  percentage error per radial frequency band.
+* ``dct`` — channel frequency entropy (Wang et al., CVPR 2024, Fig. 3): each feature channel's dominant DCT
+  band, and the entropy of the dominant bands across channels.
+
+The choices where the papers are silent (pooling, band edges, crop sampling) are our reading, not theirs.
+"""
+import argparse
+import io
+import os
+from collections import OrderedDict
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from scipy.fft import dctn
+from sklearn.manifold import TSNE
+from sklearn.metrics import calinski_harabasz_score
+
+from gsr.data.benchmark_degradations import degrade, mod_crop, noise_seed, settings_list
+from gsr.tools.inference import load_network, super_resolve, to_tensor
+from gsr.utils.checkpoint import atomic_write_bytes, atomic_write_text
+from gsr.utils.feature_tap import FeatureTap
+from gsr.utils.image_io import list_images, read_image_uint8_rgb
+from gsr.utils.option_check import load_option_file
+
+
+# ------------------------------------------------------------------------------------------- measures
+def calinski_harabasz(features: np.ndarray, labels: List[str]) -> float:
+    """CHI = [tr(B)/(k−1)] / [tr(W)/(n−k)] (Caliński & Harabasz 1974): between- over within-cluster dispersion."""
+    return float(calinski_harabasz_score(features, labels))
+
+
+def radial_bands(shape: Tuple[int, int], bands: int) -> np.ndarray:
+    """Band index (0 = lowest) of every FFT bin of an ``fftshift``-ed spectrum: equal-width radial rings up to
+    the Nyquist radius; corners beyond it belong to the last band."""
+    h, w = shape
+    y, x = np.meshgrid(np.fft.fftshift(np.fft.fftfreq(h)), np.fft.fftshift(np.fft.fftfreq(w)), indexing='ij')
+    radius = np.sqrt(x**2 + y**2) / 0.5
+    return np.minimum((radius * bands).astype(int), bands - 1)
+
+
+def band_mape(sr: np.ndarray, gt: np.ndarray, bands: int = 8, eps: float = 1e-8) -> np.ndarray:
+    """Per radial band: mean over its bins of |A_sr − A_gt| / |A_gt| × 100, with A the FFT amplitude of the
+    grey image (mean over channels)."""
+    def amplitude(img: np.ndarray) -> np.ndarray:
+        grey = img.astype(np.float64).mean(axis=2) if img.ndim == 3 else img.astype(np.float64)
+        return np.abs(np.fft.fftshift(np.fft.fft2(grey)))
+
+    a_sr, a_gt = amplitude(sr), amplitude(gt)
+    index = radial_bands(a_gt.shape, bands)
+    ape = np.abs(a_sr - a_gt) / (a_gt + eps) * 100
+    return np.array([ape[index == b].mean() for b in range(bands)])
+
+
+def dominant_dct_bands(features: np.ndarray, bands: int = 8) -> np.ndarray:
+    """For (C, H, W) features: each channel's band of largest DCT-II energy, bands split by (u/H + v/W)."""
+    c, h, w = features.shape
+    energy = dctn(features, axes=(1, 2), norm='ortho')**2
+    u, v = np.meshgrid(np.arange(h) / h, np.arange(w) / w, indexing='ij')
+    index = np.minimum(((u + v) / 2 * bands).astype(int), bands - 1)
+    per_band = np.stack([energy[:, index == b].sum(1) for b in range(bands)], axis=1)
+    return per_band.argmax(1)
+
+
+def entropy_bits(values: np.ndarray, bins: int) -> float:
+    """Shannon entropy (bits) of the histogram of integer ``values`` in [0, bins)."""
+    p = np.bincount(values, minlength=bins) / len(values)
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+# ------------------------------------------------------------------------------------------- inputs
+def degraded_images(hr_folder: str, settings: List[str], scale: int, sigma: float, seed: int):
+    """Yield (image name, setting, LR, HR) for every image and setting (uint8 RGB)."""
+    for path in list_images(hr_folder):
+        name = os.path.splitext(os.path.basename(path))[0]
+        hr = mod_crop(read_image_uint8_rgb(path), scale)
+        for setting in settings:
+            yield name, setting, degrade(hr, setting, scale, sigma, noise_seed(seed, name, setting)), hr
+
+
+def lr_crops(lr: np.ndarray, crop: int, count: int, rng: np.random.Generator) -> List[np.ndarray]:
+    if crop <= 0:
+        return [lr]
+    h, w = lr.shape[:2]
+    if h < crop or w < crop:
+        return [lr]
+    return [lr[y:y + crop, x:x + crop] for y, x in zip(rng.integers(0, h - crop + 1, count),
+                                                      rng.integers(0, w - crop + 1, count))]
+
+
+@torch.no_grad()
+def tapped_features(net, tap: FeatureTap, lr: np.ndarray) -> torch.Tensor:
+    net(to_tensor(lr, next(net.parameters()).device))
+    return tap.features[0]
+
+
+# ------------------------------------------------------------------------------------------- outputs
+def save_figure(fig, path: str) -> None:
+    import matplotlib.pyplot as plt
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format='png', dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def markdown(header: List[str], rows: List[List]) -> str:
+    fmt = [lambda v: f'{v:.4f}' if isinstance(v, float) else str(v)] * len(header)
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    lines += ['| ' + ' | '.join(f(v) for f, v in zip(fmt, row)) + ' |' for row in rows]
+    return '\n'.join(lines) + '\n'
+
+
+def run_ddr(net, tap, args, out: str) -> str:
+    rng = np.random.default_rng(args.seed)
+    feats, labels = [], []
+    for _, setting, lr, _ in degraded_images(args.hr, args.settings, args.scale, args.noise_sigma, args.seed):
+        for piece in lr_crops(lr, args.crop, args.crops_per_image, rng):
+            feats.append(tapped_features(net, tap, piece).mean((1, 2)).cpu().numpy())
+            labels.append(setting)
+    feats = np.stack(feats)
+    chi = calinski_harabasz(feats, labels)
+    embedded = TSNE(2, perplexity=min(30., (len(feats) - 1) / 3), init='pca', random_state=args.seed).fit_transform(feats)
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for setting in OrderedDict.fromkeys(labels):
+        pts = embedded[np.array(labels) == setting]
+        ax.scatter(pts[:, 0], pts[:, 1], s=12, label=setting)
+    ax.set_title(f'DDR t-SNE, CHI = {chi:.2f}')
+    ax.legend(fontsize=7, markerscale=1.5)
+    save_figure(fig, os.path.join(out, 'ddr_tsne.png'))
+    table = markdown(['samples', 'settings', 'feature dim', 'Calinski-Harabasz index'],
+                     [[len(feats), len(set(labels)), feats.shape[1], chi]])
+    atomic_write_text(os.path.join(out, 'ddr.md'), table)
+    return table
+
+
+def run_freq(net, tap, args, out: str) -> str:
+    per_setting: Dict[str, List[np.ndarray]] = OrderedDict()
+    for _, setting, lr, hr in degraded_images(args.hr, args.settings, args.scale, args.noise_sigma, args.seed):
+        sr = super_resolve(net, lr, args.scale, args.tile)
+        per_setting.setdefault(setting, []).append(band_mape(sr, hr, args.bands))
+    means = {s: np.mean(v, axis=0) for s, v in per_setting.items()}
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for setting, curve in means.items():
+        ax.plot(np.arange(1, args.bands + 1), curve, marker='o', label=setting)
+    ax.set_xlabel('radial frequency band (low -> high)')
+    ax.set_ylabel('MAPE of FFT amplitude (%)')
+    ax.legend(fontsize=7)
+    save_figure(fig, os.path.join(out, 'freq_mape.png'))
+    table = markdown(['setting'] + [f'band {b + 1}' for b in range(args.bands)],
+                     [[s] + [float(v) for v in curve] for s, curve in means.items()])
+    atomic_write_text(os.path.join(out, 'freq.md'), table)
+    return table
+
+
+def run_dct(net, tap, args, out: str) -> str:
+    per_setting: Dict[str, List[np.ndarray]] = OrderedDict()
+    for _, setting, lr, _ in degraded_images(args.hr, args.settings, args.scale, args.noise_sigma, args.seed):
+        feats = tapped_features(net, tap, lr).cpu().numpy()
+        per_setting.setdefault(setting, []).append(dominant_dct_bands(feats, args.bands))
+    rows = [[s, float(np.mean([entropy_bits(d, args.bands) for d in v]))] for s, v in per_setting.items()]
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for setting, dominant in per_setting.items():
+        hist = np.bincount(np.concatenate(dominant), minlength=args.bands) / sum(len(d) for d in dominant)
+        ax.plot(np.arange(1, args.bands + 1), hist, marker='o', label=setting)
+    ax.set_xlabel('dominant DCT band (low -> high)')
+    ax.set_ylabel('fraction of channels')
+    ax.legend(fontsize=7)
+    save_figure(fig, os.path.join(out, 'dct_bands.png'))
+    table = markdown(['setting', 'entropy of dominant DCT band (bits)'], rows)
+    atomic_write_text(os.path.join(out, 'dct.md'), table)
+    return table
+
+
+ANALYSES = {'ddr': run_ddr, 'freq': run_freq, 'dct': run_dct}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog='gsr analyze', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('analysis', choices=list(ANALYSES))
+    parser.add_argument('-opt', required=True, help='option file whose network_g describes the checkpoint')
+    parser.add_argument('--checkpoint', required=True)
+    parser.add_argument('--param-key', default='params_ema')
+    parser.add_argument('--hr', required=True, help='folder of HR images (e.g. datasets/Set14/HR)')
+    parser.add_argument('--output', required=True, help='folder for the table and the PNG')
+    parser.add_argument('--settings', nargs='+', default=['all'])
+    parser.add_argument('--scale', type=int, default=4)
+    parser.add_argument('--noise-sigma', type=float, default=20)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--layer', default='conv_last', help='the tapped layer (its input is analysed)')
+    parser.add_argument('--crop', type=int, default=48, help='ddr: LR crop size per sample (0: whole image)')
+    parser.add_argument('--crops-per-image', type=int, default=4, help='ddr: crops per image and setting')
+    parser.add_argument('--bands', type=int, default=8, help='freq/dct: number of frequency bands')
+    parser.add_argument('--tile', type=int, default=0)
+    args = parser.parse_args(argv)
+    args.settings = settings_list(args.settings)
+    net = load_network(load_option_file(args.opt)['network_g'], args.checkpoint, args.param_key,
+                       torch.device('cuda' if torch.cuda.is_available() else 'cpu'))
+    tap = FeatureTap(net, args.layer)
+    os.makedirs(args.output, exist_ok=True)
+    print(ANALYSES[args.analysis](net, tap, args, args.output))
+    print(f'wrote {args.output}')
+    return 0

@@ -1,0 +1,229 @@
+"""``gsr benchmark CONFIG.yml``: every model x dataset x degradation setting -> PSNR / SSIM / LPIPS.
+
+Writes to the output folder: ``per_image.jsonl`` (the cache: an interrupted run resumes from it),
+``results.csv`` and ``results.json`` (one row per model, dataset and setting), ``table.md`` (the papers'
+layout: a row per model, an "Improvement" row under each model against the reference, columns
+dataset x setting, one table per metric) and ``gains.png`` (PSNR gain over the reference per setting,
+averaged over datasets). PSNR/SSIM are BasicSR's, on RGB with ``crop_border`` = scale by default.
+See ``options/benchmark_alignment.yml`` for the config keys.
+"""
+import argparse
+import csv
+import io
+import json
+import os
+from collections import OrderedDict
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from basicsr.metrics import calculate_psnr, calculate_ssim
+from tqdm import tqdm
+
+from gsr.data.benchmark_degradations import degrade, mod_crop, noise_seed, settings_list
+from gsr.metrics.lpips_metric import lpips_distance, maybe_lpips
+from gsr.tools.inference import load_network, super_resolve
+from gsr.utils.checkpoint import atomic_write_bytes, atomic_write_text
+from gsr.utils.errors import GsrError
+from gsr.utils.image_io import list_images, read_image_uint8_rgb
+from gsr.utils.option_check import load_option_file
+
+METRICS = ('psnr', 'ssim', 'lpips')
+Key = Tuple[str, str, str, str]  # model, dataset, setting, image
+
+
+def fingerprint(path: str) -> str:
+    st = os.stat(path)
+    return f'{os.path.abspath(path)}:{st.st_size}:{int(st.st_mtime)}'
+
+
+class ResultCache:
+    """Per-image results, appended one JSON line at a time; a torn last line (killed run) is ignored."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.rows: Dict[Key, Dict] = {}
+        if os.path.isfile(path):
+            with open(path) as f:
+                for line in f:
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    self.rows[self.key(row)] = row
+
+    @staticmethod
+    def key(row: Dict) -> Key:
+        return row['model'], row['dataset'], row['setting'], row['image']
+
+    def get(self, key: Key, model_id: str) -> Optional[Dict]:
+        row = self.rows.get(key)
+        return row if row is not None and row.get('model_id') == model_id else None
+
+    def add(self, row: Dict) -> None:
+        with open(self.path, 'a') as f:
+            f.write(json.dumps(row) + '\n')
+            f.flush()
+            os.fsync(f.fileno())
+        self.rows[self.key(row)] = row
+
+
+def load_config(path: str) -> Dict:
+    cfg = load_option_file(path)
+    for key in ('models', 'datasets'):
+        if not isinstance(cfg.get(key), dict) or not cfg[key]:
+            raise GsrError(f'{path}: {key} must map names to entries')
+    cfg.setdefault('name', os.path.splitext(os.path.basename(path))[0])
+    cfg.setdefault('output', os.path.join('results', cfg['name']))
+    cfg.setdefault('scale', 4)
+    cfg.setdefault('crop_border', cfg['scale'])
+    cfg['settings'] = settings_list(cfg.get('settings', ['all']))
+    cfg.setdefault('metrics', list(METRICS))
+    cfg.setdefault('reference', next(iter(cfg['models'])))
+    if cfg['reference'] not in cfg['models']:
+        raise GsrError(f'{path}: reference {cfg["reference"]!r} is not one of the models')
+    for name, model in cfg['models'].items():
+        for key in ('option_file', 'checkpoint'):
+            if key not in model:
+                raise GsrError(f'{path}: models.{name}.{key} is missing')
+            if not os.path.isfile(model[key]):
+                raise GsrError(f'{path}: models.{name}.{key} not found: {model[key]}')
+    for name, folder in cfg['datasets'].items():
+        list_images(folder)
+    return cfg
+
+
+def evaluate(cfg: Dict, progress: bool = True) -> List[Dict]:
+    """Compute (or read from the cache) every per-image result; returns them."""
+    os.makedirs(cfg['output'], exist_ok=True)
+    cache = ResultCache(os.path.join(cfg['output'], 'per_image.jsonl'))
+    lpips_model = maybe_lpips(cfg.get('lpips_net', 'alex')) if 'lpips' in cfg['metrics'] else None
+    device = torch.device(cfg.get('device') or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    scale, crop = int(cfg['scale']), int(cfg['crop_border'])
+    images = {d: list_images(folder) for d, folder in cfg['datasets'].items()}
+    total = len(cfg['models']) * sum(map(len, images.values())) * len(cfg['settings'])
+    bar = tqdm(total=total, desc='benchmark', unit='img', disable=not progress)
+    rows = []
+    for model_name, spec in cfg['models'].items():
+        model_id = fingerprint(spec['checkpoint'])
+        net = None
+        for dataset, paths in images.items():
+            for path in paths:
+                image = os.path.splitext(os.path.basename(path))[0]
+                hr = None
+                for setting in cfg['settings']:
+                    key = (model_name, dataset, setting, image)
+                    row = cache.get(key, model_id)
+                    if row is None:
+                        if net is None:
+                            net_opt = load_option_file(spec['option_file'])['network_g']
+                            net = load_network(net_opt, spec['checkpoint'], spec.get('param_key', 'params_ema'), device)
+                        hr = hr if hr is not None else mod_crop(read_image_uint8_rgb(path), scale)
+                        lr = degrade(hr, setting, scale, cfg.get('noise_sigma', 20),
+                                     noise_seed(cfg.get('seed', 0), image, setting))
+                        sr = super_resolve(net, lr, scale, cfg.get('tile', 0))
+                        row = dict(zip(('model', 'dataset', 'setting', 'image'), key), model_id=model_id,
+                                   psnr=calculate_psnr(sr, hr, crop), ssim=calculate_ssim(sr, hr, crop))
+                        if lpips_model is not None:
+                            cut = (slice(crop, -crop or None), ) * 2
+                            row['lpips'] = lpips_distance(lpips_model.to(device), sr[cut], hr[cut])
+                        cache.add(row)
+                    rows.append(row)
+                    bar.update(1)
+    bar.close()
+    return rows
+
+
+def summarize(rows: List[Dict], metrics: List[str]) -> List[Dict]:
+    """Mean over images per (model, dataset, setting), in first-seen order."""
+    groups: Dict[Tuple[str, str, str], List[Dict]] = OrderedDict()
+    for row in rows:
+        groups.setdefault((row['model'], row['dataset'], row['setting']), []).append(row)
+    out = []
+    for (model, dataset, setting), items in groups.items():
+        entry = {'model': model, 'dataset': dataset, 'setting': setting, 'images': len(items)}
+        for m in metrics:
+            values = [r[m] for r in items if m in r]
+            if values:
+                entry[m] = float(np.mean(values))
+        out.append(entry)
+    return out
+
+
+def markdown_tables(summary: List[Dict], metrics: List[str], reference: str) -> str:
+    """Papers' layout: rows = models (+ Improvement rows vs ``reference``), columns = dataset x setting."""
+    columns = list(OrderedDict.fromkeys((s['dataset'], s['setting']) for s in summary))
+    models = list(OrderedDict.fromkeys(s['model'] for s in summary))
+    value = {(s['model'], s['dataset'], s['setting']): s for s in summary}
+    digits = {'psnr': 2, 'ssim': 4, 'lpips': 4}
+    parts = []
+    for m in metrics:
+        if not any(m in s for s in summary):
+            continue
+        lines = [f'### {m.upper()}', '', '| model | ' + ' | '.join(f'{d} {s}' for d, s in columns) + ' |',
+                 '|---|' + '---|' * len(columns)]
+        for model in models:
+            cells = [value[(model, d, s)].get(m) for d, s in columns]
+            lines.append(f'| {model} | ' + ' | '.join('' if c is None else f'{c:.{digits[m]}f}' for c in cells) + ' |')
+            if model != reference:
+                ref = [value[(reference, d, s)].get(m) for d, s in columns]
+                gains = ['' if c is None or r is None else f'{c - r:+.{digits[m]}f}' for c, r in zip(cells, ref)]
+                lines.append(f'| Improvement ({model} vs {reference}) | ' + ' | '.join(gains) + ' |')
+        parts.append('\n'.join(lines))
+    return '\n\n'.join(parts) + '\n'
+
+
+def gains_chart(summary: List[Dict], reference: str, path: str) -> None:
+    """Bar chart of the PSNR gain over ``reference`` per setting (mean over datasets), one bar group per model."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    settings = list(OrderedDict.fromkeys(s['setting'] for s in summary))
+    models = [m for m in OrderedDict.fromkeys(s['model'] for s in summary) if m != reference]
+    ref = {(s['dataset'], s['setting']): s['psnr'] for s in summary if s['model'] == reference}
+    fig, ax = plt.subplots(figsize=(max(6, len(settings) * 1.2), 3.5))
+    width = 0.8 / max(1, len(models))
+    for i, model in enumerate(models):
+        gains = [np.mean([s['psnr'] - ref[(s['dataset'], st)] for s in summary
+                          if s['model'] == model and s['setting'] == st]) for st in settings]
+        ax.bar(np.arange(len(settings)) + i * width, gains, width, label=model)
+    ax.axhline(0, color='black', linewidth=0.8)
+    ax.set_xticks(np.arange(len(settings)) + width * (len(models) - 1) / 2, settings)
+    ax.set_ylabel(f'PSNR gain over {reference} (dB)')
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_reports(cfg: Dict, rows: List[Dict]) -> Dict[str, str]:
+    metrics = [m for m in cfg['metrics'] if any(m in r for r in rows)]
+    summary = summarize(rows, metrics)
+    out = cfg['output']
+    paths = {k: os.path.join(out, f) for k, f in
+             (('csv', 'results.csv'), ('json', 'results.json'), ('md', 'table.md'), ('png', 'gains.png'))}
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=['model', 'dataset', 'setting', 'images'] + metrics)
+    writer.writeheader()
+    writer.writerows(summary)
+    atomic_write_text(paths['csv'], buf.getvalue())
+    atomic_write_text(paths['json'], json.dumps({'config': {k: v for k, v in cfg.items()}, 'results': summary},
+                                                indent=1, default=str))
+    atomic_write_text(paths['md'], f'# {cfg["name"]}\n\n' + markdown_tables(summary, metrics, cfg['reference']))
+    gains_chart(summary, cfg['reference'], paths['png'])
+    return paths
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog='gsr benchmark', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='benchmark YAML (see options/benchmark_alignment.yml)')
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config)
+    paths = write_reports(cfg, evaluate(cfg))
+    print(open(paths['md']).read())
+    for path in paths.values():
+        print(f'wrote {path}')
+    return 0

@@ -1,0 +1,143 @@
+"""Evaluation and analyses on real images: metrics are BasicSR's, tables agree, measures behave as defined."""
+import csv
+import json
+import math
+import os
+import re
+
+import numpy as np
+import pytest
+import torch
+from basicsr.archs import build_network
+from basicsr.metrics import calculate_psnr, calculate_ssim
+
+from gsr.data.benchmark_degradations import degrade, mod_crop, noise_seed
+from gsr.metrics.lpips_metric import calculate_lpips, lpips_available
+from gsr.tools.analyze import band_mape, calinski_harabasz, dominant_dct_bands, entropy_bits
+from gsr.tools.inference import load_network, super_resolve
+from gsr.utils.image_io import list_images, read_image_uint8_rgb
+from tests.conftest import run_gsr, write_yaml
+
+NET = {'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1}
+
+
+@pytest.fixture(scope='module')
+def tiny_checkpoints(tmp_path_factory):
+    """Two tiny networks' checkpoints and the option file describing them."""
+    folder = tmp_path_factory.mktemp('models')
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        net = build_network(dict(NET))
+        path = folder / f'net{seed}.pth'
+        torch.save({'params': net.state_dict(), 'params_ema': net.state_dict()}, path)
+        paths.append(str(path))
+    return write_yaml(folder / 'net.yml', {'scale': 4, 'network_g': NET}), paths
+
+
+def test_chi_is_high_for_clustered_and_low_for_mixed_features():
+    rng = np.random.default_rng(0)
+    labels = [f'class{i}' for i in range(4) for _ in range(30)]
+    centres = np.repeat(rng.normal(0, 10, (4, 16)), 30, axis=0)
+    clustered = centres + rng.normal(0, 1, (120, 16))
+    mixed = rng.normal(0, 1, (120, 16))
+    assert calinski_harabasz(clustered, labels) > 100 * calinski_harabasz(mixed, labels)
+    assert calinski_harabasz(mixed, labels) < 5
+
+
+def test_band_mape_on_known_spectra():
+    rng = np.random.default_rng(1)
+    gt = rng.normal(128, 20, (64, 64))
+    assert np.allclose(band_mape(gt * 1.1, gt, bands=4), 10, atol=1e-6)  # 10% amplitude error everywhere
+    y, x = np.mgrid[:64, :64]
+    tone = 5 * np.cos(2 * np.pi * 24 * x / 64)  # 24/64 = 0.375 cycles/px = 0.75 of Nyquist -> last of 4 bands
+    errors = band_mape(gt + tone, gt, bands=4)
+    assert errors[3] > 1 and np.allclose(errors[:3], 0, atol=1e-9)
+
+
+def test_dominant_dct_band_and_entropy():
+    h = w = 16
+    smooth = np.ones((1, h, w))
+    y, x = np.mgrid[:h, :w]
+    checker = ((x + y) % 2 * 2 - 1)[None].astype(float)  # highest DCT frequency
+    bands = dominant_dct_bands(np.concatenate([smooth, checker]), bands=4)
+    assert list(bands) == [0, 3]
+    assert entropy_bits(np.array([0, 0, 0, 0]), 4) == 0
+    assert math.isclose(entropy_bits(np.array([0, 1, 2, 3]), 4), 2.0)
+
+
+def test_tiled_inference_equals_whole_image_within_tolerance(photo_folder, tiny_checkpoints):
+    """Stated tolerance: with tile_pad >= the network's receptive radius the results agree to 1 grey level."""
+    option, (ckpt, _) = tiny_checkpoints
+    from gsr.utils.option_check import load_option_file
+    net = load_network(load_option_file(option)['network_g'], ckpt)
+    hr = mod_crop(read_image_uint8_rgb(list_images(photo_folder)[0]), 4)
+    lr = degrade(hr, 'b+n', seed=0)
+    whole, tiled = super_resolve(net, lr, 4), super_resolve(net, lr, 4, tile=32, tile_pad=8)
+    assert whole.shape == tiled.shape
+    assert np.abs(whole.astype(int) - tiled).max() <= 1
+
+
+def test_lpips_plumbing_with_an_explicit_random_backbone(photo_folder):
+    img = read_image_uint8_rgb(list_images(photo_folder)[0])[:64, :64, ::-1]
+    other = np.ascontiguousarray(img[::-1])
+    assert calculate_lpips(img, img, random_backbone=True) < 1e-6
+    assert calculate_lpips(img, other, random_backbone=True) > 0
+    real = calculate_lpips(img, other)
+    assert math.isnan(real) != lpips_available('alex')  # never a number from a backbone that is not there
+
+
+@pytest.mark.slow
+def test_benchmark_end_to_end_resumes_and_tables_agree(tmp_path, photo_folder, tiny_checkpoints):
+    option, (ckpt0, ckpt1) = tiny_checkpoints
+    cfg = {
+        'name': 'bench', 'output': str(tmp_path / 'out'), 'scale': 4, 'settings': ['clean', 'noise', 'b+n+j'],
+        'reference': 'Baseline', 'datasets': {'Set': photo_folder},
+        'models': {'Baseline': {'option_file': option, 'checkpoint': ckpt0},
+                   'Baseline + Other': {'option_file': option, 'checkpoint': ckpt1}},
+    }
+    path = write_yaml(tmp_path / 'bench.yml', cfg)
+    first = run_gsr(['benchmark', path], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = tmp_path / 'out'
+    cached = open(out / 'per_image.jsonl').read().splitlines()
+    n_images = len(list_images(photo_folder))
+    assert len(cached) == 2 * n_images * 3
+    second = run_gsr(['benchmark', path], cwd=tmp_path)
+    assert second.returncode == 0 and open(out / 'per_image.jsonl').read().splitlines() == cached  # all from cache
+
+    row = json.loads(cached[0])
+    hr = mod_crop(read_image_uint8_rgb(list_images(photo_folder)[0]), 4)
+    lr = degrade(hr, row['setting'], 4, 20, noise_seed(0, row['image'], row['setting']))
+    from gsr.utils.option_check import load_option_file
+    sr = super_resolve(load_network(load_option_file(option)['network_g'], ckpt0), lr, 4)
+    assert row['psnr'] == calculate_psnr(sr, hr, 4) and row['ssim'] == calculate_ssim(sr, hr, 4)
+
+    rows = list(csv.DictReader(open(out / 'results.csv')))
+    table = open(out / 'table.md').read()
+    psnr_table = table.split('### PSNR')[1].split('###')[0]
+    for model in cfg['models']:
+        line = next(l for l in psnr_table.splitlines() if l.startswith(f'| {model} |'))
+        cells = [float(c) for c in line.strip('|').split('|')[1:]]
+        expected = [float(r['psnr']) for r in rows if r['model'] == model]
+        assert np.allclose(cells, expected, atol=0.005)
+    gain_line = next(l for l in psnr_table.splitlines() if l.startswith('| Improvement'))
+    gains = [float(c) for c in gain_line.strip('|').split('|')[1:]]
+    ref = [float(r['psnr']) for r in rows if r['model'] == 'Baseline']
+    other = [float(r['psnr']) for r in rows if r['model'] == 'Baseline + Other']
+    assert np.allclose(gains, np.subtract(other, ref), atol=0.011)
+    assert os.path.getsize(out / 'gains.png') > 1000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('analysis, output', [('ddr', 'ddr_tsne.png'), ('freq', 'freq_mape.png'),
+                                              ('dct', 'dct_bands.png')])
+def test_analyses_write_a_table_and_a_plot(tmp_path, photo_folder, tiny_checkpoints, analysis, output):
+    option, (ckpt, _) = tiny_checkpoints
+    result = run_gsr(['analyze', analysis, '-opt', option, '--checkpoint', ckpt, '--hr', photo_folder, '--output',
+                      str(tmp_path), '--settings', 'clean', 'noise', 'b+n+j'], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert os.path.getsize(tmp_path / output) > 1000
+    table = open(tmp_path / f'{analysis}.md').read()
+    numbers = [float(v) for v in re.findall(r'\| (-?\d+\.\d+)', table)]
+    assert numbers and all(np.isfinite(numbers))
