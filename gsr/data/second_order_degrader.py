@@ -59,26 +59,43 @@ class DegradationOptions:
     noise_prob: float = 1.0
 
 
-class SeparableUSMSharp(USMSharp):
-    """BasicSR's ``USMSharp`` with the Gaussian blur done as two 1-D passes.
+def reflect_filter_matrix(taps: torch.Tensor, n: int) -> torch.Tensor:
+    """The n x n matrix M with (M x) = conv1d(reflect_pad(x), taps) for a length-n signal x.
 
-    The 2-D kernel is the outer product ``g gᵀ`` of OpenCV's 1-D Gaussian ``g``, so blurring with it equals
-    a horizontal pass with ``g`` followed by a vertical one (same reflect padding): O(k) instead of O(k²)
-    per pixel for the 51-tap kernel. Sharpening: ``out = m·clip(I + w(I − G*I)) + (1 − m)·I`` with the soft
-    mask ``m = G * 1[|I − G*I|·255 > t]``.
+    Output i sums taps[k + r]·x[reflect(i + k)] for k in [-r, r]; reflect(s) = |s| below 0 and 2(n-1) - s
+    above n - 1 (PyTorch's 'reflect' padding), so the padding is folded into the matrix.
+    """
+    r = taps.numel() // 2
+    index = (torch.arange(n, device=taps.device)[:, None] + torch.arange(-r, r + 1, device=taps.device)).abs()
+    index = torch.where(index > n - 1, 2 * (n - 1) - index, index)
+    return torch.zeros(n, n, dtype=taps.dtype, device=taps.device).scatter_add_(1, index, taps.expand(n, -1))
+
+
+class SeparableUSMSharp(USMSharp):
+    """BasicSR's ``USMSharp`` with the Gaussian blur done as two 1-D passes, each one matrix product.
+
+    The 2-D kernel is the outer product ``g gᵀ`` of OpenCV's 1-D Gaussian ``g``, so blurring image X with
+    reflect padding equals ``M_h X M_wᵀ`` with ``M_n = reflect_filter_matrix(g, n)``: the same result as
+    BasicSR's 51x51 ``filter2D`` (to float rounding), computed with dense matrix products, which run far
+    faster than a 51-tap convolution on CPUs and GPUs alike. Sharpening:
+    ``out = m·clip(I + w(I − G*I)) + (1 − m)·I`` with the soft mask ``m = G * 1[|I − G*I|·255 > t]``.
     """
 
     def __init__(self, radius: int = 50, sigma: float = 0):
         super().__init__(radius, sigma)
         taps = cv2.getGaussianKernel(self.radius, sigma).reshape(-1)
         self.register_buffer('taps', torch.tensor(taps, dtype=torch.float32))
+        self._matrices: Dict[Tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
+
+    def _matrix(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        key = (n, like.device, like.dtype)
+        if key not in self._matrices:
+            self._matrices[key] = reflect_filter_matrix(self.taps.to(like), n)
+        return self._matrices[key]
 
     def blur(self, img: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = img.shape
-        pad = self.radius // 2
-        x = F.pad(img.reshape(b * c, 1, h, w), (pad, pad, pad, pad), mode='reflect')
-        x = F.conv2d(x, self.taps.view(1, 1, 1, -1))
-        return F.conv2d(x, self.taps.view(1, 1, -1, 1)).view(b, c, h, w)
+        h, w = img.shape[-2:]
+        return self._matrix(h, img) @ img @ self._matrix(w, img).t()
 
     def forward(self, img: torch.Tensor, weight: float = 0.5, threshold: float = 10) -> torch.Tensor:
         residual = img - self.blur(img)
