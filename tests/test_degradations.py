@@ -134,3 +134,22 @@ def test_model_pairs_share_content_and_differ_in_degradation(batch):
     assert (own > 0.2).all()
     assert model.degradation_labels['jpeg1_quality'].shape == (2 * b, )
     assert not torch.equal(model.degradation_labels['blur1_sigma_x'][:b], model.degradation_labels['blur1_sigma_x'][b:])
+
+
+def test_batch_level_draws_follow_their_probabilities(batch):
+    """Over many draws: resize up/down/keep, Gaussian vs Poisson, gray noise, second blur, final order, JPEG."""
+    seed_all(4)
+    degrader = SecondOrderDegrader(DegradationOptions())
+    draws = [degrader.labels(degrader.sample(batch['gt'], *_kernels(batch))) for _ in range(1500)]
+    scale = np.array([d['resize1_scale'][0].item() for d in draws])
+    for observed, expected in (((scale > 1).mean(), 0.2), ((scale < 1).mean(), 0.7), ((scale == 1).mean(), 0.1)):
+        assert abs(observed - expected) < 0.04
+    assert abs(np.mean([d['noise1_kind'][0].item() == 1 for d in draws]) - 0.5) < 0.05
+    gray = np.concatenate([d['noise2_gray'].numpy() for d in draws])
+    assert abs(gray.mean() - 0.4) < 0.03
+    assert abs(np.mean([d['blur2_applied'][0].item() for d in draws]) - 0.8) < 0.04
+    assert abs(np.mean([d['final_order'][0].item() for d in draws]) - 0.5) < 0.05
+    quality = np.concatenate([d['jpeg2_quality'].numpy() for d in draws])
+    assert quality.min() >= 30 and quality.max() <= 95 and abs(quality.mean() - 62.5) < 1.0
+    sigma2 = np.concatenate([d['noise2_sigma'].numpy() for d in draws])
+    assert sigma2[sigma2 > 0].min() >= 1 and sigma2.max() <= 25

@@ -16,7 +16,7 @@ from gsr.utils.feature_tap import ChannelDropout, FeatureTap
 from gsr.utils.option_check import load_option_file
 from tests.conftest import REPO, run_gsr, tiny_options, write_yaml
 
-OPTION_FILES = sorted(glob.glob(os.path.join(REPO, 'options', '*.yml')))
+OPTION_FILES = sorted(glob.glob(os.path.join(REPO, 'options', 't*_*.yml')))
 TINY_NETS = {
     'MSRResNet': {'num_feat': 8, 'num_block': 1},
     'RRDBNet': {'num_feat': 8, 'num_block': 1, 'num_grow_ch': 4},
@@ -148,3 +148,16 @@ def test_tiny_variant_trains_through_the_cli(variant, tmp_path, small_photo_fold
     assert result.returncode == 0, result.stderr[-3000:]
     log = open(next((tmp_path / 'experiments' / f'tiny_{variant}').glob('train_*.log'))).read()
     assert log.count('l_total:') == 4 and 'nan' not in log.split('Start training')[1]
+
+
+@pytest.mark.parametrize('loss', ['FeatureAlignmentLoss', 'RFFAlignmentLoss', 'FeatureMatchingLoss'])
+def test_regularizer_gradient_reaches_the_backbone(loss):
+    opt = tiny_options('unused', 'unused', **{'train.pixel_opt.loss_weight': 0.0})
+    opt['train']['regularizers'] = {'l_reg': {'type': loss}}
+    opt.update(is_train=True, dist=False, rank=0, world_size=1)
+    torch.manual_seed(0)
+    model = build_model(opt)
+    model.lq, model.gt = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 32, 32)
+    model.optimize_parameters(1)
+    grad = model.net_g.conv_first.weight.grad
+    assert model.log_dict['l_reg'] > 0 and grad is not None and grad.abs().sum() > 0

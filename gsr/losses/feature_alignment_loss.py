@@ -3,7 +3,7 @@ import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
-from gsr.losses.statistics import pooled_centered, rank_one_discrepancy, reduce_pairs, spatial_discrepancy
+from gsr.losses.statistics import FeaturePair, rank_one_discrepancy, reduce_pairs, spatial_discrepancy
 from gsr.utils.errors import GsrError
 
 
@@ -29,9 +29,9 @@ class FeatureAlignmentLoss(nn.Module):
         self.reduction = check_choice('FeatureAlignmentLoss.reduction', reduction, ('sum', 'mean'))
         self.center = center
 
-    def forward(self, feat1: torch.Tensor, feat2: torch.Tensor) -> torch.Tensor:
+    def forward(self, pair: FeaturePair) -> torch.Tensor:
         if self.mode == 'spatial':
-            per_pair = spatial_discrepancy(feat1, feat2)
+            per_pair = spatial_discrepancy(*pair.copies)
         else:
-            per_pair = rank_one_discrepancy(pooled_centered(feat1, self.center), pooled_centered(feat2, self.center))
+            per_pair = rank_one_discrepancy(*pair.pooled_centered(self.center))
         return self.loss_weight * reduce_pairs(per_pair, self.reduction)

@@ -5,6 +5,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gsr.losses.feature_alignment_loss import check_choice
+from gsr.losses.statistics import FeaturePair
 
 
 @LOSS_REGISTRY.register()
@@ -16,5 +17,5 @@ class FeatureMatchingLoss(nn.Module):
         self.loss_weight = float(loss_weight)
         self.reduction = check_choice('FeatureMatchingLoss.reduction', reduction, ('sum', 'mean'))
 
-    def forward(self, feat1: torch.Tensor, feat2: torch.Tensor) -> torch.Tensor:
-        return self.loss_weight * F.mse_loss(feat1, feat2, reduction=self.reduction)
+    def forward(self, pair: FeaturePair) -> torch.Tensor:
+        return self.loss_weight * F.mse_loss(*pair.copies, reduction=self.reduction)

@@ -7,7 +7,7 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
 from gsr.losses.feature_alignment_loss import check_choice
-from gsr.losses.statistics import pooled_centered, rank_one_discrepancy, reduce_pairs
+from gsr.losses.statistics import FeaturePair, rank_one_discrepancy, reduce_pairs
 
 EPS = 1e-8
 
@@ -57,8 +57,8 @@ class RFFAlignmentLoss(nn.Module):
             self.fixed = (weight, phase)
         return self.fixed[0].to(like), self.fixed[1].to(like)
 
-    def forward(self, feat1: torch.Tensor, feat2: torch.Tensor) -> torch.Tensor:
-        u, v = pooled_centered(feat1, self.center), pooled_centered(feat2, self.center)
+    def forward(self, pair: FeaturePair) -> torch.Tensor:
+        u, v = pair.pooled_centered(self.center)
         if self.mode == 'official':
             pairs, channels = u.shape
             w = torch.randn(pairs, 1, 1, device=u.device, dtype=u.dtype) / self.sigma

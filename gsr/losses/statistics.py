@@ -1,11 +1,43 @@
-"""Feature statistics shared by the alignment losses (vectorised over pairs; no loop over the batch)."""
+"""What the regularizers receive (``FeaturePair``) and the statistics they share, vectorised over pairs."""
+from typing import Optional, Tuple
+
 import torch
 
+from gsr.utils.errors import GsrError
 
-def pooled_centered(feat: torch.Tensor, center: bool = True) -> torch.Tensor:
-    """Global-average-pool (B, C, H, W) -> (B, C) and, if ``center``, subtract the mean over the batch."""
-    pooled = feat.mean(dim=(2, 3))
-    return pooled - pooled.mean(dim=0, keepdim=True) if center else pooled
+
+class FeaturePair:
+    """The tapped features of both degraded copies, stacked ``[copy1; copy2]`` along the batch: (2B, C, H, W).
+
+    Row i of copy 1 and row i of copy 2 come from the same HR crop. Statistics that several regularizers use
+    (the per-sample global average pool) are computed once on the stacked tensor and shared: pooling each
+    copy separately in each loss costs several extra passes over the feature map in the backward pass.
+    """
+
+    def __init__(self, stacked: torch.Tensor):
+        if stacked.dim() != 4 or stacked.shape[0] % 2:
+            raise GsrError(f'FeaturePair needs (2B, C, H, W) features, got {tuple(stacked.shape)}')
+        self.stacked = stacked
+        self._pooled: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+
+    @classmethod
+    def of(cls, first: torch.Tensor, second: torch.Tensor) -> 'FeaturePair':
+        return cls(torch.cat([first, second]))
+
+    @property
+    def copies(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(copy 1, copy 2), each (B, C, H, W)."""
+        return self.stacked.chunk(2)
+
+    def pooled(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample global average pools of both copies, each (B, C)."""
+        if self._pooled is None:
+            self._pooled = self.stacked.mean(dim=(2, 3)).chunk(2)
+        return self._pooled
+
+    def pooled_centered(self, center: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The pools with each copy's mean over the batch subtracted (when ``center``)."""
+        return tuple(p - p.mean(dim=0, keepdim=True) if center else p for p in self.pooled())
 
 
 def rank_one_discrepancy(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

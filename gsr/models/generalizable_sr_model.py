@@ -1,5 +1,6 @@
 """SR model trained on on-the-fly Real-ESRGAN degradations, optionally paired, with configured regularizers."""
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Dict
 
 import torch
@@ -11,9 +12,23 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from gsr.data.second_order_degrader import DegradationOptions, SecondOrderDegrader
+from gsr.losses.statistics import FeaturePair
 from gsr.utils.errors import GsrError, NonFiniteLossError
 from gsr.utils.feature_tap import ChannelDropout, FeatureTap, bare_network
 from gsr.utils.options import options_from_dict
+
+@dataclass
+class FeatureTapOptions:
+    """``feature_tap:`` — which tensor the regularizers (and Dropout) act on."""
+    layer: str = 'conv_last'
+    capture: str = 'input'
+
+
+@dataclass
+class DropoutOptions:
+    """``dropout:`` — channel Dropout at the tap (Kong et al., CVPR 2022)."""
+    p: float = 0.5
+
 
 KERNEL_KEYS = ('kernel1', 'kernel2', 'sinc_kernel', 'kernel1_info', 'kernel2_info', 'sinc_info')
 
@@ -24,7 +39,7 @@ class GeneralizableSRModel(SRModel):
 
     With ``paired: true`` (default) every GT crop is degraded twice, independently, and the network sees
     ``[copy1; copy2]`` against the GT repeated (Wang et al., CVPR 2024, Sec. 3.1); each loss under
-    ``train.regularizers`` receives the two copies' tapped features ``(F¹, F²)``. ``paired: false`` is the
+    ``train.regularizers`` receives the two copies' tapped features as a ``FeaturePair``. ``paired: false`` is the
     Real-ESRNet baseline. ``dropout: {p}`` applies channel Dropout at the tap. Validation batches that
     carry ``lq`` are used as they are. Top-level keys are documented in ``docs/OPTIONS.md``.
     """
@@ -35,15 +50,12 @@ class GeneralizableSRModel(SRModel):
         self.degradation = options_from_dict(DegradationOptions, opt.get('degradation'), 'degradation')
         super().__init__(opt)
         self.degrader = SecondOrderDegrader(self.degradation, opt['scale']).to(self.device)
-        tap_opt = dict(opt.get('feature_tap') or {})
-        unknown = set(tap_opt) - {'layer', 'capture'}
-        if unknown:
-            raise GsrError(f'feature_tap: unknown key(s) {", ".join(sorted(unknown))}; accepted: layer, capture')
+        tap = options_from_dict(FeatureTapOptions, opt.get('feature_tap'), 'feature_tap')
         transforms = []
-        if opt.get('dropout'):
-            transforms.append(ChannelDropout(bare_network(self.net_g), float(opt['dropout'].get('p', 0.5))))
-        self.feature_tap = FeatureTap(self.net_g, tap_opt.get('layer', 'conv_last'), tap_opt.get('capture', 'input'),
-                                      transforms)
+        if opt.get('dropout') is not None:
+            dropout = options_from_dict(DropoutOptions, opt['dropout'], 'dropout')
+            transforms.append(ChannelDropout(bare_network(self.net_g), dropout.p))
+        self.feature_tap = FeatureTap(self.net_g, tap.layer, tap.capture, transforms)
 
     def init_training_settings(self):
         super().init_training_settings()
@@ -104,9 +116,9 @@ class GeneralizableSRModel(SRModel):
                     total = total + value
                     loss_dict[name] = value
         if self.regularizers:
-            feat1, feat2 = self.feature_tap.features.chunk(2)
+            pair = FeaturePair(self.feature_tap.features)
             for name, loss in self.regularizers.items():
-                loss_dict[name] = loss(feat1, feat2)
+                loss_dict[name] = loss(pair)
                 total = total + loss_dict[name]
         loss_dict['l_total'] = total
         self.log_dict = self.reduce_loss_dict({k: v.detach() for k, v in loss_dict.items()})

@@ -1,0 +1,195 @@
+"""Training-step time and peak memory: baseline (B images), plain paired (2B), dropout (2B), alignment (2B).
+
+Paper size: SRResNet (64 features, 16 blocks) and RRDB (64 features, 23 blocks), GT 128 / LQ 32, B = 8 HR crops.
+Step times come from one process that runs the variants round-robin (so load changes hit all alike; median
+over ``--steps`` rounds after a warm-up); peak memory from a fresh process per variant (``VmHWM`` on the CPU,
+``torch.cuda.max_memory_allocated`` on CUDA). Steps are ``GeneralizableSRModel.optimize_parameters`` on a
+fixed batch (the degradation is benchmarked separately). Also reported: the vectorised alignment losses against
+a plain per-pair loop on the same tapped features (forward + backward).
+
+    python benchmarks/train_step.py [--archs srresnet rrdb] [--steps 3] [--device cpu]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+ARCHS = {
+    'srresnet': {'type': 'MSRResNet', 'num_feat': 64, 'num_block': 16, 'upscale': 4},
+    'rrdb': {'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 64, 'num_block': 23, 'num_grow_ch': 32},
+}
+ALIGN = {'l_align': {'type': 'FeatureAlignmentLoss'}, 'l_rff': {'type': 'RFFAlignmentLoss'}}
+VARIANTS = {  # name: (LQ images per step as a multiple of B, dropout p, regularizers)
+    'baseline (B)': (1, None, None),
+    'paired (2B)': (2, None, None),
+    'dropout (2B)': (2, 0.7, None),
+    'alignment (2B)': (2, None, ALIGN),
+}
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == 'cuda':
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith('VmHWM')) / 1024
+
+
+def build(arch: str, variant: str, batch: int, device: torch.device):
+    """A GeneralizableSRModel for ``variant`` with a fixed random batch."""
+    import gsr  # noqa: F401
+    from basicsr.models import build_model
+    copies, p, regs = VARIANTS[variant]
+    opt = {
+        'model_type': 'GeneralizableSRModel', 'num_gpu': 1 if device.type == 'cuda' else 0, 'is_train': True,
+        'dist': False, 'scale': 4, 'paired': copies == 2, 'network_g': dict(ARCHS[arch]), 'path': {},
+        'train': {'optim_g': {'type': 'Adam', 'lr': 2e-4, 'betas': [0.9, 0.99]},
+                  'scheduler': {'type': 'MultiStepLR', 'milestones': [10**6]},
+                  'pixel_opt': {'type': 'L1Loss'}, 'regularizers': regs, 'ema_decay': 0.999},
+    }
+    if p:
+        opt['dropout'] = {'p': p}
+    torch.manual_seed(0)
+    model = build_model(opt)
+    model.lq = torch.rand(batch * copies, 3, 32, 32, device=device)
+    model.gt = torch.rand(batch * copies, 3, 128, 128, device=device)
+    return model
+
+
+def timed_step(model, it: int, device: torch.device) -> float:
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    model.optimize_parameters(it)
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def worker(arch: str, variant: str, steps: int, batch: int, device_name: str) -> dict:
+    """Peak memory of one variant, alone in this process."""
+    device = torch.device(device_name)
+    model = build(arch, variant, batch, device)
+    times = [timed_step(model, it, device) for it in range(1, steps + 2)]
+    return {'step_s': float(np.median(times[1:])), 'peak_mb': peak_memory_mb(device)}
+
+
+def interleaved_times(arch: str, steps: int, batch: int, device: torch.device) -> dict:
+    """Step time of every variant, measured round-robin in one process so that load changes hit all alike."""
+    models = {v: build(arch, v, batch, device) for v in VARIANTS}
+    times = {v: [] for v in VARIANTS}
+    for it in range(1, steps + 2):
+        for variant, model in models.items():
+            t = timed_step(model, it, device)
+            if it > 1:
+                times[variant].append(t)
+    return {v: float(np.median(t)) for v, t in times.items()}
+
+
+def per_pair_reference(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Linear + RFF alignment of centred pools (B, C) written as a loop over pairs (the released code's form)."""
+    import math
+    c, total = u.shape[1], 0
+    for i in range(u.shape[0]):
+        x, y = u[i:i + 1], v[i:i + 1]
+        total = total + ((x - y)**2).sum() / c + ((x.t() @ x - y.t() @ y)**2).sum() / c**2
+        w = torch.randn(1, device=u.device)
+        b = torch.rand(c, device=u.device) * 2 * math.pi
+        mapped = []
+        for row in (x[0], y[0]):
+            a = w * row + b
+            a = (a - a.min()) / (a - a.min()).max() * math.pi / 2
+            mapped.append((math.sqrt(2) * (torch.cos(a) + torch.sin(a)))[None])
+        x, y = mapped
+        total = total + ((x - y)**2).sum() / c + ((x.t() @ x - y.t() @ y)**2).sum() / c**2
+    return total
+
+
+def median_time(fn, leaf: torch.Tensor, device: torch.device, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        leaf.grad = None
+        start = time.perf_counter()
+        fn().backward()
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def loss_timing(device: torch.device, batch: int, repeats: int = 20) -> dict:
+    """Forward + backward of linear + RFF alignment: vectorised against the per-pair loop, on the pooled vectors
+    alone and including the pooling of 2B x 64 x 128 x 128 tapped features."""
+    import gsr  # noqa: F401
+    from gsr.losses.feature_alignment_loss import FeatureAlignmentLoss
+    from gsr.losses.rff_alignment_loss import RFFAlignmentLoss
+    from gsr.losses.statistics import FeaturePair, rank_one_discrepancy
+    from gsr.losses.rff_alignment_loss import official_rff_map
+    linear, rff = FeatureAlignmentLoss(), RFFAlignmentLoss()
+    feats = torch.randn(2 * batch, 64, 128, 128, device=device, requires_grad=True)
+    pooled = torch.randn(2 * batch, 64, device=device, requires_grad=True)
+
+    def vectorised_pooled():
+        u, v = pooled.chunk(2)
+        w = torch.randn(batch, 1, 1, device=device)
+        b = torch.rand(batch, 1, 64, device=device) * 2 * np.pi
+        mapped = official_rff_map(torch.stack([u, v], 1), w, b)
+        return rank_one_discrepancy(u, v).sum() + rank_one_discrepancy(mapped[:, 0], mapped[:, 1]).sum()
+
+    def full_vectorised():
+        pair = FeaturePair(feats)
+        return linear(pair) + rff(pair)
+
+    return {
+        'pooled_vectorised_s': median_time(vectorised_pooled, pooled, device, repeats),
+        'pooled_loop_s': median_time(lambda: per_pair_reference(*pooled.chunk(2)), pooled, device, repeats),
+        'full_vectorised_s': median_time(full_vectorised, feats, device, repeats),
+        'full_loop_s': median_time(lambda: per_pair_reference(*FeaturePair(feats).pooled_centered()), feats, device,
+                                   repeats),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--archs', nargs='+', default=list(ARCHS))
+    parser.add_argument('--steps', type=int, default=3)
+    parser.add_argument('--batch', type=int, default=8, help='B: HR crops per step')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--worker', nargs=2, metavar=('ARCH', 'VARIANT'), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(*args.worker, args.steps, args.batch, args.device)))
+        return
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'
+    print(f'device: {name}; torch {torch.__version__}; B = {args.batch}; median of {args.steps} interleaved '
+          'rounds after one warm-up\n')
+    print('| arch | variant | step (s) | vs paired | peak memory (MiB) | vs paired |\n|---|---|---|---|---|---|')
+    for arch in args.archs:
+        memory = {}
+        for variant in VARIANTS:
+            cmd = [sys.executable, __file__, '--worker', arch, variant, '--steps', '1', '--batch', str(args.batch),
+                   '--device', args.device]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            memory[variant] = json.loads(out)['peak_mb']
+        times = interleaved_times(arch, args.steps, args.batch, device)
+        ref_t, ref_m = times['paired (2B)'], memory['paired (2B)']
+        for variant in VARIANTS:
+            print(f'| {arch} | {variant} | {times[variant]:.3f} | {times[variant] / ref_t:.3f} | '
+                  f'{memory[variant]:.0f} | {memory[variant] / ref_m:.3f} |')
+    t = loss_timing(device, args.batch)
+    print(f'\nalignment losses (linear + RFF), forward + backward, B = {args.batch} pairs: on the pooled vectors '
+          f'vectorised {t["pooled_vectorised_s"] * 1e3:.2f} ms vs per-pair loop {t["pooled_loop_s"] * 1e3:.2f} ms '
+          f'({t["pooled_loop_s"] / t["pooled_vectorised_s"]:.1f}x); including the pooling of the 2B x 64 x 128 x 128 '
+          f'features {t["full_vectorised_s"] * 1e3:.2f} ms vs {t["full_loop_s"] * 1e3:.2f} ms '
+          f'({t["full_loop_s"] / t["full_vectorised_s"]:.2f}x)')
+
+
+if __name__ == '__main__':
+    main()
