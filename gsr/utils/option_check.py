@@ -90,8 +90,9 @@ def _check_datasets(opt: Dict[str, Any], path: str, skip: Iterable[str]) -> None
         for key in ('dataroot_gt', 'dataroot_lq'):
             root = ds.get(key)
             if root is not None and f'{where}.{key}' not in skip and not os.path.exists(os.path.expanduser(root)):
-                raise GsrError(f'{path}: {where}.{key} does not exist: {root} — see docs/DATASETS.md for how to '
-                               'download and prepare it (e.g. gsr prepare subimages / gsr degrade)')
+                where_abs = '' if os.path.isabs(root) else f' (from {os.getcwd()}: {os.path.abspath(root)})'
+                raise GsrError(f'{path}: {where}.{key} does not exist: {root}{where_abs} — see docs/DATASETS.md '
+                               'for how to download and prepare it (e.g. gsr prepare subimages)')
 
 
 def check_options(opt: Dict[str, Any], path: str, skip: Iterable[str] = ()) -> None:
