@@ -2,7 +2,8 @@
 
 * ``ddr`` — deep degradation representation (Liu et al., arXiv 2108.00406; used by Kong et al. and Wang et
   al.): the features entering the last conv, global-average-pooled per image (or per ``--crop`` LR patch),
-  for images under the degradation settings; the Calinski-Harabasz index with the settings as labels
+  for images under the degradation settings (the same crops under every setting, so only the degradation
+  differs); the Calinski-Harabasz index with the settings as labels
   (lower: features cluster less by degradation) and a 2-D t-SNE plot coloured by setting.
 * ``freq`` — frequency-band error (Wang et al., CVPR 2024, Fig. 2): FFT amplitude of SR and GT, mean absolute
   percentage error per radial frequency band.
@@ -60,9 +61,13 @@ def band_mape(sr: np.ndarray, gt: np.ndarray, bands: int = 8, eps: float = 1e-8)
 
 
 def dominant_dct_bands(features: np.ndarray, bands: int = 8) -> np.ndarray:
-    """For (C, H, W) features: each channel's band of largest DCT-II energy, bands split by (u/H + v/W)."""
+    """For (C, H, W) features: each channel's band of largest DCT-II energy, bands split by (u/H + v/W).
+
+    The DC coefficient (the channel mean) is left out: with it nearly every channel is dominated by band 1.
+    """
     c, h, w = features.shape
     energy = dctn(features, axes=(1, 2), norm='ortho')**2
+    energy[:, 0, 0] = 0
     u, v = np.meshgrid(np.arange(h) / h, np.arange(w) / w, indexing='ij')
     index = np.minimum(((u + v) / 2 * bands).astype(int), bands - 1)
     per_band = np.stack([energy[:, index == b].sum(1) for b in range(bands)], axis=1)
@@ -120,9 +125,9 @@ def markdown(header: List[str], rows: List[List]) -> str:
 
 
 def run_ddr(net, tap, args, out: str) -> str:
-    rng = np.random.default_rng(args.seed)
     feats, labels = [], []
-    for _, setting, lr, _ in degraded_images(args.hr, args.settings, args.scale, args.noise_sigma, args.seed):
+    for name, setting, lr, _ in degraded_images(args.hr, args.settings, args.scale, args.noise_sigma, args.seed):
+        rng = np.random.default_rng(noise_seed(args.seed, name, 'crops'))  # same crops under every setting
         for piece in lr_crops(lr, args.crop, args.crops_per_image, rng):
             feats.append(tapped_features(net, tap, piece).mean((1, 2)).cpu().numpy())
             labels.append(setting)
