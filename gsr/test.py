@@ -3,7 +3,6 @@ import sys
 from typing import List, Optional
 
 from gsr.train import run
-from gsr.utils.errors import GsrError
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -11,8 +10,5 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except GsrError as e:
-        print(f'gsr: error: {e}', file=sys.stderr)
-        sys.exit(2)
+    from gsr.cli import main as cli_main
+    sys.exit(cli_main(['test'] + sys.argv[1:]))

@@ -8,7 +8,6 @@ import sys
 from typing import List, Optional, Tuple
 
 import gsr  # noqa: F401  (compatibility fixes and registration)
-from gsr.utils.errors import GsrError
 from gsr.utils.option_check import check_options, load_option_file
 
 
@@ -55,8 +54,5 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except GsrError as e:
-        print(f'gsr: error: {e}', file=sys.stderr)
-        sys.exit(2)
+    from gsr.cli import main as cli_main
+    sys.exit(cli_main(['train'] + sys.argv[1:]))

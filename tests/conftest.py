@@ -90,8 +90,8 @@ def write_yaml(path, opt: Dict[str, Any]) -> str:
     return str(path)
 
 
-def run_gsr(args: List[str], cwd, timeout: int = 600, env=None) -> subprocess.CompletedProcess:
-    """Run ``python -m gsr.cli <args>`` in ``cwd``."""
+def run_gsr(args: List[str], cwd, timeout: int = 600, env=None, program: str = None) -> subprocess.CompletedProcess:
+    """Run ``python -m gsr.cli <args>`` in ``cwd``, or the installed console script ``program`` (gsr, basicsr)."""
     full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, '-m', 'gsr.cli'] + args, cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+    command = [os.path.join(os.path.dirname(sys.executable), program)] if program else [sys.executable, '-m', 'gsr.cli']
+    return subprocess.run(command + args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)

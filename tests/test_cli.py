@@ -18,7 +18,7 @@ def test_basicsr_console_script_is_installed():
 @pytest.mark.slow
 def test_train_saves_and_auto_resume_continues(tmp_path, small_photo_folder):
     opt = write_yaml(tmp_path / 'tiny.yml', tiny_options(small_photo_folder, small_photo_folder))
-    first = run_gsr(['train', '-opt', opt], cwd=tmp_path)
+    first = run_gsr(['train', '-opt', opt], cwd=tmp_path, program='basicsr')  # exactly `basicsr train -opt X`
     assert first.returncode == 0, first.stderr[-3000:]
     exp = tmp_path / 'experiments' / 'tiny'
     assert sorted(os.listdir(exp / 'training_states')) == ['2.state', '4.state']
@@ -27,7 +27,7 @@ def test_train_saves_and_auto_resume_continues(tmp_path, small_photo_folder):
     assert set(ckpt) == {'params', 'params_ema'}
 
     more = ['--force_yml', 'train:total_iter=8']
-    resumed = run_gsr(['train', '-opt', opt, '--auto_resume'] + more, cwd=tmp_path)
+    resumed = run_gsr(['train', '-opt', opt, '--auto_resume'] + more, cwd=tmp_path, program='basicsr')
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     logs = sorted(exp.glob('train_tiny_*.log'))
     assert len(logs) == 2
