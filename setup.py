@@ -17,6 +17,6 @@ setup(
         'torch', 'torchvision', 'basicsr==1.4.2', 'numpy', 'opencv-python', 'Pillow', 'PyYAML', 'lmdb',
         'scikit-image', 'scikit-learn', 'matplotlib', 'tqdm', 'lpips'
     ],
-    extras_require={'test': ['pytest', 'pytest-timeout']},
+    extras_require={'test': ['pytest', 'pytest-timeout', 'flake8']},
     entry_points={'console_scripts': ['gsr = gsr.cli:main', 'basicsr = gsr.cli:main']},
 )

@@ -31,15 +31,28 @@ from gsr.data.paired_degradation_dataset import PairedDegradationDataset  # noqa
 from gsr.models.generalizable_sr_model import GeneralizableSRModel  # noqa: E402
 
 REAL_ESRNET = dict(
-    scale=4, gt_usm=True, resize_prob=[0.2, 0.7, 0.1], resize_range=[0.15, 1.5], gaussian_noise_prob=0.5,
-    noise_range=[1, 30], poisson_scale_range=[0.05, 3], gray_noise_prob=0.4, jpeg_range=[30, 95],
-    second_blur_prob=0.8, resize_prob2=[0.3, 0.4, 0.3], resize_range2=[0.3, 1.2], gaussian_noise_prob2=0.5,
-    noise_range2=[1, 25], poisson_scale_range2=[0.05, 2.5], gray_noise_prob2=0.4, jpeg_range2=[30, 95])
+    scale=4,
+    gt_usm=True,
+    resize_prob=[0.2, 0.7, 0.1],
+    resize_range=[0.15, 1.5],
+    gaussian_noise_prob=0.5,
+    noise_range=[1, 30],
+    poisson_scale_range=[0.05, 3],
+    gray_noise_prob=0.4,
+    jpeg_range=[30, 95],
+    second_blur_prob=0.8,
+    resize_prob2=[0.3, 0.4, 0.3],
+    resize_range2=[0.3, 1.2],
+    gaussian_noise_prob2=0.5,
+    noise_range2=[1, 25],
+    poisson_scale_range2=[0.05, 2.5],
+    gray_noise_prob2=0.4,
+    jpeg_range2=[30, 95])
 
 
 def photo_folder() -> str:
-    shared = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'shared',
-                          'data', 'SunHays80')
+    shared = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'shared', 'data', 'SunHays80')
     if os.path.isdir(shared):
         return shared
     from gsr.utils.default_data import materialize
@@ -49,8 +62,13 @@ def photo_folder() -> str:
 def batches(gt_size: int, batch: int, count: int, kernel_sets: int):
     random.seed(0)
     np.random.seed(0)
-    ds = PairedDegradationDataset({'name': 'bench', 'dataroot_gt': photo_folder(), 'crop_pad_size': gt_size,
-                                   'kernel_sets': kernel_sets, 'use_hflip': False})
+    ds = PairedDegradationDataset({
+        'name': 'bench',
+        'dataroot_gt': photo_folder(),
+        'crop_pad_size': gt_size,
+        'kernel_sets': kernel_sets,
+        'use_hflip': False
+    })
     out = []
     for b in range(count):
         items = [ds[(b * batch + i) % len(ds)] for i in range(batch)]
@@ -69,9 +87,24 @@ def reference_model(device: torch.device, gt_size: int) -> RealESRNetModel:
 
 
 def gsr_model(device: torch.device, gt_size: int, paired: bool) -> GeneralizableSRModel:
-    opt = {'num_gpu': 1 if device.type == 'cuda' else 0, 'is_train': False, 'dist': False, 'scale': 4,
-           'paired': paired, 'network_g': {'type': 'MSRResNet', 'num_feat': 4, 'num_block': 1}, 'path': {},
-           'datasets': {'train': {'gt_size': gt_size}}}
+    opt = {
+        'num_gpu': 1 if device.type == 'cuda' else 0,
+        'is_train': False,
+        'dist': False,
+        'scale': 4,
+        'paired': paired,
+        'network_g': {
+            'type': 'MSRResNet',
+            'num_feat': 4,
+            'num_block': 1
+        },
+        'path': {},
+        'datasets': {
+            'train': {
+                'gt_size': gt_size
+            }
+        }
+    }
     return GeneralizableSRModel(opt)
 
 
@@ -123,9 +156,11 @@ def main() -> None:
         single, paired = gsr_model(device, gt_size, False), gsr_model(device, gt_size, True)
 
         def run_gsr(model):
+
             def run(batch):
                 model.degrade_batch(batch)
                 return model.lq
+
             return run
 
         t_ref, lq_ref = timed(run_ref, data, device, args.repeats)

@@ -22,8 +22,20 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 ARCHS = {
-    'srresnet': {'type': 'MSRResNet', 'num_feat': 64, 'num_block': 16, 'upscale': 4},
-    'rrdb': {'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 64, 'num_block': 23, 'num_grow_ch': 32},
+    'srresnet': {
+        'type': 'MSRResNet',
+        'num_feat': 64,
+        'num_block': 16,
+        'upscale': 4
+    },
+    'rrdb': {
+        'type': 'RRDBNet',
+        'num_in_ch': 3,
+        'num_out_ch': 3,
+        'num_feat': 64,
+        'num_block': 23,
+        'num_grow_ch': 32
+    },
 }
 ALIGN = {'l_align': {'type': 'FeatureAlignmentLoss'}, 'l_rff': {'type': 'RFFAlignmentLoss'}}
 VARIANTS = {  # name: (LQ images per step as a multiple of B, dropout p, regularizers)
@@ -47,11 +59,30 @@ def build(arch: str, variant: str, batch: int, device: torch.device):
     from basicsr.models import build_model
     copies, p, regs = VARIANTS[variant]
     opt = {
-        'model_type': 'GeneralizableSRModel', 'num_gpu': 1 if device.type == 'cuda' else 0, 'is_train': True,
-        'dist': False, 'scale': 4, 'paired': copies == 2, 'network_g': dict(ARCHS[arch]), 'path': {},
-        'train': {'optim_g': {'type': 'Adam', 'lr': 2e-4, 'betas': [0.9, 0.99]},
-                  'scheduler': {'type': 'MultiStepLR', 'milestones': [10**6]},
-                  'pixel_opt': {'type': 'L1Loss'}, 'regularizers': regs, 'ema_decay': 0.999},
+        'model_type': 'GeneralizableSRModel',
+        'num_gpu': 1 if device.type == 'cuda' else 0,
+        'is_train': True,
+        'dist': False,
+        'scale': 4,
+        'paired': copies == 2,
+        'network_g': dict(ARCHS[arch]),
+        'path': {},
+        'train': {
+            'optim_g': {
+                'type': 'Adam',
+                'lr': 2e-4,
+                'betas': [0.9, 0.99]
+            },
+            'scheduler': {
+                'type': 'MultiStepLR',
+                'milestones': [10**6]
+            },
+            'pixel_opt': {
+                'type': 'L1Loss'
+            },
+            'regularizers': regs,
+            'ema_decay': 0.999
+        },
     }
     if p:
         opt['dropout'] = {'p': p}
@@ -147,11 +178,14 @@ def loss_timing(device: torch.device, batch: int, repeats: int = 20) -> dict:
         return linear(pair) + rff(pair)
 
     return {
-        'pooled_vectorised_s': median_time(vectorised_pooled, pooled, device, repeats),
-        'pooled_loop_s': median_time(lambda: per_pair_reference(*pooled.chunk(2)), pooled, device, repeats),
-        'full_vectorised_s': median_time(full_vectorised, feats, device, repeats),
-        'full_loop_s': median_time(lambda: per_pair_reference(*FeaturePair(feats).pooled_centered()), feats, device,
-                                   repeats),
+        'pooled_vectorised_s':
+        median_time(vectorised_pooled, pooled, device, repeats),
+        'pooled_loop_s':
+        median_time(lambda: per_pair_reference(*pooled.chunk(2)), pooled, device, repeats),
+        'full_vectorised_s':
+        median_time(full_vectorised, feats, device, repeats),
+        'full_loop_s':
+        median_time(lambda: per_pair_reference(*FeaturePair(feats).pooled_centered()), feats, device, repeats),
     }
 
 
@@ -174,8 +208,10 @@ def main() -> None:
     for arch in args.archs:
         memory = {}
         for variant in VARIANTS:
-            cmd = [sys.executable, __file__, '--worker', arch, variant, '--steps', '1', '--batch', str(args.batch),
-                   '--device', args.device]
+            cmd = [
+                sys.executable, __file__, '--worker', arch, variant, '--steps', '1', '--batch',
+                str(args.batch), '--device', args.device
+            ]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             memory[variant] = json.loads(out)['peak_mb']
         times = interleaved_times(arch, args.steps, args.batch, device)

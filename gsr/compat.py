@@ -253,12 +253,9 @@ def apply() -> None:
     from basicsr.models.srgan_model import SRGANModel
 
     ORIGINALS.update(
-        init_dist=basicsr.utils.dist_util.init_dist,
         ordered_yaml=basicsr.utils.options.ordered_yaml,
         load_resume_state=basicsr.train.load_resume_state,
-        model_to_device=BaseModel.model_to_device,
         setup_optimizers=SRModel.setup_optimizers,
-        setup_schedulers=BaseModel.setup_schedulers,
     )
     basicsr.utils.dist_util.init_dist = init_dist
     basicsr.utils.options.init_dist = init_dist

@@ -17,8 +17,7 @@ SHARED = os.path.join(os.path.dirname(REPO), 'shared', 'data')
 
 def skimage_photos() -> Dict[str, np.ndarray]:
     from skimage import data
-    return {'astronaut': data.astronaut(), 'coffee': data.coffee(), 'chelsea': data.chelsea(),
-            'rocket': data.rocket()}
+    return {'astronaut': data.astronaut(), 'coffee': data.coffee(), 'chelsea': data.chelsea(), 'rocket': data.rocket()}
 
 
 @pytest.fixture(scope='session')
@@ -48,29 +47,90 @@ def small_photo_folder(tmp_path_factory) -> str:
 def tiny_options(train_root: str, val_root: str, name: str = 'tiny', **overrides) -> Dict[str, Any]:
     """A training option dict small enough to run a few iterations on the CPU in seconds."""
     opt = {
-        'name': name, 'model_type': 'GeneralizableSRModel', 'scale': 4, 'num_gpu': 0, 'manual_seed': 0,
+        'name': name,
+        'model_type': 'GeneralizableSRModel',
+        'scale': 4,
+        'num_gpu': 0,
+        'manual_seed': 0,
         'paired': True,
         'datasets': {
-            'train': {'name': 'tiny_train', 'type': 'PairedDegradationDataset', 'dataroot_gt': train_root,
-                      'io_backend': {'type': 'disk'}, 'crop_pad_size': 80, 'gt_size': 32, 'kernel_sets': 2,
-                      'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2, 'dataset_enlarge_ratio': 10},
-            'val': {'name': 'tiny_val', 'type': 'DegradedBenchmarkDataset', 'dataroot_gt': val_root,
-                    'setting': 'b+n'},
+            'train': {
+                'name': 'tiny_train',
+                'type': 'PairedDegradationDataset',
+                'dataroot_gt': train_root,
+                'io_backend': {
+                    'type': 'disk'
+                },
+                'crop_pad_size': 80,
+                'gt_size': 32,
+                'kernel_sets': 2,
+                'num_worker_per_gpu': 0,
+                'batch_size_per_gpu': 2,
+                'dataset_enlarge_ratio': 10
+            },
+            'val': {
+                'name': 'tiny_val',
+                'type': 'DegradedBenchmarkDataset',
+                'dataroot_gt': val_root,
+                'setting': 'b+n'
+            },
         },
-        'network_g': {'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1, 'upscale': 4},
-        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'network_g': {
+            'type': 'MSRResNet',
+            'num_feat': 8,
+            'num_block': 1,
+            'upscale': 4
+        },
+        'path': {
+            'pretrain_network_g': None,
+            'strict_load_g': True,
+            'resume_state': None
+        },
         'train': {
             'ema_decay': 0.9,
-            'optim_g': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.99]},
-            'scheduler': {'type': 'MultiStepLR', 'milestones': [100], 'gamma': 0.5},
-            'total_iter': 4, 'warmup_iter': -1,
-            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
-            'regularizers': {'l_align': {'type': 'FeatureAlignmentLoss', 'loss_weight': 1.0},
-                             'l_rff': {'type': 'RFFAlignmentLoss', 'loss_weight': 1.0}},
+            'optim_g': {
+                'type': 'Adam',
+                'lr': 1e-3,
+                'betas': [0.9, 0.99]
+            },
+            'scheduler': {
+                'type': 'MultiStepLR',
+                'milestones': [100],
+                'gamma': 0.5
+            },
+            'total_iter': 4,
+            'warmup_iter': -1,
+            'pixel_opt': {
+                'type': 'L1Loss',
+                'loss_weight': 1.0,
+                'reduction': 'mean'
+            },
+            'regularizers': {
+                'l_align': {
+                    'type': 'FeatureAlignmentLoss',
+                    'loss_weight': 1.0
+                },
+                'l_rff': {
+                    'type': 'RFFAlignmentLoss',
+                    'loss_weight': 1.0
+                }
+            },
         },
-        'val': {'val_freq': 1000, 'save_img': False,
-                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4}}},
-        'logger': {'print_freq': 1, 'save_checkpoint_freq': 2, 'use_tb_logger': False},
+        'val': {
+            'val_freq': 1000,
+            'save_img': False,
+            'metrics': {
+                'psnr': {
+                    'type': 'calculate_psnr',
+                    'crop_border': 4
+                }
+            }
+        },
+        'logger': {
+            'print_freq': 1,
+            'save_checkpoint_freq': 2,
+            'use_tb_logger': False
+        },
     }
     for dotted, value in overrides.items():
         node = opt

@@ -67,8 +67,8 @@ def test_grayscale_rgba_and_16_bit_are_converted(tmp_path, photo, kind):
 
 def test_set14_grayscale_image_where_present():
     """Uses ../shared/data/Set14 (which has a single-channel image) when present."""
-    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'shared',
-                          'data', 'Set14')
+    folder = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'shared', 'data', 'Set14')
     if not os.path.isdir(folder):
         pytest.skip('../shared/data/Set14 is not present (covered by the synthetic grayscale case)')
     shapes = {read_image_uint8_rgb(p).shape[2] for p in list_images(folder)}
@@ -150,8 +150,14 @@ def test_constant_images_give_finite_loss_and_gradients(photo_folder):
 
 
 def test_checkpoint_of_another_architecture_lists_keys(tmp_path):
-    other = build_network({'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1,
-                           'num_grow_ch': 4})
+    other = build_network({
+        'type': 'RRDBNet',
+        'num_in_ch': 3,
+        'num_out_ch': 3,
+        'num_feat': 8,
+        'num_block': 1,
+        'num_grow_ch': 4
+    })
     torch.save({'params': other.state_dict()}, tmp_path / 'rrdb.pth')
     with pytest.raises(GsrError) as e:
         load_network({'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1}, str(tmp_path / 'rrdb.pth'))
@@ -181,7 +187,12 @@ def test_failed_inference_leaves_no_partial_output(tmp_path, photo_folder):
     inputs.mkdir()
     cv2.imwrite(str(inputs / 'a.png'), cv2.imread(list_images(photo_folder)[0])[:32, :32])
     (inputs / 'b.png').write_bytes(b'\x89PNG broken')
-    result = run_gsr(['infer', '-opt', opt, '--checkpoint', str(tmp_path / 'net.pth'), '--input', str(inputs),
-                      '--output', str(tmp_path / 'out')], cwd=tmp_path)
+    result = run_gsr([
+        'infer', '-opt', opt, '--checkpoint',
+        str(tmp_path / 'net.pth'), '--input',
+        str(inputs), '--output',
+        str(tmp_path / 'out')
+    ],
+                     cwd=tmp_path)
     assert result.returncode == 2 and 'b.png' in result.stderr
     assert sorted(os.listdir(tmp_path)) == ['in', 'net.pth', 'o.yml']

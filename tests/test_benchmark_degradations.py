@@ -53,8 +53,10 @@ def test_noise_is_deterministic_per_image_and_setting(hr):
 
 def test_folder_names_match_the_published_layout():
     names = [bd.folder_name(s) for s in bd.SETTINGS]
-    assert names == ['bicubic', 'blur2_bicubic', 'bicubic_noise20', 'bicubic_jepg50', 'blur2_bicubic_noise20',
-                     'blur2_bicubic_jepg50', 'bicubic_noise20_jepg50', 'blur2_bicubic_noise20_jepg50']
+    assert names == [
+        'bicubic', 'blur2_bicubic', 'bicubic_noise20', 'bicubic_jepg50', 'blur2_bicubic_noise20',
+        'blur2_bicubic_jepg50', 'bicubic_noise20_jepg50', 'blur2_bicubic_noise20_jepg50'
+    ]
     assert bd.folder_name('noise', 40) == 'bicubic_noise40'
     with pytest.raises(GsrError, match='unknown degradation setting'):
         bd.folder_name('rain')

@@ -68,7 +68,8 @@ def test_missing_data_root_names_the_path_and_the_docs(tmp_path, photo_folder):
 
 def test_headline_option_file_trains_or_names_the_div2k_path(tmp_path):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = run_gsr(['train', '-opt', os.path.join(repo, 'options', 'train_srresnet_align.yml')], cwd=repo,
+    result = run_gsr(['train', '-opt', os.path.join(repo, 'options', 'train_srresnet_align.yml')],
+                     cwd=repo,
                      timeout=120)
     if not os.path.isdir(os.path.join(repo, 'datasets', 'DIV2K')):
         assert result.returncode == 2

@@ -38,11 +38,12 @@ def test_cpu_distributed_init_divides_by_zero_in_basicsr(monkeypatch):
 
 
 def test_gsr_init_dist_uses_gloo_on_cpu_in_a_fresh_process():
-    code = ('import os, gsr, torch.distributed as dist\n'
-            'os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29641")\n'
-            'from basicsr.utils.options import init_dist\n'
-            'init_dist("pytorch")\n'
-            'print(dist.get_backend(), dist.get_world_size())\n')
+    code = (
+        'import os, gsr, torch.distributed as dist\n'
+        'os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29641")\n'
+        'from basicsr.utils.options import init_dist\n'
+        'init_dist("pytorch")\n'
+        'print(dist.get_backend(), dist.get_world_size())\n')
     result = _python(code)
     assert result.returncode == 0, result.stderr
     expected = 'nccl' if torch.cuda.is_available() else 'gloo'
@@ -57,13 +58,22 @@ def _state_opt(tmp_path, auto_resume=True):
     from basicsr.models.lr_scheduler import MultiStepRestartLR
     sched = MultiStepRestartLR(opt, milestones=[10])
     for it in (2, 4):
-        torch.save({'epoch': 0, 'iter': it, 'optimizers': [opt.state_dict()], 'schedulers': [sched.state_dict()]},
-                   states / f'{it}.state')
+        torch.save({
+            'epoch': 0,
+            'iter': it,
+            'optimizers': [opt.state_dict()],
+            'schedulers': [sched.state_dict()]
+        }, states / f'{it}.state')
     (states / '.6.state.abc.tmp').write_bytes(b'partial')
     return {
-        'name': 'run', 'auto_resume': auto_resume, 'network_g': {},
-        'path': {'training_states': str(states), 'models': str(tmp_path / 'experiments' / 'run' / 'models'),
-                 'resume_state': None}
+        'name': 'run',
+        'auto_resume': auto_resume,
+        'network_g': {},
+        'path': {
+            'training_states': str(states),
+            'models': str(tmp_path / 'experiments' / 'run' / 'models'),
+            'resume_state': None
+        }
     }
 
 
@@ -101,10 +111,28 @@ def test_basicsr_yaml_loader_is_unsafe_and_gsr_rejects_python_tags(tmp_path):
 
 def _sr_opt():
     return {
-        'num_gpu': 0, 'is_train': True, 'dist': False, 'network_g': {'type': 'MSRResNet', 'num_feat': 4, 'num_block': 1},
-        'path': {}, 'train': {'optim_g': {'type': 'Adam', 'lr': 1e-3}, 'scheduler': {'type': 'MultiStepLR',
-                                                                                    'milestones': [10]},
-                              'pixel_opt': {'type': 'L1Loss'}}
+        'num_gpu': 0,
+        'is_train': True,
+        'dist': False,
+        'network_g': {
+            'type': 'MSRResNet',
+            'num_feat': 4,
+            'num_block': 1
+        },
+        'path': {},
+        'train': {
+            'optim_g': {
+                'type': 'Adam',
+                'lr': 1e-3
+            },
+            'scheduler': {
+                'type': 'MultiStepLR',
+                'milestones': [10]
+            },
+            'pixel_opt': {
+                'type': 'L1Loss'
+            }
+        }
     }
 
 

@@ -22,10 +22,12 @@ def test_torchrun_two_cpu_ranks_train_and_write_one_checkpoint(tmp_path, small_p
     opt['train']['total_iter'] = 3
     opt['logger']['save_checkpoint_freq'] = 3
     path = write_yaml(tmp_path / 'ddp.yml', opt)
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port()}',
-           '-m', 'gsr.train', '-opt', path, '--launcher', 'pytorch']
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                            env=dict(os.environ, OMP_NUM_THREADS='1'))
+    cmd = [
+        sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port()}', '-m',
+        'gsr.train', '-opt', path, '--launcher', 'pytorch'
+    ]
+    result = subprocess.run(
+        cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert result.returncode == 0, result.stderr[-4000:]
     exp = tmp_path / 'experiments' / 'ddp'
     log = open(next(exp.glob('train_*.log'))).read()

@@ -91,10 +91,24 @@ def test_lpips_plumbing_with_an_explicit_random_backbone(photo_folder):
 def test_benchmark_end_to_end_resumes_and_tables_agree(tmp_path, photo_folder, tiny_checkpoints):
     option, (ckpt0, ckpt1) = tiny_checkpoints
     cfg = {
-        'name': 'bench', 'output': str(tmp_path / 'out'), 'scale': 4, 'settings': ['clean', 'noise', 'b+n+j'],
-        'reference': 'Baseline', 'datasets': {'Set': photo_folder},
-        'models': {'Baseline': {'option_file': option, 'checkpoint': ckpt0},
-                   'Baseline + Other': {'option_file': option, 'checkpoint': ckpt1}},
+        'name': 'bench',
+        'output': str(tmp_path / 'out'),
+        'scale': 4,
+        'settings': ['clean', 'noise', 'b+n+j'],
+        'reference': 'Baseline',
+        'datasets': {
+            'Set': photo_folder
+        },
+        'models': {
+            'Baseline': {
+                'option_file': option,
+                'checkpoint': ckpt0
+            },
+            'Baseline + Other': {
+                'option_file': option,
+                'checkpoint': ckpt1
+            }
+        },
     }
     path = write_yaml(tmp_path / 'bench.yml', cfg)
     first = run_gsr(['benchmark', path], cwd=tmp_path)
@@ -117,11 +131,11 @@ def test_benchmark_end_to_end_resumes_and_tables_agree(tmp_path, photo_folder, t
     table = open(out / 'table.md').read()
     psnr_table = table.split('### PSNR')[1].split('###')[0]
     for model in cfg['models']:
-        line = next(l for l in psnr_table.splitlines() if l.startswith(f'| {model} |'))
+        line = next(row for row in psnr_table.splitlines() if row.startswith(f'| {model} |'))
         cells = [float(c) for c in line.strip('|').split('|')[1:]]
         expected = [float(r['psnr']) for r in rows if r['model'] == model]
         assert np.allclose(cells, expected, atol=0.005)
-    gain_line = next(l for l in psnr_table.splitlines() if l.startswith('| Improvement'))
+    gain_line = next(row for row in psnr_table.splitlines() if row.startswith('| Improvement'))
     gains = [float(c) for c in gain_line.strip('|').split('|')[1:]]
     ref = [float(r['psnr']) for r in rows if r['model'] == 'Baseline']
     other = [float(r['psnr']) for r in rows if r['model'] == 'Baseline + Other']
@@ -134,8 +148,11 @@ def test_benchmark_end_to_end_resumes_and_tables_agree(tmp_path, photo_folder, t
                                               ('dct', 'dct_bands.png')])
 def test_analyses_write_a_table_and_a_plot(tmp_path, photo_folder, tiny_checkpoints, analysis, output):
     option, (ckpt, _) = tiny_checkpoints
-    result = run_gsr(['analyze', analysis, '-opt', option, '--checkpoint', ckpt, '--hr', photo_folder, '--output',
-                      str(tmp_path), '--settings', 'clean', 'noise', 'b+n+j'], cwd=tmp_path)
+    result = run_gsr([
+        'analyze', analysis, '-opt', option, '--checkpoint', ckpt, '--hr', photo_folder, '--output',
+        str(tmp_path), '--settings', 'clean', 'noise', 'b+n+j'
+    ],
+                     cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert os.path.getsize(tmp_path / output) > 1000
     table = open(tmp_path / f'{analysis}.md').read()

@@ -1,5 +1,4 @@
 """GeneralizableSRModel: the feature tap, Dropout at the tap, every option file, falling loss on a fixed batch."""
-import copy
 import glob
 import os
 import random
@@ -9,7 +8,6 @@ import pytest
 import torch
 from basicsr.archs import build_network
 from basicsr.models import build_model
-from torch.nn import functional as F
 
 from gsr.utils.errors import GsrError
 from gsr.utils.feature_tap import ChannelDropout, FeatureTap
@@ -18,10 +16,26 @@ from tests.conftest import REPO, run_gsr, tiny_options, write_yaml
 
 OPTION_FILES = sorted(glob.glob(os.path.join(REPO, 'options', 't*_*.yml')))
 TINY_NETS = {
-    'MSRResNet': {'num_feat': 8, 'num_block': 1},
-    'RRDBNet': {'num_feat': 8, 'num_block': 1, 'num_grow_ch': 4},
-    'MSRN': {'num_feat': 8, 'num_block': 1},
-    'SwinIR': {'embed_dim': 12, 'depths': [1], 'num_heads': [2], 'window_size': 4, 'img_size': 8},
+    'MSRResNet': {
+        'num_feat': 8,
+        'num_block': 1
+    },
+    'RRDBNet': {
+        'num_feat': 8,
+        'num_block': 1,
+        'num_grow_ch': 4
+    },
+    'MSRN': {
+        'num_feat': 8,
+        'num_block': 1
+    },
+    'SwinIR': {
+        'embed_dim': 12,
+        'depths': [1],
+        'num_heads': [2],
+        'window_size': 4,
+        'img_size': 8
+    },
 }
 
 
@@ -114,8 +128,8 @@ def fixed_batch(photo_folder, opt):
     return {k: torch.stack([it[k] for it in items]) for k in items[0] if k != 'gt_path'}
 
 
-@pytest.mark.parametrize('path', [p for p in OPTION_FILES if os.path.basename(p).startswith('train_')],
-                         ids=os.path.basename)
+@pytest.mark.parametrize(
+    'path', [p for p in OPTION_FILES if os.path.basename(p).startswith('train_')], ids=os.path.basename)
 def test_tiny_variant_loss_falls_on_a_fixed_batch(path, photo_folder):
     opt = _model_opt(path)
     opt['datasets']['train']['gt_size'] = 32

@@ -1,4 +1,4 @@
-"""MSRN: Multi-scale Residual Network (Li et al., "Multi-scale Residual Network for Image Super-Resolution", ECCV 2018)."""
+"""MSRN (Li et al., "Multi-scale Residual Network for Image Super-Resolution", ECCV 2018)."""
 import torch
 from basicsr.archs.arch_util import Upsample
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -35,12 +35,18 @@ class MSRN(nn.Module):
     Images are in [0, 1]; like BasicSR's SwinIR the DIV2K mean is subtracted (``img_range`` scales it).
     """
 
-    def __init__(self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64, num_block: int = 8,
-                 upscale: int = 4, img_range: float = 1., rgb_mean=(0.4488, 0.4371, 0.4040)):
+    def __init__(self,
+                 num_in_ch: int = 3,
+                 num_out_ch: int = 3,
+                 num_feat: int = 64,
+                 num_block: int = 8,
+                 upscale: int = 4,
+                 img_range: float = 1.,
+                 rgb_mean=(0.4488, 0.4371, 0.4040)):
         super().__init__()
         self.img_range = img_range
-        self.register_buffer('mean', torch.tensor(rgb_mean).view(1, 3, 1, 1) if num_in_ch == 3 else
-                             torch.zeros(1, 1, 1, 1))
+        self.register_buffer('mean',
+                             torch.tensor(rgb_mean).view(1, 3, 1, 1) if num_in_ch == 3 else torch.zeros(1, 1, 1, 1))
         self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
         self.body = nn.ModuleList(MultiScaleResidualBlock(num_feat) for _ in range(num_block))
         self.fusion = nn.Sequential(

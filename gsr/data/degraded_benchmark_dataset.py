@@ -1,5 +1,6 @@
 """A BasicSR val/test dataset whose LR is made on the fly from HR under one of the eight benchmark settings."""
 import os
+from dataclasses import dataclass
 from typing import Any, Dict
 
 import numpy as np
@@ -9,28 +10,34 @@ from torch.utils import data
 
 from gsr.data.benchmark_degradations import degrade, folder_name, mod_crop, noise_seed
 from gsr.utils.image_io import list_images, read_image_uint8_rgb
+from gsr.utils.options import dataset_options
+
+
+@dataclass
+class DegradedBenchmarkOptions:
+    """``datasets.val*`` / ``datasets.test_*`` keys of ``DegradedBenchmarkDataset``."""
+    dataroot_gt: str = ''
+    setting: str = 'clean'
+    noise_sigma: float = 20.
+    seed: int = 0
+    cache: bool = True
 
 
 @DATASET_REGISTRY.register()
 class DegradedBenchmarkDataset(data.Dataset):
-    """HR folder -> (LR under ``setting``, mod-cropped HR), cached in memory.
-
-    Keys: ``dataroot_gt`` (HR folder), ``setting`` (clean, blur, noise, jpeg, b+n, b+j, n+j, b+n+j),
-    ``noise_sigma`` (default 20), ``seed`` (default 0), ``scale`` (set by BasicSR from the top level),
-    ``cache`` (default true).
-    """
+    """HR folder -> (LR under ``setting``, mod-cropped HR), cached in memory (keys: ``DegradedBenchmarkOptions``;
+    ``scale`` comes from the top level of the option file)."""
 
     def __init__(self, opt: Dict[str, Any]):
         super().__init__()
         self.opt = opt
+        o = dataset_options(DegradedBenchmarkOptions, opt)
         self.scale = int(opt.get('scale', 4))
-        self.setting = opt.get('setting', 'clean')
-        self.noise_sigma = float(opt.get('noise_sigma', 20))
-        self.seed = int(opt.get('seed', 0))
+        self.setting, self.noise_sigma, self.seed = o.setting, o.noise_sigma, o.seed
         folder_name(self.setting, self.noise_sigma)  # validates the setting name
-        self.paths = list_images(opt['dataroot_gt'])
+        self.paths = list_images(o.dataroot_gt)
         self.cache: Dict[int, Dict[str, Any]] = {}
-        self.use_cache = bool(opt.get('cache', True))
+        self.use_cache = o.cache
 
     def pair(self, index: int):
         """(LR, HR) as uint8 RGB arrays for image ``index``."""
@@ -45,8 +52,8 @@ class DegradedBenchmarkDataset(data.Dataset):
             return self.cache[index]
         lr, hr = self.pair(index)
         path = self.paths[index]
-        lq_path = os.path.join(os.path.dirname(path), 'LR_degra', folder_name(self.setting, self.noise_sigma),
-                               os.path.basename(path))
+        lq_path = os.path.join(
+            os.path.dirname(path), 'LR_degra', folder_name(self.setting, self.noise_sigma), os.path.basename(path))
         lq, gt = img2tensor([lr.astype(np.float32) / 255., hr.astype(np.float32) / 255.], bgr2rgb=False)
         item = {'lq': lq, 'gt': gt, 'lq_path': lq_path, 'gt_path': path}
         if self.use_cache:

@@ -15,11 +15,7 @@ from torch.utils import data
 from gsr.data.kernels import BlurKernelOptions, sample_blur_kernel, sample_final_sinc
 from gsr.utils.errors import GsrError
 from gsr.utils.image_io import IMAGE_EXTENSIONS, decode_image, list_images
-from gsr.utils.options import options_from_dict
-
-# keys BasicSR's train_pipeline / build_dataloader read from the same block
-LOADER_KEYS = ('name', 'type', 'phase', 'scale', 'num_worker_per_gpu', 'batch_size_per_gpu', 'dataset_enlarge_ratio',
-               'prefetch_mode', 'pin_memory', 'persistent_workers', 'num_prefetch_queue', 'gt_size', 'io_backend')
+from gsr.utils.options import dataset_options
 
 
 @dataclass
@@ -83,11 +79,9 @@ class PairedDegradationDataset(data.Dataset):
     def __init__(self, opt: Dict[str, Any]):
         super().__init__()
         self.opt = opt
-        name = opt.get('name', 'train')
-        own = {k: v for k, v in opt.items() if k not in LOADER_KEYS}
-        self.options = options_from_dict(PairedDegradationOptions, own, f'datasets.{name}')
+        self.options = dataset_options(PairedDegradationOptions, opt)
         if self.options.kernel_sets not in (1, 2):
-            raise GsrError(f'datasets.{name}.kernel_sets must be 1 or 2, got {self.options.kernel_sets}')
+            raise GsrError(f'datasets.{opt.get("name")}.kernel_sets must be 1 or 2, got {self.options.kernel_sets}')
         self.io_backend = dict(opt.get('io_backend') or {'type': 'disk'})
         self.file_client = None
         self.keys = self._list_keys()
@@ -140,8 +134,8 @@ class PairedDegradationDataset(data.Dataset):
 
     def _kernels(self) -> Dict[str, torch.Tensor]:
         o = self.options
-        sets = [(sample_blur_kernel(o.stage('')), sample_blur_kernel(o.stage('2')), sample_final_sinc(o.final_sinc_prob))
-                for _ in range(o.kernel_sets)]
+        sets = [(sample_blur_kernel(o.stage('')), sample_blur_kernel(o.stage('2')),
+                 sample_final_sinc(o.final_sinc_prob)) for _ in range(o.kernel_sets)]
         out = {}
         for i, name in enumerate(('kernel1', 'kernel2', 'sinc_kernel')):
             info_name = 'sinc_info' if name == 'sinc_kernel' else f'{name}_info'
@@ -159,4 +153,3 @@ class PairedDegradationDataset(data.Dataset):
 
     def __len__(self) -> int:
         return len(self.keys)
-

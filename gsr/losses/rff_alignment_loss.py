@@ -40,8 +40,15 @@ class RFFAlignmentLoss(nn.Module):
     (``redraw: true``) or fixed from ``seed``.
     """
 
-    def __init__(self, loss_weight: float = 1.0, mode: str = 'official', reduction: str = 'sum', sigma: float = 1.0,
-                 num_features: int = 256, redraw: bool = True, seed: Optional[int] = None, center: bool = True):
+    def __init__(self,
+                 loss_weight: float = 1.0,
+                 mode: str = 'official',
+                 reduction: str = 'sum',
+                 sigma: float = 1.0,
+                 num_features: int = 256,
+                 redraw: bool = True,
+                 seed: Optional[int] = None,
+                 center: bool = True):
         super().__init__()
         self.loss_weight = float(loss_weight)
         self.mode = check_choice('RFFAlignmentLoss.mode', mode, ('official', 'rff'))

@@ -54,8 +54,13 @@ def lpips_distance(model: torch.nn.Module, img: np.ndarray, img2: np.ndarray) ->
 
 
 @METRIC_REGISTRY.register()
-def calculate_lpips(img: np.ndarray, img2: np.ndarray, crop_border: int = 0, input_order: str = 'HWC',
-                    net: str = 'alex', random_backbone: bool = False, **kwargs) -> float:
+def calculate_lpips(img: np.ndarray,
+                    img2: np.ndarray,
+                    crop_border: int = 0,
+                    input_order: str = 'HWC',
+                    net: str = 'alex',
+                    random_backbone: bool = False,
+                    **kwargs) -> float:
     """LPIPS for BasicSR's validation (uint8 BGR images, as ``tensor2img`` gives them); NaN when unavailable."""
     try:
         model = build_lpips(net, random_backbone)
@@ -66,8 +71,8 @@ def calculate_lpips(img: np.ndarray, img2: np.ndarray, crop_border: int = 0, inp
         return float('nan')
     img, img2 = reorder_image(img, input_order), reorder_image(img2, input_order)
     if crop_border:
-        img, img2 = img[crop_border:-crop_border, crop_border:-crop_border], img2[crop_border:-crop_border,
-                                                                                   crop_border:-crop_border]
+        inner = (slice(crop_border, -crop_border), ) * 2
+        img, img2 = img[inner], img2[inner]
     return lpips_distance(model, img[..., ::-1], img2[..., ::-1])
 
 

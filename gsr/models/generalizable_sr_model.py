@@ -17,6 +17,7 @@ from gsr.utils.errors import GsrError, NonFiniteLossError
 from gsr.utils.feature_tap import ChannelDropout, FeatureTap, bare_network
 from gsr.utils.options import options_from_dict
 
+
 @dataclass
 class FeatureTapOptions:
     """``feature_tap:`` — which tensor the regularizers (and Dropout) act on."""

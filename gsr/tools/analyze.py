@@ -50,6 +50,7 @@ def radial_bands(shape: Tuple[int, int], bands: int) -> np.ndarray:
 def band_mape(sr: np.ndarray, gt: np.ndarray, bands: int = 8, eps: float = 1e-8) -> np.ndarray:
     """Per radial band: mean over its bins of |A_sr − A_gt| / |A_gt| × 100, with A the FFT amplitude of the
     grey image (mean over channels)."""
+
     def amplitude(img: np.ndarray) -> np.ndarray:
         grey = img.astype(np.float64).mean(axis=2) if img.ndim == 3 else img.astype(np.float64)
         return np.abs(np.fft.fftshift(np.fft.fft2(grey)))
@@ -97,8 +98,10 @@ def lr_crops(lr: np.ndarray, crop: int, count: int, rng: np.random.Generator) ->
     h, w = lr.shape[:2]
     if h < crop or w < crop:
         return [lr]
-    return [lr[y:y + crop, x:x + crop] for y, x in zip(rng.integers(0, h - crop + 1, count),
-                                                      rng.integers(0, w - crop + 1, count))]
+    return [
+        lr[y:y + crop, x:x + crop]
+        for y, x in zip(rng.integers(0, h - crop + 1, count), rng.integers(0, w - crop + 1, count))
+    ]
 
 
 @torch.no_grad()
@@ -133,7 +136,8 @@ def run_ddr(net, tap, args, out: str) -> str:
             labels.append(setting)
     feats = np.stack(feats)
     chi = calinski_harabasz(feats, labels)
-    embedded = TSNE(2, perplexity=min(30., (len(feats) - 1) / 3), init='pca', random_state=args.seed).fit_transform(feats)
+    embedded = TSNE(
+        2, perplexity=min(30., (len(feats) - 1) / 3), init='pca', random_state=args.seed).fit_transform(feats)
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -198,8 +202,8 @@ ANALYSES = {'ddr': run_ddr, 'freq': run_freq, 'dct': run_dct}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='gsr analyze', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog='gsr analyze', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('analysis', choices=list(ANALYSES))
     parser.add_argument('-opt', required=True, help='option file whose network_g describes the checkpoint')
     parser.add_argument('--checkpoint', required=True)
@@ -217,8 +221,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--tile', type=int, default=0)
     args = parser.parse_args(argv)
     args.settings = settings_list(args.settings)
-    net = load_network(load_option_file(args.opt)['network_g'], args.checkpoint, args.param_key,
-                       torch.device('cuda' if torch.cuda.is_available() else 'cpu'))
+    net = load_network(
+        load_option_file(args.opt)['network_g'], args.checkpoint, args.param_key,
+        torch.device('cuda' if torch.cuda.is_available() else 'cpu'))
     tap = FeatureTap(net, args.layer)
     os.makedirs(args.output, exist_ok=True)
     print(ANALYSES[args.analysis](net, tap, args, args.output))

@@ -122,8 +122,11 @@ def evaluate(cfg: Dict, progress: bool = True) -> List[Dict]:
                         lr = degrade(hr, setting, scale, cfg.get('noise_sigma', 20),
                                      noise_seed(cfg.get('seed', 0), image, setting))
                         sr = super_resolve(net, lr, scale, cfg.get('tile', 0))
-                        row = dict(zip(('model', 'dataset', 'setting', 'image'), key), model_id=model_id,
-                                   psnr=calculate_psnr(sr, hr, crop), ssim=calculate_ssim(sr, hr, crop))
+                        row = dict(
+                            zip(('model', 'dataset', 'setting', 'image'), key),
+                            model_id=model_id,
+                            psnr=calculate_psnr(sr, hr, crop),
+                            ssim=calculate_ssim(sr, hr, crop))
                         if lpips_model is not None:
                             cut = (slice(crop, -crop or None), ) * 2
                             row['lpips'] = lpips_distance(lpips_model.to(device), sr[cut], hr[cut])
@@ -160,8 +163,10 @@ def markdown_tables(summary: List[Dict], metrics: List[str], reference: str) -> 
     for m in metrics:
         if not any(m in s for s in summary):
             continue
-        lines = [f'### {m.upper()}', '', '| model | ' + ' | '.join(f'{d} {s}' for d, s in columns) + ' |',
-                 '|---|' + '---|' * len(columns)]
+        lines = [
+            f'### {m.upper()}', '', '| model | ' + ' | '.join(f'{d} {s}' for d, s in columns) + ' |',
+            '|---|' + '---|' * len(columns)
+        ]
         for model in models:
             cells = [value[(model, d, s)].get(m) for d, s in columns]
             lines.append(f'| {model} | ' + ' | '.join('' if c is None else f'{c:.{digits[m]}f}' for c in cells) + ' |')
@@ -184,8 +189,11 @@ def gains_chart(summary: List[Dict], reference: str, path: str) -> None:
     fig, ax = plt.subplots(figsize=(max(6, len(settings) * 1.2), 3.5))
     width = 0.8 / max(1, len(models))
     for i, model in enumerate(models):
-        gains = [np.mean([s['psnr'] - ref[(s['dataset'], st)] for s in summary
-                          if s['model'] == model and s['setting'] == st]) for st in settings]
+        gains = [
+            np.mean(
+                [s['psnr'] - ref[(s['dataset'], st)] for s in summary if s['model'] == model and s['setting'] == st])
+            for st in settings
+        ]
         ax.bar(np.arange(len(settings)) + i * width, gains, width, label=model)
     ax.axhline(0, color='black', linewidth=0.8)
     ax.set_xticks(np.arange(len(settings)) + width * (len(models) - 1) / 2, settings)
@@ -202,23 +210,31 @@ def write_reports(cfg: Dict, rows: List[Dict]) -> Dict[str, str]:
     metrics = [m for m in cfg['metrics'] if any(m in r for r in rows)]
     summary = summarize(rows, metrics)
     out = cfg['output']
-    paths = {k: os.path.join(out, f) for k, f in
-             (('csv', 'results.csv'), ('json', 'results.json'), ('md', 'table.md'), ('png', 'gains.png'))}
+    paths = {
+        k: os.path.join(out, f)
+        for k, f in (('csv', 'results.csv'), ('json', 'results.json'), ('md', 'table.md'), ('png', 'gains.png'))
+    }
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=['model', 'dataset', 'setting', 'images'] + metrics)
     writer.writeheader()
     writer.writerows(summary)
     atomic_write_text(paths['csv'], buf.getvalue())
-    atomic_write_text(paths['json'], json.dumps({'config': {k: v for k, v in cfg.items()}, 'results': summary},
-                                                indent=1, default=str))
+    atomic_write_text(paths['json'],
+                      json.dumps({
+                          'config': {
+                              k: v
+                              for k, v in cfg.items()
+                          },
+                          'results': summary
+                      }, indent=1, default=str))
     atomic_write_text(paths['md'], f'# {cfg["name"]}\n\n' + markdown_tables(summary, metrics, cfg['reference']))
     gains_chart(summary, cfg['reference'], paths['png'])
     return paths
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='gsr benchmark', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog='gsr benchmark', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='benchmark YAML (see options/benchmark_alignment.yml)')
     args = parser.parse_args(argv)
     cfg = load_config(args.config)

@@ -23,8 +23,14 @@ def sha256(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def write_benchmark_sets(hr_folder: str, output: str, settings: List[str], scale: int = 4, noise_sigma: float = 20,
-                         seed: int = 0, overwrite: bool = False, progress: bool = True) -> str:
+def write_benchmark_sets(hr_folder: str,
+                         output: str,
+                         settings: List[str],
+                         scale: int = 4,
+                         noise_sigma: float = 20,
+                         seed: int = 0,
+                         overwrite: bool = False,
+                         progress: bool = True) -> str:
     """Write the sets (see module docstring); returns the manifest path."""
     settings = bd.settings_list(settings)
     paths = list_images(hr_folder)
@@ -42,18 +48,30 @@ def write_benchmark_sets(hr_folder: str, output: str, settings: List[str], scale
                 files[rel] = sha256(os.path.join(root, rel))
         manifest = {
             'protocol': 'Kong et al. CVPR 2022 (RDSR add_degradations.py), seeded noise',
-            'source': os.path.abspath(hr_folder), 'scale': scale, 'noise_sigma': noise_sigma, 'seed': seed,
-            'blur': {'ksize': bd.BLUR_KSIZE, 'sigma': bd.BLUR_SIGMA, 'impl': 'cv2.GaussianBlur on HR'},
-            'downsample': 'PIL bicubic to (w/scale, h/scale)', 'jpeg_quality': bd.JPEG_QUALITY,
-            'settings': {s: bd.folder_name(s, noise_sigma) for s in settings}, 'files': dict(sorted(files.items())),
+            'source': os.path.abspath(hr_folder),
+            'scale': scale,
+            'noise_sigma': noise_sigma,
+            'seed': seed,
+            'blur': {
+                'ksize': bd.BLUR_KSIZE,
+                'sigma': bd.BLUR_SIGMA,
+                'impl': 'cv2.GaussianBlur on HR'
+            },
+            'downsample': 'PIL bicubic to (w/scale, h/scale)',
+            'jpeg_quality': bd.JPEG_QUALITY,
+            'settings': {
+                s: bd.folder_name(s, noise_sigma)
+                for s in settings
+            },
+            'files': dict(sorted(files.items())),
         }
         atomic_write_text(os.path.join(root, 'manifest.json'), json.dumps(manifest, indent=1))
     return os.path.join(output, 'manifest.json')
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='gsr degrade', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog='gsr degrade', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--hr', required=True, help='folder of HR images')
     parser.add_argument('--output', required=True, help='dataset root to create, e.g. datasets/Set5')
     parser.add_argument('--settings', nargs='+', default=['all'], help=f'subset of: {" ".join(bd.SETTINGS)}')

@@ -2,7 +2,7 @@
 then print a validation table and save a bicubic | SR | HR side-by-side PNG per validation image."""
 import argparse
 import os
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 import yaml
@@ -51,7 +51,7 @@ def evaluate(net, val_folder: str, scale: int, out_dir: str) -> List[str]:
         write_image(png, np.concatenate(panel_rows, axis=0))
         pngs.append(png)
     print(f'\nValidation on the held-out embedded images (PSNR dB, RGB, crop {scale}):')
-    print(f'| setting | bicubic | SR | gain |\n|---|---|---|---|')
+    print('| setting | bicubic | SR | gain |\n|---|---|---|---|')
     for setting, values in rows.items():
         bic, sr = np.mean([v[0] for v in values]), np.mean([v[1] for v in values])
         print(f'| {setting} | {bic:.2f} | {sr:.2f} | {sr - bic:+.2f} |')

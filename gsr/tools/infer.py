@@ -19,8 +19,8 @@ from gsr.utils.staging import staged_folder
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='gsr infer', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog='gsr infer', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('-opt', required=True, help='option file whose network_g describes the checkpoint')
     parser.add_argument('--checkpoint', required=True)
     parser.add_argument('--input', required=True, help='folder of LR images')

@@ -10,7 +10,9 @@ from gsr.utils.checkpoint import load_checkpoint, state_dict_mismatch
 from gsr.utils.errors import GsrError
 
 
-def load_network(network_opt: Dict[str, Any], checkpoint: str, param_key: str = 'params_ema',
+def load_network(network_opt: Dict[str, Any],
+                 checkpoint: str,
+                 param_key: str = 'params_ema',
                  device: Optional[torch.device] = None) -> nn.Module:
     """Build ``network_opt`` and load ``param_key`` (falling back to ``params``) from ``checkpoint``."""
     net = build_network(dict(network_opt))
@@ -35,7 +37,10 @@ def to_uint8(t: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def super_resolve_tensor(net: nn.Module, lq: torch.Tensor, scale: int, tile: int = 0,
+def super_resolve_tensor(net: nn.Module,
+                         lq: torch.Tensor,
+                         scale: int,
+                         tile: int = 0,
                          tile_pad: int = 16) -> torch.Tensor:
     """SR of a (1, 3, h, w) batch; with ``tile > 0`` the input is processed in ``tile``-sized pieces, each with
     ``tile_pad`` pixels of context on every side that are cut away again, so memory depends on ``tile`` only."""
@@ -49,8 +54,9 @@ def super_resolve_tensor(net: nn.Module, lq: torch.Tensor, scale: int, tile: int
             t0, l0 = max(top - tile_pad, 0), max(left - tile_pad, 0)
             t1, l1 = min(bottom + tile_pad, h), min(right + tile_pad, w)
             piece = net(lq[:, :, t0:t1, l0:l1])
-            out[:, :, top * scale:bottom * scale, left * scale:right * scale] = piece[
-                :, :, (top - t0) * scale:(bottom - t0) * scale, (left - l0) * scale:(right - l0) * scale]
+            out[:, :, top * scale:bottom * scale,
+                left * scale:right * scale] = piece[:, :, (top - t0) * scale:(bottom - t0) * scale,
+                                                    (left - l0) * scale:(right - l0) * scale]
     return out
 
 

@@ -50,7 +50,9 @@ def _crop_one(job: Tuple[str, str, int, int, int, int]) -> int:
     path, output, crop, step, thresh, level = job
     with Image.open(path) as im:
         w, h = im.size
-    todo = [n for n in subimage_names(path, (h, w), crop, step, thresh) if not os.path.isfile(os.path.join(output, n[0]))]
+    todo = [
+        n for n in subimage_names(path, (h, w), crop, step, thresh) if not os.path.isfile(os.path.join(output, n[0]))
+    ]
     if not todo:
         return 0
     img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
@@ -63,16 +65,23 @@ def _crop_one(job: Tuple[str, str, int, int, int, int]) -> int:
     return len(todo)
 
 
-def extract_subimages(input_dir: str, output: str, crop: int = 480, step: int = 240, thresh: int = 0,
-                      workers: int = 4, compress_level: int = 3, progress: bool = True) -> int:
+def extract_subimages(input_dir: str,
+                      output: str,
+                      crop: int = 480,
+                      step: int = 240,
+                      thresh: int = 0,
+                      workers: int = 4,
+                      compress_level: int = 3,
+                      progress: bool = True) -> int:
     """Crop every image of ``input_dir`` into ``output``; returns the number of crops written now."""
     paths = list_images(input_dir)
     os.makedirs(output, exist_ok=True)
     jobs = [(p, output, crop, step, thresh, compress_level) for p in paths]
     written = 0
     with Pool(max(1, workers)) as pool:
-        for n in tqdm(pool.imap_unordered(_crop_one, jobs), total=len(jobs), desc='subimages', unit='img',
-                      disable=not progress):
+        for n in tqdm(
+                pool.imap_unordered(_crop_one, jobs), total=len(jobs), desc='subimages', unit='img',
+                disable=not progress):
             written += n
     return written
 
@@ -98,7 +107,11 @@ def map_size_for(paths: List[str]) -> int:
     return int(total * 1.1) + (64 << 20)
 
 
-def make_lmdb(input_dir: str, output: str, compress_level: int = 1, workers: int = 4, verify: bool = True,
+def make_lmdb(input_dir: str,
+              output: str,
+              compress_level: int = 1,
+              workers: int = 4,
+              verify: bool = True,
               progress: bool = True) -> int:
     """Write (or complete) ``output``; returns the number of keys written now."""
     import lmdb
@@ -150,8 +163,8 @@ def verify_lmdb(env, shapes: Dict[str, Tuple[int, ...]]) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='gsr prepare', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog='gsr prepare', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='what', required=True)
     sp = sub.add_parser('subimages', help='crop HR images into overlapping sub-images')
     sp.add_argument('--input', required=True)

@@ -13,16 +13,20 @@ from gsr.utils.image_io import write_image
 
 
 def _skimage(name: str) -> Callable[[], np.ndarray]:
+
     def load() -> np.ndarray:
         from skimage import data
         return getattr(data, name)()
+
     return load
 
 
 def _motorcycle(side: int) -> Callable[[], np.ndarray]:
+
     def load() -> np.ndarray:
         from skimage import data
         return data.stereo_motorcycle()[side]
+
     return load
 
 

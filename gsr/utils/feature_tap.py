@@ -28,7 +28,10 @@ class FeatureTap:
     ``torch.is_grad_enabled()`` or a module's ``training`` flag itself.
     """
 
-    def __init__(self, net: nn.Module, layer: str = 'conv_last', capture: str = 'input',
+    def __init__(self,
+                 net: nn.Module,
+                 layer: str = 'conv_last',
+                 capture: str = 'input',
                  transforms: Optional[List[Transform]] = None):
         if capture not in ('input', 'output'):
             raise GsrError(f"feature_tap.capture must be 'input' or 'output', got {capture!r}")

@@ -9,12 +9,18 @@ from gsr.utils.errors import GsrError
 
 REQUIRED_TOP_LEVEL = ('name', 'model_type', 'num_gpu', 'network_g', 'datasets', 'path')
 # (dotted key, type) of numbers BasicSR uses in arithmetic; a string there fails deep inside torch otherwise
-NUMERIC_KEYS = (('scale', int), ('train.total_iter', int), ('train.ema_decay', float), ('train.optim_g.lr', float),
-                ('train.warmup_iter', int), ('val.val_freq', int), ('logger.print_freq', int),
-                ('logger.save_checkpoint_freq', int))
+NUMERIC_KEYS = (
+    ('scale', int),
+    ('train.total_iter', int),
+    ('train.ema_decay', float),
+    ('train.optim_g.lr', float),
+    ('train.warmup_iter', int),
+    ('val.val_freq', int),
+    ('logger.print_freq', int),
+    ('logger.save_checkpoint_freq', int),
+)  # yapf: disable
 NUMERIC_DATASET_KEYS = (('gt_size', int), ('batch_size_per_gpu', int), ('num_worker_per_gpu', int),
                         ('dataset_enlarge_ratio', int), ('crop_pad_size', int))
-NON_LOSS_OPTS = ('optim_g', 'optim_d', 'scheduler')
 
 
 def load_option_file(path: str) -> Dict[str, Any]:
@@ -113,7 +119,7 @@ def check_options(opt: Dict[str, Any], path: str, skip: Iterable[str] = ()) -> N
     _check_datasets(opt, path, skip)
     train = opt.get('train') or {}
     for key, cfg in train.items():
-        if key.endswith('_opt') and isinstance(cfg, dict) and key not in NON_LOSS_OPTS:
+        if key.endswith('_opt') and isinstance(cfg, dict):
             _check_loss(f'train.{key}', cfg, path)
     for name, cfg in (train.get('regularizers') or {}).items():
         _check_loss(f'train.regularizers.{name}', cfg, path)

@@ -54,3 +54,15 @@ def options_from_dict(cls: Type[T], values: Optional[Mapping[str, Any]], where: 
     if unknown:
         raise GsrError(f'{where}: unknown key(s) {", ".join(unknown)}; accepted: {", ".join(names)}')
     return cls(**{k: _check_value(v, hints[k], f'{where}.{k}') for k, v in values.items()})
+
+
+# keys of a ``datasets.<phase>`` block that BasicSR itself reads (loader, sampler, phase); datasets ignore them
+BASICSR_DATASET_KEYS = ('name', 'type', 'phase', 'scale', 'num_worker_per_gpu', 'batch_size_per_gpu',
+                        'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory', 'persistent_workers',
+                        'num_prefetch_queue', 'use_shuffle', 'gt_size', 'io_backend')
+
+
+def dataset_options(cls: Type[T], opt: Mapping[str, Any]) -> T:
+    """Build a dataset's own options from its ``datasets.<phase>`` block (BasicSR's keys left out)."""
+    own = {k: v for k, v in opt.items() if k not in BASICSR_DATASET_KEYS}
+    return options_from_dict(cls, own, f'datasets.{opt.get("name", opt.get("phase", "?"))}')
