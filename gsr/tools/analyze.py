@@ -13,7 +13,6 @@
 The choices where the papers are silent (pooling, band edges, crop sampling) are our reading, not theirs.
 """
 import argparse
-import io
 import os
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
@@ -26,10 +25,11 @@ from sklearn.metrics import calinski_harabasz_score
 
 from gsr.data.benchmark_degradations import degrade, mod_crop, noise_seed, settings_list
 from gsr.tools.inference import load_network, super_resolve, to_tensor
-from gsr.utils.checkpoint import atomic_write_bytes, atomic_write_text
+from gsr.utils.checkpoint import atomic_write_text
 from gsr.utils.feature_tap import FeatureTap
 from gsr.utils.image_io import list_images, read_image_uint8_rgb
 from gsr.utils.option_check import load_option_file
+from gsr.utils.plotting import pyplot, save_figure
 
 
 # ------------------------------------------------------------------------------------------- measures
@@ -111,15 +111,6 @@ def tapped_features(net, tap: FeatureTap, lr: np.ndarray) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------- outputs
-def save_figure(fig, path: str) -> None:
-    import matplotlib.pyplot as plt
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format='png', dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def markdown(header: List[str], rows: List[List]) -> str:
     fmt = [lambda v: f'{v:.4f}' if isinstance(v, float) else str(v)] * len(header)
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
@@ -138,9 +129,7 @@ def run_ddr(net, tap, args, out: str) -> str:
     chi = calinski_harabasz(feats, labels)
     embedded = TSNE(
         2, perplexity=min(30., (len(feats) - 1) / 3), init='pca', random_state=args.seed).fit_transform(feats)
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4.5))
     for setting in OrderedDict.fromkeys(labels):
         pts = embedded[np.array(labels) == setting]
@@ -160,9 +149,7 @@ def run_freq(net, tap, args, out: str) -> str:
         sr = super_resolve(net, lr, args.scale, args.tile)
         per_setting.setdefault(setting, []).append(band_mape(sr, hr, args.bands))
     means = {s: np.mean(v, axis=0) for s, v in per_setting.items()}
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for setting, curve in means.items():
         ax.plot(np.arange(1, args.bands + 1), curve, marker='o', label=setting)
@@ -182,9 +169,7 @@ def run_dct(net, tap, args, out: str) -> str:
         feats = tapped_features(net, tap, lr).cpu().numpy()
         per_setting.setdefault(setting, []).append(dominant_dct_bands(feats, args.bands))
     rows = [[s, float(np.mean([entropy_bits(d, args.bands) for d in v]))] for s, v in per_setting.items()]
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for setting, dominant in per_setting.items():
         hist = np.bincount(np.concatenate(dominant), minlength=args.bands) / sum(len(d) for d in dominant)

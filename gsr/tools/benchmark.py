@@ -23,13 +23,15 @@ from tqdm import tqdm
 from gsr.data.benchmark_degradations import degrade, mod_crop, noise_seed, settings_list
 from gsr.metrics.lpips_metric import lpips_distance, maybe_lpips
 from gsr.tools.inference import load_network, super_resolve
-from gsr.utils.checkpoint import atomic_write_bytes, atomic_write_text
+from gsr.utils.checkpoint import atomic_write_text
 from gsr.utils.errors import GsrError
 from gsr.utils.image_io import list_images, read_image_uint8_rgb
 from gsr.utils.option_check import load_option_file
+from gsr.utils.plotting import pyplot, save_figure
 
 METRICS = ('psnr', 'ssim', 'lpips')
-Key = Tuple[str, str, str, str]  # model, dataset, setting, image
+KEY_FIELDS = ('model', 'dataset', 'setting', 'image')
+Key = Tuple[str, str, str, str]
 
 
 def fingerprint(path: str) -> str:
@@ -54,7 +56,7 @@ class ResultCache:
 
     @staticmethod
     def key(row: Dict) -> Key:
-        return row['model'], row['dataset'], row['setting'], row['image']
+        return tuple(row[k] for k in KEY_FIELDS)
 
     def get(self, key: Key, model_id: str) -> Optional[Dict]:
         row = self.rows.get(key)
@@ -93,47 +95,59 @@ def load_config(path: str) -> Dict:
     return cfg
 
 
+class Measurement:
+    """Computes one per-image result; keeps the current network and HR image so each is loaded once."""
+
+    def __init__(self, cfg: Dict):
+        self.cfg = cfg
+        self.device = torch.device(cfg.get('device') or ('cuda' if torch.cuda.is_available() else 'cpu'))
+        lpips_model = maybe_lpips(cfg.get('lpips_net', 'alex')) if 'lpips' in cfg['metrics'] else None
+        self.lpips = lpips_model.to(self.device) if lpips_model is not None else None
+        self._net: Tuple[Optional[str], Optional[torch.nn.Module]] = (None, None)
+        self._hr: Tuple[Optional[str], Optional[np.ndarray]] = (None, None)
+
+    def network(self, model: str) -> torch.nn.Module:
+        if self._net[0] != model:
+            spec = self.cfg['models'][model]
+            net_opt = load_option_file(spec['option_file'])['network_g']
+            self._net = (model,
+                         load_network(net_opt, spec['checkpoint'], spec.get('param_key', 'params_ema'), self.device))
+        return self._net[1]
+
+    def hr(self, path: str) -> np.ndarray:
+        if self._hr[0] != path:
+            self._hr = (path, mod_crop(read_image_uint8_rgb(path), int(self.cfg['scale'])))
+        return self._hr[1]
+
+    def __call__(self, model: str, path: str, setting: str, image: str) -> Dict[str, float]:
+        scale, crop, hr = int(self.cfg['scale']), int(self.cfg['crop_border']), self.hr(path)
+        lr = degrade(hr, setting, scale, self.cfg.get('noise_sigma', 20),
+                     noise_seed(self.cfg.get('seed', 0), image, setting))
+        sr = super_resolve(self.network(model), lr, scale, self.cfg.get('tile', 0))
+        result = {'psnr': calculate_psnr(sr, hr, crop), 'ssim': calculate_ssim(sr, hr, crop)}
+        if self.lpips is not None:
+            inner = (slice(crop, -crop or None), ) * 2
+            result['lpips'] = lpips_distance(self.lpips, sr[inner], hr[inner])
+        return result
+
+
 def evaluate(cfg: Dict, progress: bool = True) -> List[Dict]:
-    """Compute (or read from the cache) every per-image result; returns them."""
+    """Every per-image result, computed or read from the cache (ordered model, dataset, image, setting)."""
     os.makedirs(cfg['output'], exist_ok=True)
     cache = ResultCache(os.path.join(cfg['output'], 'per_image.jsonl'))
-    lpips_model = maybe_lpips(cfg.get('lpips_net', 'alex')) if 'lpips' in cfg['metrics'] else None
-    device = torch.device(cfg.get('device') or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    scale, crop = int(cfg['scale']), int(cfg['crop_border'])
-    images = {d: list_images(folder) for d, folder in cfg['datasets'].items()}
-    total = len(cfg['models']) * sum(map(len, images.values())) * len(cfg['settings'])
-    bar = tqdm(total=total, desc='benchmark', unit='img', disable=not progress)
+    model_ids = {model: fingerprint(spec['checkpoint']) for model, spec in cfg['models'].items()}
+    tasks = [(model, dataset, path, setting) for model in cfg['models'] for dataset, folder in cfg['datasets'].items()
+             for path in list_images(folder) for setting in cfg['settings']]
+    measure = Measurement(cfg)
     rows = []
-    for model_name, spec in cfg['models'].items():
-        model_id = fingerprint(spec['checkpoint'])
-        net = None
-        for dataset, paths in images.items():
-            for path in paths:
-                image = os.path.splitext(os.path.basename(path))[0]
-                hr = None
-                for setting in cfg['settings']:
-                    key = (model_name, dataset, setting, image)
-                    row = cache.get(key, model_id)
-                    if row is None:
-                        if net is None:
-                            net_opt = load_option_file(spec['option_file'])['network_g']
-                            net = load_network(net_opt, spec['checkpoint'], spec.get('param_key', 'params_ema'), device)
-                        hr = hr if hr is not None else mod_crop(read_image_uint8_rgb(path), scale)
-                        lr = degrade(hr, setting, scale, cfg.get('noise_sigma', 20),
-                                     noise_seed(cfg.get('seed', 0), image, setting))
-                        sr = super_resolve(net, lr, scale, cfg.get('tile', 0))
-                        row = dict(
-                            zip(('model', 'dataset', 'setting', 'image'), key),
-                            model_id=model_id,
-                            psnr=calculate_psnr(sr, hr, crop),
-                            ssim=calculate_ssim(sr, hr, crop))
-                        if lpips_model is not None:
-                            cut = (slice(crop, -crop or None), ) * 2
-                            row['lpips'] = lpips_distance(lpips_model.to(device), sr[cut], hr[cut])
-                        cache.add(row)
-                    rows.append(row)
-                    bar.update(1)
-    bar.close()
+    for model, dataset, path, setting in tqdm(tasks, desc='benchmark', unit='img', disable=not progress):
+        image = os.path.splitext(os.path.basename(path))[0]
+        key = (model, dataset, setting, image)
+        row = cache.get(key, model_ids[model])
+        if row is None:
+            row = dict(zip(KEY_FIELDS, key), model_id=model_ids[model], **measure(model, path, setting, image))
+            cache.add(row)
+        rows.append(row)
     return rows
 
 
@@ -180,9 +194,7 @@ def markdown_tables(summary: List[Dict], metrics: List[str], reference: str) -> 
 
 def gains_chart(summary: List[Dict], reference: str, path: str) -> None:
     """Bar chart of the PSNR gain over ``reference`` per setting (mean over datasets), one bar group per model."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     settings = list(OrderedDict.fromkeys(s['setting'] for s in summary))
     models = [m for m in OrderedDict.fromkeys(s['model'] for s in summary) if m != reference]
     ref = {(s['dataset'], s['setting']): s['psnr'] for s in summary if s['model'] == reference}
@@ -199,11 +211,7 @@ def gains_chart(summary: List[Dict], reference: str, path: str) -> None:
     ax.set_xticks(np.arange(len(settings)) + width * (len(models) - 1) / 2, settings)
     ax.set_ylabel(f'PSNR gain over {reference} (dB)')
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format='png', dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
 
 
 def write_reports(cfg: Dict, rows: List[Dict]) -> Dict[str, str]:
