@@ -112,10 +112,21 @@ def tapped_features(net, tap: FeatureTap, lr: np.ndarray) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------- outputs
 def markdown(header: List[str], rows: List[List]) -> str:
-    fmt = [lambda v: f'{v:.4f}' if isinstance(v, float) else str(v)] * len(header)
+    cell = lambda v: f'{v:.4f}' if isinstance(v, float) else str(v)  # noqa: E731
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-    lines += ['| ' + ' | '.join(f(v) for f, v in zip(fmt, row)) + ' |' for row in rows]
+    lines += ['| ' + ' | '.join(cell(v) for v in row) + ' |' for row in rows]
     return '\n'.join(lines) + '\n'
+
+
+def band_plot(curves: Dict[str, np.ndarray], xlabel: str, ylabel: str, path: str) -> None:
+    """One line per setting over the frequency bands."""
+    fig, ax = pyplot().subplots(figsize=(5.5, 3.5))
+    for setting, curve in curves.items():
+        ax.plot(np.arange(1, len(curve) + 1), curve, marker='o', label=setting)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
 
 
 def run_ddr(net, tap, args, out: str) -> str:
@@ -129,8 +140,7 @@ def run_ddr(net, tap, args, out: str) -> str:
     chi = calinski_harabasz(feats, labels)
     embedded = TSNE(
         2, perplexity=min(30., (len(feats) - 1) / 3), init='pca', random_state=args.seed).fit_transform(feats)
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+    fig, ax = pyplot().subplots(figsize=(5, 4.5))
     for setting in OrderedDict.fromkeys(labels):
         pts = embedded[np.array(labels) == setting]
         ax.scatter(pts[:, 0], pts[:, 1], s=12, label=setting)
@@ -149,14 +159,8 @@ def run_freq(net, tap, args, out: str) -> str:
         sr = super_resolve(net, lr, args.scale, args.tile)
         per_setting.setdefault(setting, []).append(band_mape(sr, hr, args.bands))
     means = {s: np.mean(v, axis=0) for s, v in per_setting.items()}
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for setting, curve in means.items():
-        ax.plot(np.arange(1, args.bands + 1), curve, marker='o', label=setting)
-    ax.set_xlabel('radial frequency band (low -> high)')
-    ax.set_ylabel('MAPE of FFT amplitude (%)')
-    ax.legend(fontsize=7)
-    save_figure(fig, os.path.join(out, 'freq_mape.png'))
+    band_plot(means, 'radial frequency band (low -> high)', 'MAPE of FFT amplitude (%)',
+              os.path.join(out, 'freq_mape.png'))
     table = markdown(['setting'] + [f'band {b + 1}' for b in range(args.bands)],
                      [[s] + [float(v) for v in curve] for s, curve in means.items()])
     atomic_write_text(os.path.join(out, 'freq.md'), table)
@@ -169,15 +173,9 @@ def run_dct(net, tap, args, out: str) -> str:
         feats = tapped_features(net, tap, lr).cpu().numpy()
         per_setting.setdefault(setting, []).append(dominant_dct_bands(feats, args.bands))
     rows = [[s, float(np.mean([entropy_bits(d, args.bands) for d in v]))] for s, v in per_setting.items()]
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for setting, dominant in per_setting.items():
-        hist = np.bincount(np.concatenate(dominant), minlength=args.bands) / sum(len(d) for d in dominant)
-        ax.plot(np.arange(1, args.bands + 1), hist, marker='o', label=setting)
-    ax.set_xlabel('dominant DCT band (low -> high)')
-    ax.set_ylabel('fraction of channels')
-    ax.legend(fontsize=7)
-    save_figure(fig, os.path.join(out, 'dct_bands.png'))
+    shares = {s: np.bincount(np.concatenate(d), minlength=args.bands) / sum(map(len, d))
+              for s, d in per_setting.items()}
+    band_plot(shares, 'dominant DCT band (low -> high)', 'fraction of channels', os.path.join(out, 'dct_bands.png'))
     table = markdown(['setting', 'entropy of dominant DCT band (bits)'], rows)
     atomic_write_text(os.path.join(out, 'dct.md'), table)
     return table
