@@ -153,3 +153,36 @@ def test_batch_level_draws_follow_their_probabilities(batch):
     assert quality.min() >= 30 and quality.max() <= 95 and abs(quality.mean() - 62.5) < 1.0
     sigma2 = np.concatenate([d['noise2_sigma'].numpy() for d in draws])
     assert sigma2[sigma2 > 0].min() >= 1 and sigma2.max() <= 25
+
+
+def _model(**top):
+    from basicsr.models import build_model
+    from tests.conftest import tiny_options
+    opt = tiny_options('unused', 'unused')
+    opt.update(is_train=True, dist=False, rank=0, world_size=1, **top)
+    opt['datasets']['train']['gt_size'] = 64
+    return build_model(opt)
+
+
+def test_noise_free_twin_is_cropped_with_the_pair(batch):
+    seed_all(5)
+    model = _model(noise_free_twin=True, degradation={'noise_prob': 0.0})
+    model.feed_data(batch)
+    assert torch.equal(model.lq, model.lq_noise_free)  # no noise drawn: the twin is the LQ itself
+    model = _model(noise_free_twin=True)
+    model.feed_data(batch)
+    assert model.lq_noise_free.shape == model.lq.shape and not torch.equal(model.lq, model.lq_noise_free)
+
+
+def test_one_kernel_set_is_shared_by_both_copies(batch):
+    model = _model()
+    shared = dict(
+        batch, **{
+            k: batch[k][:, :1]
+            for k in ('kernel1', 'kernel2', 'sinc_kernel', 'kernel1_info', 'kernel2_info', 'sinc_info')
+        })
+    model.feed_data(shared)
+    labels, b = model.degradation_labels, batch['gt'].shape[0]
+    for key in ('blur1_sigma_x', 'blur2_kind', 'sinc_omega_c'):
+        assert torch.equal(labels[key][:b], labels[key][b:]), key
+    assert not torch.equal(labels['jpeg1_quality'][:b], labels['jpeg1_quality'][b:])  # other draws stay independent
