@@ -1,0 +1,54 @@
+"""``gsr prepare subimages``: the DIV2K sub-image convention on real images, resumable, through the CLI."""
+import os
+
+import cv2
+import numpy as np
+
+from gsr.tools.prepare import crop_starts, extract_subimages, subimage_names
+from gsr.utils.image_io import list_images
+from tests.conftest import run_gsr
+
+
+def test_crop_starts_follow_basicsr():
+    # BasicSR extract_subimages: range(0, h - crop + 1, step), plus a border crop when the rest exceeds thresh
+    assert crop_starts(1020, 480, 240, 0) == [0, 240, 480, 540]
+    assert crop_starts(960, 480, 240, 0) == [0, 240, 480]
+    assert crop_starts(1000, 480, 240, 100) == [0, 240, 480]  # 40 px left over <= thresh: no extra crop
+    assert crop_starts(300, 480, 240, 0) == [0]  # smaller than the crop: one crop of the whole side
+
+
+def test_lr_suffix_is_stripped_and_names_are_numbered():
+    names = subimage_names('/x/0001x4.png', (600, 600), 480, 240, 0)
+    assert [n for n, _, _ in names] == ['0001_s001.png', '0001_s002.png', '0001_s003.png', '0001_s004.png']
+
+
+def test_subimages_are_exact_crops_and_a_rerun_skips_them(tmp_path, photo_folder):
+    out = tmp_path / 'sub'
+    written = extract_subimages(photo_folder, str(out), crop=120, step=60, workers=2, progress=False)
+    first = list_images(photo_folder)[0]
+    img = cv2.imread(first, cv2.IMREAD_UNCHANGED)
+    stem = os.path.splitext(os.path.basename(first))[0]
+    expected = subimage_names(first, img.shape[:2], 120, 60, 0)
+    assert written == sum(
+        len(subimage_names(p,
+                           cv2.imread(p).shape[:2], 120, 60, 0)) for p in list_images(photo_folder))
+    for name, y, x in expected:
+        assert np.array_equal(cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED), img[y:y + 120, x:x + 120])
+    os.remove(out / expected[0][0])
+    assert extract_subimages(photo_folder, str(out), crop=120, step=60, workers=1, progress=False) == 1
+    assert not [f for f in os.listdir(out) if f.endswith('.tmp')] and stem in expected[0][0]
+
+
+def test_prepare_cli_runs_and_reports(tmp_path, photo_folder):
+    result = run_gsr([
+        'prepare', 'subimages', '--input', photo_folder, '--output',
+        str(tmp_path / 's'), '--crop-size', '200', '--step', '200', '--workers', '1'
+    ],
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'sub-images to' in result.stdout and len(os.listdir(tmp_path / 's')) > 0
+    missing = run_gsr(['prepare', 'lmdb', '--input',
+                       str(tmp_path / 'nope'), '--output',
+                       str(tmp_path / 'x.lmdb')],
+                      cwd=tmp_path)
+    assert missing.returncode == 2 and 'image folder does not exist' in missing.stderr
