@@ -1,5 +1,6 @@
 """The CLI end to end on the CPU: train, save, --auto_resume continues; bad input is one clear line."""
 import os
+import re
 import shutil
 import sys
 
@@ -74,3 +75,50 @@ def test_headline_option_file_trains_or_names_the_div2k_path(tmp_path):
     if not os.path.isdir(os.path.join(repo, 'datasets', 'DIV2K')):
         assert result.returncode == 2
         assert 'datasets/DIV2K/DIV2K_train_HR_sub' in result.stderr and 'docs/DATASETS.md' in result.stderr
+
+
+def test_test_pipeline_evaluates_benchmark_settings(tmp_path, small_photo_folder):
+    from basicsr.archs import build_network
+    net = {'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1, 'upscale': 4}
+    torch.save({'params_ema': build_network(dict(net)).state_dict()}, tmp_path / 'net.pth')
+    opt = {
+        'name': 'tiny_test',
+        'model_type': 'GeneralizableSRModel',
+        'scale': 4,
+        'num_gpu': 0,
+        'manual_seed': 0,
+        'datasets': {
+            f'test_{i}': {
+                'name': f'photos_{s}',
+                'type': 'DegradedBenchmarkDataset',
+                'dataroot_gt': small_photo_folder,
+                'setting': s
+            }
+            for i, s in enumerate(['clean', 'b+n+j'], 1)
+        },
+        'network_g': net,
+        'path': {
+            'pretrain_network_g': str(tmp_path / 'net.pth'),
+            'param_key_g': 'params_ema',
+            'strict_load_g': True
+        },
+        'val': {
+            'save_img': True,
+            'suffix': None,
+            'metrics': {
+                'psnr': {
+                    'type': 'calculate_psnr',
+                    'crop_border': 4
+                }
+            }
+        },
+    }
+    result = run_gsr(['test', '-opt', write_yaml(tmp_path / 't.yml', opt)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    root = tmp_path / 'results' / 'tiny_test'
+    log = open(next(root.glob('test_*.log'))).read()
+    for setting in ('clean', 'b+n+j'):
+        assert f'Validation photos_{setting}' in log
+        assert len(os.listdir(root / 'visualization' / f'photos_{setting}')) == 3
+    psnrs = [float(v) for v in re.findall(r'# psnr: ([0-9.]+)', log)]
+    assert len(psnrs) == 2 and all(5 < v < 50 for v in psnrs)
