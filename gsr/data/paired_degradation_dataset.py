@@ -111,8 +111,9 @@ class PairedDegradationDataset(data.Dataset):
         return list_images(root)
 
     def _read(self, key: str) -> np.ndarray:
-        if self.file_client is None:
-            self.file_client = FileClient(self.io_backend.pop('type'), **self.io_backend)
+        if self.file_client is None:  # opened lazily, in the worker process that reads
+            backend = dict(self.io_backend)
+            self.file_client = FileClient(backend.pop('type'), **backend)
         try:
             content = self.file_client.get(key, 'gt')
         except FileNotFoundError as e:
