@@ -38,9 +38,11 @@ def test_cpu_distributed_init_divides_by_zero_in_basicsr(monkeypatch):
 
 
 def test_gsr_init_dist_uses_gloo_on_cpu_in_a_fresh_process():
+    from tests.test_distributed import free_port
     code = (
         'import os, gsr, torch.distributed as dist\n'
-        'os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29641")\n'
+        f'os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", '
+        f'MASTER_PORT="{free_port()}")\n'
         'from basicsr.utils.options import init_dist\n'
         'init_dist("pytorch")\n'
         'print(dist.get_backend(), dist.get_world_size())\n')
