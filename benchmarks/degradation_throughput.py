@@ -16,6 +16,7 @@ import os
 import random
 import sys
 import time
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -28,26 +29,11 @@ from basicsr.utils import DiffJPEG, USMSharp  # noqa: E402
 from basicsr.utils.img_process_util import filter2D  # noqa: E402
 
 from gsr.data.paired_degradation_dataset import PairedDegradationDataset  # noqa: E402
+from gsr.data.second_order_degrader import DegradationOptions  # noqa: E402
 from gsr.models.generalizable_sr_model import GeneralizableSRModel  # noqa: E402
 
-REAL_ESRNET = dict(
-    scale=4,
-    gt_usm=True,
-    resize_prob=[0.2, 0.7, 0.1],
-    resize_range=[0.15, 1.5],
-    gaussian_noise_prob=0.5,
-    noise_range=[1, 30],
-    poisson_scale_range=[0.05, 3],
-    gray_noise_prob=0.4,
-    jpeg_range=[30, 95],
-    second_blur_prob=0.8,
-    resize_prob2=[0.3, 0.4, 0.3],
-    resize_range2=[0.3, 1.2],
-    gaussian_noise_prob2=0.5,
-    noise_range2=[1, 25],
-    poisson_scale_range2=[0.05, 2.5],
-    gray_noise_prob2=0.4,
-    jpeg_range2=[30, 95])
+# BasicSR's feed_data reads the same keys; both pipelines get the same (Real-ESRNet x4plus) settings
+REAL_ESRNET = dict(asdict(DegradationOptions()), scale=4)
 
 
 def photo_folder() -> str:

@@ -29,6 +29,15 @@ def reference_official_rff(z: torch.Tensor, w: float, b: torch.Tensor) -> torch.
     return torch.stack(rows)
 
 
+ALL_LOSSES = [
+    FeatureAlignmentLoss(),
+    FeatureAlignmentLoss(mode='spatial'),
+    RFFAlignmentLoss(),
+    RFFAlignmentLoss(mode='rff'),
+    FeatureMatchingLoss()
+]
+
+
 def features(seed: int = 0, b: int = 4, c: int = 16, hw: int = 6):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(
@@ -91,13 +100,7 @@ def test_textbook_rff_is_fixed_with_a_seed_and_matches_the_formula():
     assert torch.allclose(rff_map(x[None], weight, phase)[0], math.sqrt(2 / 32) * torch.cos(weight @ x + phase))
 
 
-@pytest.mark.parametrize('loss', [
-    FeatureAlignmentLoss(),
-    FeatureAlignmentLoss(mode='spatial'),
-    RFFAlignmentLoss(),
-    RFFAlignmentLoss(mode='rff'),
-    FeatureMatchingLoss()
-])
+@pytest.mark.parametrize('loss', ALL_LOSSES)
 def test_zero_for_identical_copies_positive_otherwise_and_differentiable(loss):
     f1, f2 = features(5)
     f1, f2 = f1.float().requires_grad_(), f2.float()
@@ -108,13 +111,7 @@ def test_zero_for_identical_copies_positive_otherwise_and_differentiable(loss):
     assert f1.grad is not None and f1.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize('loss', [
-    FeatureAlignmentLoss(),
-    FeatureAlignmentLoss(mode='spatial'),
-    RFFAlignmentLoss(),
-    RFFAlignmentLoss(mode='rff'),
-    FeatureMatchingLoss()
-])
+@pytest.mark.parametrize('loss', ALL_LOSSES)
 def test_constant_features_give_finite_values_and_gradients(loss):
     f1 = torch.full((4, 8, 5, 5), 0.3, requires_grad=True)
     f2 = torch.full((4, 8, 5, 5), 0.3)
