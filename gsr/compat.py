@@ -107,7 +107,8 @@ def latest_training_state(state_dir: str):
     """Path of the highest-iteration ``<iter>.state`` in ``state_dir`` (temp files are ignored), or None."""
     if not os.path.isdir(state_dir):
         return None
-    iters = [int(f[:-len('.state')]) for f in os.listdir(state_dir) if f.endswith('.state') and f[:-6].isdigit()]
+    stems = (f[:-len('.state')] for f in os.listdir(state_dir) if f.endswith('.state'))
+    iters = [int(stem) for stem in stems if stem.isdigit()]
     return os.path.join(state_dir, f'{max(iters)}.state') if iters else None
 
 
@@ -215,27 +216,12 @@ def save_training_state(self, epoch, current_iter):
 
 def load_network(self, net, load_path, strict=True, param_key='params'):
     """BasicSR's ``load_network`` with ``weights_only=True`` and one clear error for a mismatching checkpoint."""
-    from basicsr.utils import get_root_logger
-
-    from gsr.utils.checkpoint import load_checkpoint, state_dict_mismatch
-    from gsr.utils.errors import GsrError
+    from gsr.utils.checkpoint import load_weights, network_weights
     net = self.get_bare_model(net)
-    state = load_checkpoint(load_path)
-    if param_key is not None:
-        if param_key not in state and 'params' in state:
-            get_root_logger().info(f'Loading: {param_key} does not exist in {load_path}, use params.')
-            param_key = 'params'
-        if param_key not in state:
-            raise GsrError(f'checkpoint {load_path} has no {param_key!r} entry (it has: {", ".join(map(str, state))})')
-        state = state[param_key]
-    state = OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in state.items())
-    if strict:
-        mismatch = state_dict_mismatch(net.state_dict(), state)
-        if mismatch:
-            raise GsrError(f'checkpoint {load_path} does not fit {net.__class__.__name__}: {mismatch}')
-    else:
-        self._print_different_keys_loading(net, state, strict)
-    net.load_state_dict(state, strict=strict)
+    weights = network_weights(load_path, param_key)
+    if not strict:
+        self._print_different_keys_loading(net, weights, strict)
+    load_weights(net, weights, load_path, strict)
 
 
 # ----------------------------------------------------------------------------------------- apply

@@ -6,8 +6,7 @@ import torch
 from basicsr.archs import build_network
 from torch import nn
 
-from gsr.utils.checkpoint import load_checkpoint, state_dict_mismatch
-from gsr.utils.errors import GsrError
+from gsr.utils.checkpoint import load_weights, network_weights
 
 
 def load_network(network_opt: Dict[str, Any],
@@ -16,15 +15,7 @@ def load_network(network_opt: Dict[str, Any],
                  device: Optional[torch.device] = None) -> nn.Module:
     """Build ``network_opt`` and load ``param_key`` (falling back to ``params``) from ``checkpoint``."""
     net = build_network(dict(network_opt))
-    state = load_checkpoint(checkpoint)
-    key = param_key if param_key in state else 'params'
-    if key not in state:
-        raise GsrError(f'checkpoint {checkpoint} has neither {param_key!r} nor \'params\'')
-    weights = {k[7:] if k.startswith('module.') else k: v for k, v in state[key].items()}
-    mismatch = state_dict_mismatch(net.state_dict(), weights)
-    if mismatch:
-        raise GsrError(f'checkpoint {checkpoint} does not fit {network_opt.get("type")}: {mismatch}')
-    net.load_state_dict(weights)
+    load_weights(net, network_weights(checkpoint, param_key), checkpoint)
     return net.eval().to(device or torch.device('cpu'))
 
 

@@ -7,6 +7,7 @@ store (``collections.Counter``).
 """
 import collections
 import os
+from collections import OrderedDict
 import pickle
 import tempfile
 from typing import Any, Mapping
@@ -89,3 +90,25 @@ def state_dict_mismatch(expected: Mapping[str, torch.Tensor], loaded: Mapping[st
             shown = ', '.join(keys[:8]) + (f' (+{len(keys) - 8} more)' if len(keys) > 8 else '')
             parts.append(f'{label}: {shown}')
     return '; '.join(parts)
+
+
+def network_weights(path: str, param_key: str = 'params') -> 'OrderedDict[str, torch.Tensor]':
+    """The state dict stored under ``param_key`` (``params`` when that is absent; the whole file when None),
+    with DDP's ``module.`` prefixes removed."""
+    state = load_checkpoint(path)
+    if param_key is not None:
+        key = param_key if param_key in state else 'params'
+        if key not in state:
+            raise GsrError(f'checkpoint {path} has neither {param_key!r} nor \'params\' '
+                           f'(it has: {", ".join(map(str, state))})')
+        state = state[key]
+    return OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in state.items())
+
+
+def load_weights(net: torch.nn.Module, weights: Mapping[str, torch.Tensor], path: str, strict: bool = True) -> None:
+    """``net.load_state_dict``; with ``strict`` a mismatch is one error listing missing/unexpected/mis-shaped keys."""
+    if strict:
+        mismatch = state_dict_mismatch(net.state_dict(), weights)
+        if mismatch:
+            raise GsrError(f'checkpoint {path} does not fit {net.__class__.__name__}: {mismatch}')
+    net.load_state_dict(weights, strict=strict)
