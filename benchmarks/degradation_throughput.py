@@ -2,7 +2,7 @@
 
 Both pipelines get identical batches (real photographs, Real-ESRGAN kernels from PairedDegradationDataset).
 Reported: LQ images per second for BasicSR's ``RealESRNetModel.feed_data`` (queue disabled, as gsr pairs
-need), for gsr's ``degrade_batch`` with one copy (the same work) and with two copies (the pair), the ratios,
+need), for gsr's batch builder (``feed_data``) with one copy (the same work) and with two copies (the pair), the ratios,
 and the output distributions (mean/std of LQ pixels and of per-image std) to show the outputs agree.
 
 The reference needs two CPU work-arounds, neither of which changes its cost: BasicSR calls ``.cuda()`` in
@@ -144,7 +144,7 @@ def main() -> None:
         def run_gsr(model):
 
             def run(batch):
-                model.degrade_batch(batch)
+                model.feed_data(batch)
                 return model.lq
 
             return run

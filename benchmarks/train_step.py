@@ -1,4 +1,6 @@
-"""Training-step time and peak memory: baseline (B images), plain paired (2B), dropout (2B), alignment (2B).
+"""Training-step time and peak memory: baseline (B images), plain paired (2B), dropout (2B), alignment (2B), and
+BasicSR's own ``SRModel`` step on the same 2B rows (the reference for gsr's model base: data flow, loss context,
+feature tap).
 
 Paper size: SRResNet (64 features, 16 blocks) and RRDB (64 features, 23 blocks), GT 128 / LQ 32, B = 8 HR crops.
 Step times come from one process that runs the variants round-robin (so load changes hit all alike; median
@@ -39,6 +41,7 @@ ARCHS = {
 }
 ALIGN = {'l_align': {'type': 'FeatureAlignmentLoss'}, 'l_rff': {'type': 'RFFAlignmentLoss'}}
 VARIANTS = {  # name: (LQ images per step as a multiple of B, dropout p, regularizers)
+    'BasicSR SRModel (2B)': (2, None, None),
     'baseline (B)': (1, None, None),
     'paired (2B)': (2, None, None),
     'dropout (2B)': (2, 0.7, None),
@@ -54,12 +57,14 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def build(arch: str, variant: str, batch: int, device: torch.device):
-    """A GeneralizableSRModel for ``variant`` with a fixed random batch."""
+    """A GeneralizableSRModel for ``variant`` (BasicSR's SRModel for the reference) with a fixed random batch."""
     import gsr  # noqa: F401
     from basicsr.models import build_model
+    from gsr.data.degraded_batch import DegradedBatch
     copies, p, regs = VARIANTS[variant]
+    basicsr = variant.startswith('BasicSR')
     opt = {
-        'model_type': 'GeneralizableSRModel',
+        'model_type': 'SRModel' if basicsr else 'GeneralizableSRModel',
         'num_gpu': 1 if device.type == 'cuda' else 0,
         'is_train': True,
         'dist': False,
@@ -87,9 +92,14 @@ def build(arch: str, variant: str, batch: int, device: torch.device):
     if p:
         opt['dropout'] = {'p': p}
     torch.manual_seed(0)
+    if basicsr:
+        opt['train'].pop('regularizers')
+        opt.pop('paired')
     model = build_model(opt)
     model.lq = torch.rand(batch * copies, 3, 32, 32, device=device)
     model.gt = torch.rand(batch * copies, 3, 128, 128, device=device)
+    content = torch.arange(batch, device=device).repeat(copies)
+    model.batch = DegradedBatch(model.gt, model.lq, content, torch.arange(batch * copies, device=device))
     return model
 
 
@@ -160,6 +170,8 @@ def loss_timing(device: torch.device, batch: int, repeats: int = 20) -> dict:
     import gsr  # noqa: F401
     from gsr.losses.feature_alignment_loss import FeatureAlignmentLoss
     from gsr.losses.rff_alignment_loss import RFFAlignmentLoss
+    from gsr.data.degraded_batch import DegradedBatch
+    from gsr.losses.loss_context import MAIN_TAP, LossContext
     from gsr.losses.statistics import FeaturePair, rank_one_discrepancy
     from gsr.losses.rff_alignment_loss import official_rff_map
     linear, rff = FeatureAlignmentLoss(), RFFAlignmentLoss()
@@ -173,9 +185,12 @@ def loss_timing(device: torch.device, batch: int, repeats: int = 20) -> dict:
         mapped = official_rff_map(torch.stack([u, v], 1), w, b)
         return rank_one_discrepancy(u, v).sum() + rank_one_discrepancy(mapped[:, 0], mapped[:, 1]).sum()
 
+    rows = torch.arange(2 * batch, device=device)
+    batch_rows = DegradedBatch(feats, feats, rows % batch, rows)
+
     def full_vectorised():
-        pair = FeaturePair(feats)
-        return linear(pair) + rff(pair)
+        context = LossContext(batch_rows, feats, {MAIN_TAP: feats})
+        return linear(context) + rff(context)
 
     return {
         'pooled_vectorised_s':

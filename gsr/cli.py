@@ -11,7 +11,7 @@ SUBCOMMANDS = {
     'demo': ('gsr.tools.demo', 'train a small SRResNet with alignment on the embedded images and report'),
     'degrade': ('gsr.tools.degrade', 'write the eight benchmark degradation sets with a manifest'),
     'prepare': ('gsr.tools.prepare', 'prepare training data: `prepare subimages` and `prepare lmdb`'),
-    'benchmark': ('gsr.tools.benchmark', 'models x datasets x eight settings -> PSNR/SSIM/LPIPS tables'),
+    'evaluate': ('gsr.tools.evaluate', 'models x datasets x eight settings -> PSNR/SSIM/LPIPS tables'),
     'infer': ('gsr.tools.infer', 'super-resolve a folder of images (tiled)'),
     'analyze': ('gsr.tools.analyze', 'analyses: `analyze ddr`, `analyze freq`, `analyze dct`'),
 }

@@ -11,7 +11,10 @@ Stack compatibility (each has a test in ``tests/test_compat.py`` that fails with
 4. training states load with ``weights_only=True`` plus exactly ``collections.Counter``.
 5. option YAML is parsed with a safe loader (``!!python/...`` tags are rejected); ``--force_yml`` lists
    are parsed with ``ast.literal_eval`` instead of ``eval``.
-6. ``setup_optimizers`` / ``setup_schedulers`` no longer mutate the options dict (they ``pop('type')``).
+6. ``setup_optimizers`` / ``setup_schedulers`` no longer mutate the options dict (they ``pop('type')``): every
+   model class's ``setup_optimizers``, BasicSR's and any defined later, runs on a copy of ``opt['train']``.
+
+The fixes target BasicSR 1.4.2 exactly; ``import gsr`` refuses any other installed version.
 
 Reliability (``docs/RELIABILITY.md``): checkpoints and training states are written atomically, networks
 load with ``weights_only=True`` and a mismatching checkpoint fails with the missing/unexpected keys.
@@ -29,6 +32,7 @@ from collections import OrderedDict
 import torch
 
 _APPLIED = False
+SUPPORTED_BASICSR = '1.4.2'
 ORIGINALS = {}  # BasicSR's functions before patching (the tests show each fix is needed)
 
 
@@ -184,18 +188,53 @@ def on_option_copy(method):
     return wrapper
 
 
+def protect_setup_optimizers(base: type) -> None:
+    """Wrap ``setup_optimizers`` with ``on_option_copy`` in ``base`` and every subclass, now and when defined."""
+
+    def wrap(cls: type) -> None:
+        if 'setup_optimizers' in vars(cls):
+            cls.setup_optimizers = on_option_copy(vars(cls)['setup_optimizers'])
+
+    pending = [base]
+    while pending:
+        cls = pending.pop()
+        wrap(cls)
+        pending.extend(cls.__subclasses__())
+
+    def init_subclass(cls, **kwargs):
+        super(base, cls).__init_subclass__(**kwargs)
+        wrap(cls)
+
+    base.__init_subclass__ = classmethod(init_subclass)
+
+
+def check_basicsr_version() -> None:
+    """The fixes patch BasicSR's functions by name: refuse a version they were not written for."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from gsr.utils.errors import GsrError
+    try:
+        installed = version('basicsr')
+    except PackageNotFoundError as e:
+        raise GsrError('BasicSR is not installed: '
+                       f'pip install --no-build-isolation basicsr=={SUPPORTED_BASICSR}') from e
+    if installed != SUPPORTED_BASICSR:
+        raise GsrError(f'gsr patches BasicSR {SUPPORTED_BASICSR}, but {installed} is installed: '
+                       f'pip install --no-build-isolation basicsr=={SUPPORTED_BASICSR}')
+
+
 # ----------------------------------------------------------------------------------------- checkpoints
 def save_network(self, net, net_label, current_iter, param_key='params'):
-    """BasicSR's ``save_network``, written atomically; a failed write raises instead of being ignored."""
-    from gsr.utils.checkpoint import atomic_torch_save
+    """BasicSR's ``save_network``, written atomically; a failed write raises instead of being ignored. An
+    ``AttachedNetwork`` is saved as its backbone plus ``<param_key>_attached`` (``checkpoint_entries``)."""
+    from gsr.utils.checkpoint import atomic_torch_save, checkpoint_entries
     nets = net if isinstance(net, list) else [net]
     keys = param_key if isinstance(param_key, list) else [param_key]
     if len(nets) != len(keys):
         raise ValueError('The lengths of net and param_key should be the same.')
     save_dict = {}
     for net_, key in zip(nets, keys):
-        state = self.get_bare_model(net_).state_dict()
-        save_dict[key] = OrderedDict((k[7:] if k.startswith('module.') else k, v.cpu()) for k, v in state.items())
+        save_dict.update(checkpoint_entries(self.get_bare_model(net_), key))
     label = 'latest' if current_iter == -1 else current_iter
     atomic_torch_save(save_dict, os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
 
@@ -216,12 +255,11 @@ def save_training_state(self, epoch, current_iter):
 
 def load_network(self, net, load_path, strict=True, param_key='params'):
     """BasicSR's ``load_network`` with ``weights_only=True`` and one clear error for a mismatching checkpoint."""
-    from gsr.utils.checkpoint import load_weights, network_weights
+    from gsr.utils.checkpoint import load_network_checkpoint, network_weights
     net = self.get_bare_model(net)
-    weights = network_weights(load_path, param_key)
     if not strict:
-        self._print_different_keys_loading(net, weights, strict)
-    load_weights(net, weights, load_path, strict)
+        self._print_different_keys_loading(net, network_weights(load_path, param_key), strict)
+    load_network_checkpoint(net, load_path, param_key, strict)
 
 
 # ----------------------------------------------------------------------------------------- apply
@@ -230,13 +268,14 @@ def apply() -> None:
     global _APPLIED
     if _APPLIED:
         return
+    check_basicsr_version()
     install_functional_tensor_shim()
     import basicsr.train
     import basicsr.utils.dist_util
     import basicsr.utils.options
     from basicsr.models.base_model import BaseModel
     from basicsr.models.sr_model import SRModel
-    from basicsr.models.srgan_model import SRGANModel
+    import basicsr.models  # noqa: F401  (every BasicSR model class, so that all are protected)
 
     ORIGINALS.update(
         ordered_yaml=basicsr.utils.options.ordered_yaml,
@@ -251,8 +290,7 @@ def apply() -> None:
     basicsr.train.load_resume_state = load_resume_state
     BaseModel.model_to_device = model_to_device
     BaseModel.setup_schedulers = on_option_copy(BaseModel.setup_schedulers)
-    SRModel.setup_optimizers = on_option_copy(SRModel.setup_optimizers)
-    SRGANModel.setup_optimizers = on_option_copy(SRGANModel.setup_optimizers)
+    protect_setup_optimizers(BaseModel)
     BaseModel.save_network = _master_only(save_network)
     BaseModel.save_training_state = _master_only(save_training_state)
     BaseModel.load_network = load_network

@@ -144,6 +144,14 @@ def tiny_options(train_root: str, val_root: str, name: str = 'tiny', **overrides
     return opt
 
 
+def copies_batch(lq, gt, copies: int = 2):
+    """A ``DegradedBatch`` whose rows are ``copies`` stacked copies of the same crops (as paired training makes)."""
+    import torch
+    from gsr.data.degraded_batch import DegradedBatch
+    n = lq.shape[0]
+    return DegradedBatch(gt=gt, lq=lq, content=torch.arange(n // copies).repeat(copies), degradation=torch.arange(n))
+
+
 def write_yaml(path, opt: Dict[str, Any]) -> str:
     with open(path, 'w') as f:
         yaml.safe_dump(opt, f, sort_keys=False)

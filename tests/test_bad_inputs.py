@@ -8,11 +8,11 @@ import torch
 from basicsr.archs import build_network
 
 from gsr.data.paired_degradation_dataset import PairedDegradationDataset
-from gsr.tools.inference import load_network, super_resolve, super_resolve_tensor
+from gsr.utils.inference import load_network, super_resolve, super_resolve_tensor
 from gsr.tools.prepare import make_lmdb
 from gsr.utils.errors import GsrError
 from gsr.utils.image_io import list_images, read_image, read_image_uint8_rgb
-from tests.conftest import run_gsr, tiny_options, write_yaml
+from tests.conftest import copies_batch, run_gsr, tiny_options, write_yaml
 
 
 @pytest.fixture()
@@ -121,7 +121,7 @@ def test_unknown_key_in_a_loss_config(tmp_path, photo_folder):
     assert 'loss_weight' in message
 
 
-def test_unknown_key_in_the_degradation_block(tmp_path, photo_folder):
+def test_unknown_key_in_the_degradation_block_when_built_directly(tmp_path, photo_folder):
     from basicsr.models import build_model
     opt = tiny_options(photo_folder, photo_folder)
     opt.update(degradation={'noise_prop': 0.5}, is_train=True, dist=False, rank=0, world_size=1)
@@ -142,8 +142,7 @@ def test_constant_images_give_finite_loss_and_gradients(photo_folder):
     opt = tiny_options(photo_folder, photo_folder)
     opt.update(is_train=True, dist=False, rank=0, world_size=1)
     model = build_model(opt)
-    model.lq = torch.full((4, 3, 8, 8), 0.5)
-    model.gt = torch.full((4, 3, 32, 32), 0.5)
+    model.batch = copies_batch(torch.full((4, 3, 8, 8), 0.5), torch.full((4, 3, 32, 32), 0.5))
     model.optimize_parameters(1)
     assert all(np.isfinite(v) for v in model.log_dict.values())
     assert all(torch.isfinite(p.grad).all() for p in model.net_g.parameters() if p.grad is not None)
@@ -160,7 +159,7 @@ def test_checkpoint_of_another_architecture_lists_keys(tmp_path):
     })
     torch.save({'params': other.state_dict()}, tmp_path / 'rrdb.pth')
     with pytest.raises(GsrError) as e:
-        load_network({'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1}, str(tmp_path / 'rrdb.pth'))
+        load_network({'network_g': {'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1}}, str(tmp_path / 'rrdb.pth'))
     message = str(e.value)
     assert 'rrdb.pth does not fit MSRResNet' in message
     assert 'missing keys: body.0.conv1.bias' in message and 'unexpected keys: body.0.rdb1' in message
@@ -196,3 +195,34 @@ def test_failed_inference_leaves_no_partial_output(tmp_path, photo_folder):
                      cwd=tmp_path)
     assert result.returncode == 2 and 'b.png' in result.stderr
     assert sorted(os.listdir(tmp_path)) == ['in', 'net.pth', 'o.yml']
+
+
+@pytest.mark.parametrize('change, message', [
+    ({'paired': 'false'}, "paired must be true or false, got 'false'"),
+    ({'feature_tapp': {'layer': 'conv_last'}}, 'unknown top-level key(s) feature_tapp for GeneralizableSRModel '
+     '(did you mean feature_tap?)'),
+    ({'degradation': {'jpeg_rang': [30, 95]}}, 'degradation: unknown key(s) jpeg_rang (did you mean jpeg_range?)'),
+    ({'network_g.num_feat': '64'}, "network_g.num_feat must be an integer, got '64'"),
+    ({'network_g.num_feats': 64}, 'network_g: unknown key(s) num_feats for MSRResNet'),
+    ({'paired': False, 'train.regularizers': None}, 'datasets.train.kernel_sets is 2 but the model degrades each '
+     'crop 1 time(s) (paired: false): set kernel_sets to 1'),
+    ({'feature_tap': {'layer': 'conv_lost'}}, "feature_tap.layer 'conv_lost' is not a layer of MSRResNet"),
+    ({'attach': {'adapter': {'type': 'ResidualConvAdapter', 'num_feat': 16}}},
+     'attach.adapter: the module has num_feat 16 but the input of its layer has 8 channels'),
+    ({'train.regularizers.l_pix2': {'type': 'L1Loss'}}, 'train.regularizers.l_pix2: L1Loss is not a regularizer'),
+    ({'train.optim_g.type': 'Adamm'}, "train.optim_g.type 'Adamm' is not an optimizer BasicSR builds"),
+    ({'train.optim_g.lr': -1e-4}, 'train.optim_g.lr must not be negative'),
+    ({'train.scheduler.type': 'Cosine'}, "train.scheduler.type 'Cosine' is not a scheduler BasicSR builds"),
+])
+def test_model_option_mistakes_are_one_line_before_any_folder(tmp_path, photo_folder, monkeypatch, capsys, change,
+                                                              message):
+    """Each mistake ends in one `gsr: error:` line that names the key, and BasicSR never starts (no folder)."""
+    from gsr.cli import main
+    opt = tiny_options(photo_folder, photo_folder, **{k: v for k, v in change.items() if '.' in k})
+    opt.update({k: v for k, v in change.items() if '.' not in k})
+    path = write_yaml(tmp_path / 'o.yml', opt)
+    monkeypatch.chdir(tmp_path)
+    assert main(['train', '-opt', path]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('gsr: error: ') and message in err[0], err
+    assert os.listdir(tmp_path) == ['o.yml']

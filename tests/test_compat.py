@@ -146,3 +146,27 @@ def test_setup_optimizers_no_longer_mutates_options():
     assert opt['train'] == before
     compat.ORIGINALS['setup_optimizers'](model)  # BasicSR's own method pops 'type'
     assert 'type' not in opt['train']['optim_g']
+
+
+def test_setup_optimizers_of_any_model_class_no_longer_mutates_options():
+    """A model class defined after `import gsr`, with its own BasicSR-style setup_optimizers, is protected too."""
+    from basicsr.models.sr_model import SRModel
+
+    class TwoOptimizerModel(SRModel):
+
+        def setup_optimizers(self):
+            for name in ('optim_g', 'optim_extra'):
+                self.opt['train'][name].pop('type')
+
+    opt = _sr_opt()
+    opt['train']['optim_extra'] = dict(opt['train']['optim_g'])
+    before = copy.deepcopy(opt['train'])
+    TwoOptimizerModel(opt)
+    assert opt['train'] == before
+
+
+def test_other_basicsr_versions_are_refused(monkeypatch):
+    import importlib.metadata
+    monkeypatch.setattr(importlib.metadata, 'version', lambda name: '1.4.3' if name == 'basicsr' else '0')
+    with pytest.raises(GsrError, match='gsr patches BasicSR 1.4.2, but 1.4.3 is installed'):
+        compat.check_basicsr_version()

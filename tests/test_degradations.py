@@ -132,8 +132,8 @@ def test_model_pairs_share_content_and_differ_in_degradation(batch):
     others = corr[~torch.eye(2 * b, dtype=torch.bool)]
     assert own.mean() > others.mean() + 0.3  # each copy shows its own crop's content
     assert (own > 0.2).all()
-    assert model.degradation_labels['jpeg1_quality'].shape == (2 * b, )
-    assert not torch.equal(model.degradation_labels['blur1_sigma_x'][:b], model.degradation_labels['blur1_sigma_x'][b:])
+    assert model.batch.labels['jpeg1_quality'].shape == (2 * b, )
+    assert not torch.equal(model.batch.labels['blur1_sigma_x'][:b], model.batch.labels['blur1_sigma_x'][b:])
 
 
 def test_batch_level_draws_follow_their_probabilities(batch):
@@ -168,10 +168,10 @@ def test_noise_free_twin_is_cropped_with_the_pair(batch):
     seed_all(5)
     model = _model(noise_free_twin=True, degradation={'noise_prob': 0.0})
     model.feed_data(batch)
-    assert torch.equal(model.lq, model.lq_noise_free)  # no noise drawn: the twin is the LQ itself
+    assert torch.equal(model.lq, model.batch.lq_noise_free)  # no noise drawn: the twin is the LQ itself
     model = _model(noise_free_twin=True)
     model.feed_data(batch)
-    assert model.lq_noise_free.shape == model.lq.shape and not torch.equal(model.lq, model.lq_noise_free)
+    assert model.batch.lq_noise_free.shape == model.lq.shape and not torch.equal(model.lq, model.batch.lq_noise_free)
 
 
 def test_one_kernel_set_is_shared_by_both_copies(batch):
@@ -182,7 +182,7 @@ def test_one_kernel_set_is_shared_by_both_copies(batch):
             for k in ('kernel1', 'kernel2', 'sinc_kernel', 'kernel1_info', 'kernel2_info', 'sinc_info')
         })
     model.feed_data(shared)
-    labels, b = model.degradation_labels, batch['gt'].shape[0]
+    labels, b = model.batch.labels, batch['gt'].shape[0]
     for key in ('blur1_sigma_x', 'blur2_kind', 'sinc_omega_c'):
         assert torch.equal(labels[key][:b], labels[key][b:]), key
     assert not torch.equal(labels['jpeg1_quality'][:b], labels['jpeg1_quality'][b:])  # other draws stay independent

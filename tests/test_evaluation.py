@@ -11,10 +11,10 @@ import torch
 from basicsr.archs import build_network
 from basicsr.metrics import calculate_psnr, calculate_ssim
 
-from gsr.data.benchmark_degradations import degrade, mod_crop, noise_seed
+from gsr.data.eval_protocol import degrade, mod_crop, noise_seed
 from gsr.metrics.lpips_metric import calculate_lpips, lpips_available
 from gsr.tools.analyze import band_mape, calinski_harabasz, dominant_dct_bands, entropy_bits
-from gsr.tools.inference import load_network, super_resolve
+from gsr.utils.inference import load_network, super_resolve
 from gsr.utils.image_io import list_images, read_image_uint8_rgb
 from tests.conftest import run_gsr, write_yaml
 
@@ -70,7 +70,7 @@ def test_tiled_inference_equals_whole_image_within_tolerance(photo_folder, tiny_
     """Stated tolerance: with tile_pad >= the network's receptive radius the results agree to 1 grey level."""
     option, (ckpt, _) = tiny_checkpoints
     from gsr.utils.option_check import load_option_file
-    net = load_network(load_option_file(option)['network_g'], ckpt)
+    net = load_network(load_option_file(option), ckpt)
     hr = mod_crop(read_image_uint8_rgb(list_images(photo_folder)[0]), 4)
     lr = degrade(hr, 'b+n', seed=0)
     whole, tiled = super_resolve(net, lr, 4), super_resolve(net, lr, 4, tile=32, tile_pad=8)
@@ -88,7 +88,7 @@ def test_lpips_plumbing_with_an_explicit_random_backbone(photo_folder):
 
 
 @pytest.mark.slow
-def test_benchmark_end_to_end_resumes_and_tables_agree(tmp_path, photo_folder, tiny_checkpoints):
+def test_evaluate_end_to_end_resumes_and_tables_agree(tmp_path, photo_folder, tiny_checkpoints):
     option, (ckpt0, ckpt1) = tiny_checkpoints
     cfg = {
         'name': 'bench',
@@ -111,20 +111,20 @@ def test_benchmark_end_to_end_resumes_and_tables_agree(tmp_path, photo_folder, t
         },
     }
     path = write_yaml(tmp_path / 'bench.yml', cfg)
-    first = run_gsr(['benchmark', path], cwd=tmp_path)
+    first = run_gsr(['evaluate', path], cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     out = tmp_path / 'out'
     cached = open(out / 'per_image.jsonl').read().splitlines()
     n_images = len(list_images(photo_folder))
     assert len(cached) == 2 * n_images * 3
-    second = run_gsr(['benchmark', path], cwd=tmp_path)
+    second = run_gsr(['evaluate', path], cwd=tmp_path)
     assert second.returncode == 0 and open(out / 'per_image.jsonl').read().splitlines() == cached  # all from cache
 
     row = json.loads(cached[0])
     hr = mod_crop(read_image_uint8_rgb(list_images(photo_folder)[0]), 4)
     lr = degrade(hr, row['setting'], 4, 20, noise_seed(0, row['image'], row['setting']))
     from gsr.utils.option_check import load_option_file
-    sr = super_resolve(load_network(load_option_file(option)['network_g'], ckpt0), lr, 4)
+    sr = super_resolve(load_network(load_option_file(option), ckpt0), lr, 4)
     assert row['psnr'] == calculate_psnr(sr, hr, 4) and row['ssim'] == calculate_ssim(sr, hr, 4)
 
     rows = list(csv.DictReader(open(out / 'results.csv')))

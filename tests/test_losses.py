@@ -7,6 +7,8 @@ import torch
 from gsr.losses.feature_alignment_loss import FeatureAlignmentLoss
 from gsr.losses.feature_matching_loss import FeatureMatchingLoss
 from gsr.losses.rff_alignment_loss import RFFAlignmentLoss, official_rff_map, rff_map
+from gsr.data.degraded_batch import DegradedBatch
+from gsr.losses.loss_context import MAIN_TAP, LossContext
 from gsr.losses.statistics import FeaturePair
 from gsr.utils.errors import GsrError
 
@@ -45,11 +47,19 @@ def features(seed: int = 0, b: int = 4, c: int = 16, hw: int = 6):
             b, c, hw, hw, generator=g, dtype=torch.float64)
 
 
+def paired(f1: torch.Tensor, f2: torch.Tensor) -> LossContext:
+    """The context of a step whose rows are [copy 1; copy 2] of the same B crops, tapped features f1 and f2."""
+    b = f1.shape[0]
+    batch = DegradedBatch(gt=torch.zeros(2 * b, 3, 8, 8), lq=torch.zeros(2 * b, 3, 2, 2),
+                          content=torch.arange(b).repeat(2), degradation=torch.arange(2 * b))
+    return LossContext(batch, output=torch.zeros(2 * b, 3, 8, 8), features={MAIN_TAP: torch.cat([f1, f2])})
+
+
 def test_linear_alignment_equals_per_pair_reference():
     f1, f2 = features()
-    u, v = FeaturePair.of(f1, f2).pooled_centered()
+    u, v = FeaturePair(torch.cat([f1, f2])).pooled_centered()
     expected = sum(reference_reg(u[i:i + 1], v[i:i + 1]) for i in range(u.shape[0]))
-    pair = FeaturePair.of(f1, f2)
+    pair = paired(f1, f2)
     assert torch.allclose(FeatureAlignmentLoss()(pair), expected, atol=1e-6)
     assert torch.allclose(FeatureAlignmentLoss(reduction='mean')(pair), expected / u.shape[0], atol=1e-6)
 
@@ -61,12 +71,12 @@ def test_spatial_alignment_equals_per_pair_reference():
         x1, x2 = f1[i].flatten(1), f2[i].flatten(1)
         c = x1.shape[0]
         total = total + ((x1.mean(1) - x2.mean(1))**2).sum() / c + ((torch.cov(x1) - torch.cov(x2))**2).sum() / c**2
-    assert torch.allclose(FeatureAlignmentLoss(mode='spatial')(FeaturePair.of(f1, f2)), total, atol=1e-6)
+    assert torch.allclose(FeatureAlignmentLoss(mode='spatial')(paired(f1, f2)), total, atol=1e-6)
 
 
 def test_official_rff_map_equals_per_pair_reference():
     f1, f2 = features(2)
-    u, v = FeaturePair.of(f1, f2).pooled_centered()
+    u, v = FeaturePair(torch.cat([f1, f2])).pooled_centered()
     b, c = u.shape
     w = torch.randn(b, 1, 1, dtype=torch.float64)
     phase = torch.rand(b, 1, c, dtype=torch.float64) * 2 * math.pi
@@ -79,9 +89,9 @@ def test_official_rff_map_equals_per_pair_reference():
 def test_rff_loss_official_mode_uses_the_reference_discrepancy():
     f1, f2 = features(3)
     torch.manual_seed(7)
-    value = RFFAlignmentLoss()(FeaturePair.of(f1, f2))
+    value = RFFAlignmentLoss()(paired(f1, f2))
     torch.manual_seed(7)
-    u, v = FeaturePair.of(f1, f2).pooled_centered()
+    u, v = FeaturePair(torch.cat([f1, f2])).pooled_centered()
     w = torch.randn(u.shape[0], 1, 1, dtype=u.dtype)
     phase = torch.rand(u.shape[0], 1, u.shape[1], dtype=u.dtype) * 2 * math.pi
     expected = 0
@@ -94,9 +104,9 @@ def test_rff_loss_official_mode_uses_the_reference_discrepancy():
 def test_textbook_rff_is_fixed_with_a_seed_and_matches_the_formula():
     f1, f2 = features(4)
     loss = RFFAlignmentLoss(mode='rff', num_features=32, redraw=False, seed=3)
-    assert torch.equal(loss(FeaturePair.of(f1, f2)), loss(FeaturePair.of(f1, f2)))
+    assert torch.equal(loss(paired(f1, f2)), loss(paired(f1, f2)))
     weight, phase = loss.fixed
-    x = FeaturePair.of(f1, f2).pooled_centered()[0][0].float()
+    x = FeaturePair(torch.cat([f1, f2])).pooled_centered()[0][0].float()
     assert torch.allclose(rff_map(x[None], weight, phase)[0], math.sqrt(2 / 32) * torch.cos(weight @ x + phase))
 
 
@@ -104,8 +114,8 @@ def test_textbook_rff_is_fixed_with_a_seed_and_matches_the_formula():
 def test_zero_for_identical_copies_positive_otherwise_and_differentiable(loss):
     f1, f2 = features(5)
     f1, f2 = f1.float().requires_grad_(), f2.float()
-    assert loss(FeaturePair.of(f1, f1.detach().clone())).abs().item() < 1e-6
-    value = loss(FeaturePair.of(f1, f2))
+    assert loss(paired(f1, f1.detach().clone())).abs().item() < 1e-6
+    value = loss(paired(f1, f2))
     assert value.item() > 0
     value.backward()
     assert f1.grad is not None and f1.grad.abs().sum() > 0
@@ -115,7 +125,7 @@ def test_zero_for_identical_copies_positive_otherwise_and_differentiable(loss):
 def test_constant_features_give_finite_values_and_gradients(loss):
     f1 = torch.full((4, 8, 5, 5), 0.3, requires_grad=True)
     f2 = torch.full((4, 8, 5, 5), 0.3)
-    value = loss(FeaturePair.of(f1, f2))
+    value = loss(paired(f1, f2))
     value.backward()
     assert torch.isfinite(value) and torch.isfinite(f1.grad).all()
 
@@ -125,3 +135,13 @@ def test_bad_loss_options_name_the_key():
         FeatureAlignmentLoss(mode='frobenius')
     with pytest.raises(GsrError, match='RFFAlignmentLoss.reduction'):
         RFFAlignmentLoss(reduction='max')
+
+
+@pytest.mark.parametrize('loss', ALL_LOSSES)
+def test_regularizers_refuse_rows_that_are_not_paired_copies(loss):
+    """Rows from a real LQ/GT dataset share no content: a regularizer between copies must not run on them."""
+    f1, f2 = features(6)
+    rows = torch.cat([f1, f2]).float()
+    batch = DegradedBatch.of_pairs(torch.zeros(8, 3, 2, 2), torch.zeros(8, 3, 8, 8))
+    with pytest.raises(GsrError, match='not paired'):
+        loss(LossContext(batch, output=torch.zeros(8, 3, 8, 8), features={MAIN_TAP: rows}))

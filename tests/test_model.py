@@ -9,8 +9,10 @@ import torch
 from basicsr.archs import build_network
 from basicsr.models import build_model
 
+from gsr.archs.attached_arch import AttachedNetwork, backbone_of
+from gsr.data.degraded_batch import DegradedBatch
 from gsr.utils.errors import GsrError
-from gsr.utils.feature_tap import ChannelDropout, FeatureTap
+from gsr.utils.feature_tap import FeatureTap
 from gsr.utils.option_check import load_option_file
 from tests.conftest import REPO, run_gsr, tiny_options, write_yaml
 
@@ -84,19 +86,20 @@ def test_tap_works_through_a_ddp_wrapper(tmp_path):
 
 def test_channel_dropout_acts_only_in_training():
     torch.manual_seed(0)
-    net = build_network({'type': 'MSRResNet', 'num_feat': 16, 'num_block': 1})
-    tap = FeatureTap(net, transforms=[ChannelDropout(net, 0.5)])
+    net = AttachedNetwork({'type': 'MSRResNet', 'num_feat': 16, 'num_block': 1},
+                          {'dropout': {'type': 'ChannelDropout', 'p': 0.5}})
+    tap = FeatureTap(net)
     x = torch.rand(1, 3, 8, 8)
     net.eval()
     with torch.no_grad():
         net(x)
-        assert torch.allclose(tap.features, manual_srresnet_tap(net, x))
+        assert torch.allclose(tap.features, manual_srresnet_tap(net.backbone, x))
         net.train()
         net(x)
     zeroed = (tap.features.abs().sum((2, 3)) == 0).float().mean()
     assert 0.2 < zeroed < 0.8  # whole channels dropped
     kept = tap.features.abs().sum((2, 3)) > 0
-    ref = manual_srresnet_tap(net, x)
+    ref = manual_srresnet_tap(net.backbone, x)
     assert torch.allclose(tap.features[kept], ref[kept] * 2, atol=1e-5)  # 1 / (1 - p) scaling
 
 
@@ -116,6 +119,21 @@ def test_every_option_file_builds_its_model(path):
     assert type(model).__name__ == opt['model_type']
     if opt['is_train']:
         assert set(model.regularizers) == set(opt['train'].get('regularizers') or {})
+
+
+@pytest.mark.parametrize(
+    'path', [p for p in OPTION_FILES if os.path.basename(p).startswith('test_')], ids=os.path.basename)
+def test_every_test_option_file_evaluates(path, photo_folder):
+    """Each test option file's model (tiny network, its own dataset blocks) runs BasicSR's validation step."""
+    from basicsr.data import build_dataset
+    opt = _model_opt(path)
+    model = build_model(opt)
+    for ds_opt in list(opt['datasets'].values())[:2]:
+        ds = build_dataset(dict(ds_opt, dataroot_gt=photo_folder, phase='test', scale=opt['scale']))
+        item = ds[0]
+        model.feed_data({'lq': item['lq'][None], 'gt': item['gt'][None]})
+        model.test()
+        assert model.output.shape == item['gt'][None].shape[:2] + tuple(4 * s for s in item['lq'].shape[-2:])
 
 
 def fixed_batch(photo_folder, opt):
@@ -171,7 +189,8 @@ def test_regularizer_gradient_reaches_the_backbone(loss):
     opt.update(is_train=True, dist=False, rank=0, world_size=1)
     torch.manual_seed(0)
     model = build_model(opt)
-    model.lq, model.gt = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 32, 32)
+    model.batch = DegradedBatch(gt=torch.rand(4, 3, 32, 32), lq=torch.rand(4, 3, 8, 8),
+                                content=torch.tensor([0, 1, 0, 1]), degradation=torch.arange(4))
     model.optimize_parameters(1)
-    grad = model.net_g.conv_first.weight.grad
+    grad = backbone_of(model.net_g).conv_first.weight.grad
     assert model.log_dict['l_reg'] > 0 and grad is not None and grad.abs().sum() > 0

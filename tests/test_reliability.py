@@ -11,7 +11,7 @@ import torch
 
 from gsr.utils.checkpoint import atomic_torch_save, load_checkpoint, load_training_state
 from gsr.utils.errors import NonFiniteLossError
-from tests.conftest import run_gsr, tiny_options, write_yaml
+from tests.conftest import copies_batch, run_gsr, tiny_options, write_yaml
 
 
 def test_atomic_save_leaves_the_old_file_when_writing_fails(tmp_path):
@@ -79,15 +79,14 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(photo_folder):
     opt.update(is_train=True, dist=False, rank=0, world_size=1)
     model = build_model(opt)
     before = {k: v.clone() for k, v in model.net_g.state_dict().items()}
-    model.lq = torch.full((4, 3, 8, 8), float('nan'))
-    model.gt = torch.rand(4, 3, 32, 32)
+    model.batch = copies_batch(torch.full((4, 3, 8, 8), float('nan')), torch.rand(4, 3, 32, 32))
     for it in (1, 2):
         model.optimize_parameters(it)
         assert np.isnan(model.log_dict['l_total'])
     assert all(torch.equal(before[k], v) for k, v in model.net_g.state_dict().items())  # steps skipped
     with pytest.raises(NonFiniteLossError, match='3 non-finite losses in a row'):
         model.optimize_parameters(3)
-    model.lq = torch.rand(4, 3, 8, 8)
+    model.batch = copies_batch(torch.rand(4, 3, 8, 8), model.batch.gt)
     model.nonfinite_in_row = 0
     model.optimize_parameters(4)
     assert np.isfinite(model.log_dict['l_total'])

@@ -8,8 +8,8 @@ from basicsr.utils import img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
-from gsr.data.benchmark_degradations import degrade, folder_name, mod_crop, noise_seed
-from gsr.utils.image_io import list_images, read_image_uint8_rgb
+from gsr.data.eval_protocol import degrade_file, folder_name
+from gsr.utils.image_io import list_images
 from gsr.utils.options import dataset_options
 
 
@@ -41,11 +41,8 @@ class DegradedBenchmarkDataset(data.Dataset):
 
     def pair(self, index: int):
         """(LR, HR) as uint8 RGB arrays for image ``index``."""
-        path = self.paths[index]
-        name = os.path.splitext(os.path.basename(path))[0]
-        hr = mod_crop(read_image_uint8_rgb(path), self.scale)
-        seed = noise_seed(self.seed, name, self.setting)
-        return degrade(hr, self.setting, self.scale, self.noise_sigma, seed), hr
+        hr, lrs = degrade_file(self.paths[index], [self.setting], self.scale, self.noise_sigma, self.seed)
+        return lrs[self.setting], hr
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         if index in self.cache:

@@ -30,7 +30,6 @@ from gsr.data.kernels import KERNEL_INFO_FIELDS
 from gsr.utils.errors import GsrError
 
 RESIZE_MODES = ('area', 'bilinear', 'bicubic')
-NOISE_KINDS = ('none', 'gaussian', 'poisson')
 
 
 @dataclass

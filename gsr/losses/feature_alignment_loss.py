@@ -3,7 +3,8 @@ import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
-from gsr.losses.statistics import FeaturePair, rank_one_discrepancy, reduce_pairs, spatial_discrepancy
+from gsr.losses.loss_context import LossContext
+from gsr.losses.statistics import rank_one_discrepancy, reduce_pairs, spatial_discrepancy
 from gsr.utils.errors import GsrError
 
 
@@ -29,7 +30,8 @@ class FeatureAlignmentLoss(nn.Module):
         self.reduction = check_choice('FeatureAlignmentLoss.reduction', reduction, ('sum', 'mean'))
         self.center = center
 
-    def forward(self, pair: FeaturePair) -> torch.Tensor:
+    def forward(self, context: LossContext) -> torch.Tensor:
+        pair = context.pair()
         if self.mode == 'spatial':
             per_pair = spatial_discrepancy(*pair.copies)
         else:

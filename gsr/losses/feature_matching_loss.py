@@ -5,7 +5,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gsr.losses.feature_alignment_loss import check_choice
-from gsr.losses.statistics import FeaturePair
+from gsr.losses.loss_context import LossContext
 
 
 @LOSS_REGISTRY.register()
@@ -17,5 +17,6 @@ class FeatureMatchingLoss(nn.Module):
         self.loss_weight = float(loss_weight)
         self.reduction = check_choice('FeatureMatchingLoss.reduction', reduction, ('sum', 'mean'))
 
-    def forward(self, pair: FeaturePair) -> torch.Tensor:
+    def forward(self, context: LossContext) -> torch.Tensor:
+        pair = context.pair()
         return self.loss_weight * F.mse_loss(*pair.copies, reduction=self.reduction)

@@ -7,7 +7,8 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
 from gsr.losses.feature_alignment_loss import check_choice
-from gsr.losses.statistics import FeaturePair, rank_one_discrepancy, reduce_pairs
+from gsr.losses.loss_context import LossContext
+from gsr.losses.statistics import rank_one_discrepancy, reduce_pairs
 
 EPS = 1e-8
 
@@ -64,7 +65,8 @@ class RFFAlignmentLoss(nn.Module):
             self.fixed = (weight, phase)
         return self.fixed[0].to(like), self.fixed[1].to(like)
 
-    def forward(self, pair: FeaturePair) -> torch.Tensor:
+    def forward(self, context: LossContext) -> torch.Tensor:
+        pair = context.pair()
         u, v = pair.pooled_centered(self.center)
         if self.mode == 'official':
             pairs, channels = u.shape

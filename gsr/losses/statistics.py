@@ -1,4 +1,4 @@
-"""What the regularizers receive (``FeaturePair``) and the statistics they share, vectorised over pairs."""
+"""The paired copies' features (``FeaturePair``) and the statistics the alignment losses share, vectorised."""
 from typing import Optional, Tuple
 
 import torch
@@ -19,10 +19,6 @@ class FeaturePair:
             raise GsrError(f'FeaturePair needs (2B, C, H, W) features, got {tuple(stacked.shape)}')
         self.stacked = stacked
         self._pooled: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
-
-    @classmethod
-    def of(cls, first: torch.Tensor, second: torch.Tensor) -> 'FeaturePair':
-        return cls(torch.cat([first, second]))
 
     @property
     def copies(self) -> Tuple[torch.Tensor, torch.Tensor]:

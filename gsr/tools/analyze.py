@@ -23,11 +23,11 @@ from scipy.fft import dctn
 from sklearn.manifold import TSNE
 from sklearn.metrics import calinski_harabasz_score
 
-from gsr.data.benchmark_degradations import degrade, mod_crop, noise_seed, settings_list
-from gsr.tools.inference import load_network, super_resolve, to_tensor
+from gsr.data.eval_protocol import degrade_file, noise_seed, settings_list
+from gsr.utils.inference import load_network, super_resolve, to_tensor
 from gsr.utils.checkpoint import atomic_write_text
 from gsr.utils.feature_tap import FeatureTap
-from gsr.utils.image_io import list_images, read_image_uint8_rgb
+from gsr.utils.image_io import list_images
 from gsr.utils.option_check import load_option_file
 from gsr.utils.plotting import pyplot, save_figure
 
@@ -87,9 +87,9 @@ def degraded_images(hr_folder: str, settings: List[str], scale: int, sigma: floa
     """Yield (image name, setting, LR, HR) for every image and setting (uint8 RGB)."""
     for path in list_images(hr_folder):
         name = os.path.splitext(os.path.basename(path))[0]
-        hr = mod_crop(read_image_uint8_rgb(path), scale)
-        for setting in settings:
-            yield name, setting, degrade(hr, setting, scale, sigma, noise_seed(seed, name, setting)), hr
+        hr, lrs = degrade_file(path, settings, scale, sigma, seed)
+        for setting, lr in lrs.items():
+            yield name, setting, lr, hr
 
 
 def lr_crops(lr: np.ndarray, crop: int, count: int, rng: np.random.Generator) -> List[np.ndarray]:
@@ -205,7 +205,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     args.settings = settings_list(args.settings)
     net = load_network(
-        load_option_file(args.opt)['network_g'], args.checkpoint, args.param_key,
+        load_option_file(args.opt), args.checkpoint, args.param_key,
         torch.device('cuda' if torch.cuda.is_available() else 'cpu'))
     tap = FeatureTap(net, args.layer)
     os.makedirs(args.output, exist_ok=True)

@@ -12,9 +12,9 @@ from typing import List, Optional
 
 from tqdm import tqdm
 
-from gsr.data import benchmark_degradations as bd
+from gsr.data import eval_protocol as bd
 from gsr.utils.checkpoint import atomic_write_text
-from gsr.utils.image_io import list_images, read_image_uint8_rgb, write_image
+from gsr.utils.image_io import list_images, write_image
 from gsr.utils.staging import staged_folder
 
 
@@ -38,10 +38,9 @@ def write_benchmark_sets(hr_folder: str,
         files = {}
         for path in tqdm(paths, desc='degrade', unit='img', disable=not progress):
             name = os.path.splitext(os.path.basename(path))[0]
-            hr = bd.mod_crop(read_image_uint8_rgb(path), scale)
+            hr, lrs = bd.degrade_file(path, settings, scale, noise_sigma, seed)
             outputs = {os.path.join('HR', f'x{scale}', f'{name}.png'): hr}
-            for setting in settings:
-                lr = bd.degrade(hr, setting, scale, noise_sigma, bd.noise_seed(seed, name, setting))
+            for setting, lr in lrs.items():
                 outputs[os.path.join('LR_degra', bd.folder_name(setting, noise_sigma), f'{name}.png')] = lr
             for rel, img in outputs.items():
                 write_image(os.path.join(root, rel), img)

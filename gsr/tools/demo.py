@@ -9,12 +9,12 @@ import yaml
 from basicsr.metrics import calculate_psnr
 from PIL import Image
 
-from gsr.data.benchmark_degradations import degrade, mod_crop, noise_seed
-from gsr.tools.inference import load_network, super_resolve
+from gsr.data.eval_protocol import degrade_file
+from gsr.utils.inference import load_network, super_resolve
 from gsr.train import run
 from gsr.utils.checkpoint import atomic_write_text
 from gsr.utils.default_data import materialize
-from gsr.utils.image_io import list_images, read_image_uint8_rgb, write_image
+from gsr.utils.image_io import list_images, write_image
 from gsr.utils.option_check import load_option_file
 
 OPTION_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'options', 'demo_srresnet_align.yml')
@@ -39,10 +39,9 @@ def evaluate(net, val_folder: str, scale: int, out_dir: str) -> List[str]:
     pngs = []
     for path in list_images(val_folder):
         name = os.path.splitext(os.path.basename(path))[0]
-        hr = mod_crop(read_image_uint8_rgb(path), scale)
+        hr, lrs = degrade_file(path, list(TABLE_SETTINGS), scale)
         panel_rows = []
-        for setting in TABLE_SETTINGS:
-            lr = degrade(hr, setting, scale, seed=noise_seed(0, name, setting))
+        for setting, lr in lrs.items():
             bic, sr = bicubic_up(lr, scale), super_resolve(net, lr, scale)
             rows[setting].append((calculate_psnr(bic, hr, scale), calculate_psnr(sr, hr, scale)))
             if setting in PANEL_SETTINGS:
@@ -75,7 +74,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     atomic_write_text(option_path, yaml.safe_dump(opt, sort_keys=False))
     run(['-opt', option_path], is_train=True)
     exp = os.path.join(root, opt['name'])
-    net = load_network(opt['network_g'], os.path.join(exp, 'models', 'net_g_latest.pth'), 'params_ema')
+    net = load_network(opt, os.path.join(exp, 'models', 'net_g_latest.pth'), 'params_ema')
     pngs = evaluate(net, folders['val'], opt['scale'], os.path.join(exp, 'demo'))
     print('\nSide-by-side images (rows: clean, noise, b+n+j; columns: bicubic | SR | HR crop):')
     for png in pngs:

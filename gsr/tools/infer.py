@@ -12,7 +12,7 @@ from typing import List, Optional
 import torch
 from tqdm import tqdm
 
-from gsr.tools.inference import load_network, super_resolve
+from gsr.utils.inference import load_network, super_resolve
 from gsr.utils.image_io import list_images, read_image_uint8_rgb, write_image
 from gsr.utils.option_check import load_option_file
 from gsr.utils.staging import staged_folder
@@ -32,7 +32,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--overwrite', action='store_true')
     args = parser.parse_args(argv)
     opt = load_option_file(args.opt)
-    net = load_network(opt['network_g'], args.checkpoint, args.param_key, torch.device(args.device))
+    net = load_network(opt, args.checkpoint, args.param_key, torch.device(args.device))
     scale = int(opt.get('scale', 4))
     paths = list_images(args.input)
     with staged_folder(args.output, args.overwrite) as out:

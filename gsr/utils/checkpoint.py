@@ -10,13 +10,14 @@ import os
 from collections import OrderedDict
 import pickle
 import tempfile
-from typing import Any, Mapping
+from typing import Any, Dict, Mapping
 
 import torch
 
 from gsr.utils.errors import GsrError
 
 TRAINING_STATE_GLOBALS = [collections.Counter]
+ATTACHED_SUFFIX = '_attached'
 
 
 def atomic_write(path: str, write) -> None:
@@ -95,7 +96,11 @@ def state_dict_mismatch(expected: Mapping[str, torch.Tensor], loaded: Mapping[st
 def network_weights(path: str, param_key: str = 'params') -> 'OrderedDict[str, torch.Tensor]':
     """The state dict stored under ``param_key`` (``params`` when that is absent; the whole file when None),
     with DDP's ``module.`` prefixes removed."""
-    state = load_checkpoint(path)
+    return checkpoint_entry(load_checkpoint(path), path, param_key)
+
+
+def checkpoint_entry(state: Mapping[str, Any], path: str, param_key: str) -> 'OrderedDict[str, torch.Tensor]':
+    """``network_weights`` of an already loaded checkpoint."""
     if param_key is not None:
         key = param_key if param_key in state else 'params'
         if key not in state:
@@ -112,3 +117,45 @@ def load_weights(net: torch.nn.Module, weights: Mapping[str, torch.Tensor], path
         if mismatch:
             raise GsrError(f'checkpoint {path} does not fit {net.__class__.__name__}: {mismatch}')
     net.load_state_dict(weights, strict=strict)
+
+
+def _cpu(state: Mapping[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
+    return OrderedDict((k[7:] if k.startswith('module.') else k, v.cpu()) for k, v in state.items())
+
+
+def checkpoint_entries(net: torch.nn.Module, param_key: str) -> Dict[str, 'OrderedDict[str, torch.Tensor]']:
+    """What ``net`` (bare) is saved as: ``{param_key: weights}``; an ``AttachedNetwork`` saves its backbone under
+    ``param_key`` (loadable into the bare architecture) and its attached modules, if they have any state, under
+    ``param_key + '_attached'``."""
+    from gsr.archs.attached_arch import AttachedNetwork
+    if not isinstance(net, AttachedNetwork):
+        return {param_key: _cpu(net.state_dict())}
+    entries = {param_key: _cpu(net.backbone.state_dict())}
+    attached = net.attached.state_dict()
+    if attached:
+        entries[param_key + ATTACHED_SUFFIX] = _cpu(attached)
+    return entries
+
+
+def load_network_checkpoint(net: torch.nn.Module, path: str, param_key: str = 'params', strict: bool = True) -> None:
+    """Load ``path`` into ``net`` (bare); the inverse of ``checkpoint_entries``. The backbone's weights come from
+    ``param_key`` (``params`` where that is absent); the attached modules' from the matching ``_attached`` entry,
+    which with ``strict`` must exist whenever they have state (a bare backbone checkpoint loads with
+    ``strict: false``, leaving the attached modules as initialised)."""
+    from gsr.archs.attached_arch import AttachedNetwork
+    if not isinstance(net, AttachedNetwork):
+        load_weights(net, network_weights(path, param_key), path, strict)
+        return
+    state = load_checkpoint(path)
+    key = param_key if param_key in state else 'params'
+    load_weights(net.backbone, checkpoint_entry(state, path, key), path, strict)
+    expected = net.attached.state_dict()
+    if not expected:
+        return
+    if key + ATTACHED_SUFFIX not in state:
+        if strict:
+            raise GsrError(f'checkpoint {path} has no weights for the attached module(s) '
+                           f'{", ".join(net.attached.keys())} (no {key + ATTACHED_SUFFIX!r} entry; it has: '
+                           f'{", ".join(map(str, state))})')
+        return
+    load_weights(net.attached, checkpoint_entry(state, path, key + ATTACHED_SUFFIX), path, strict)

@@ -5,6 +5,7 @@ from typing import Any, Dict, Iterable, Optional
 
 import yaml
 
+from gsr.losses.loss_context import takes_context
 from gsr.utils.errors import GsrError
 
 REQUIRED_TOP_LEVEL = ('name', 'model_type', 'num_gpu', 'network_g', 'datasets', 'path')
@@ -19,6 +20,8 @@ NUMERIC_KEYS = (
     ('logger.print_freq', int),
     ('logger.save_checkpoint_freq', int),
 )  # yapf: disable
+OPTIMIZERS = ('Adam', 'AdamW', 'Adamax', 'SGD', 'ASGD', 'RMSprop', 'Rprop')  # BaseModel.get_optimizer
+SCHEDULERS = ('MultiStepLR', 'MultiStepRestartLR', 'CosineAnnealingRestartLR')  # BaseModel.setup_schedulers
 NUMERIC_DATASET_KEYS = (('gt_size', int), ('batch_size_per_gpu', int), ('num_worker_per_gpu', int),
                         ('dataset_enlarge_ratio', int), ('crop_pad_size', int))
 
@@ -101,25 +104,91 @@ def _check_datasets(opt: Dict[str, Any], path: str, skip: Iterable[str]) -> None
                                'for how to download and prepare it (e.g. gsr prepare subimages)')
 
 
+def _check_keywords(where: str, cfg: Dict[str, Any], target, path: str, skip: Iterable[str] = ()) -> None:
+    """Keys of ``cfg`` must be parameters of ``target`` (unless it takes ``**kwargs``), and a value must have the
+    kind of the parameter's default (bool, int, number, string, list) where it has one."""
+    params = inspect.signature(target).parameters
+    open_ended = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    accepted = [p for p in params if p not in ('self', 'params')]
+    unknown = sorted(k for k in cfg if k not in params and k != 'type')
+    if unknown and not open_ended:
+        name = getattr(target, '__name__', target)
+        raise GsrError(f'{path}: {where}: unknown key(s) {", ".join(unknown)} for {name}; '
+                       f'accepted: {", ".join(accepted)}')
+    for key, value in cfg.items():
+        default = params[key].default if key in params else None
+        if f'{where}.{key}' in skip or default is None or default is inspect.Parameter.empty:
+            continue
+        kinds = ((bool, 'true or false'), (int, 'an integer'), (float, 'a number'), (str, 'a string'),
+                 ((list, tuple), 'a list'))
+        for kind, text in kinds:
+            if isinstance(default, kind):
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else (
+                    isinstance(value, kind) and (kind is bool or not isinstance(value, bool)))
+                if not ok:
+                    raise GsrError(f'{path}: {where}.{key} must be {text}, got {value!r}')
+                break
+
+
+def _check_networks_and_optimizers(opt: Dict[str, Any], path: str, skip: Iterable[str]) -> None:
+    """Every ``network_<name>`` block (type and keywords) and every ``train.optim_<name>`` (type, keywords, lr)."""
+    import torch
+    from basicsr.utils.registry import ARCH_REGISTRY
+    for key, cfg in opt.items():
+        if key.startswith('network_'):
+            if not isinstance(cfg, dict):
+                raise GsrError(f'{path}: {key} must be a mapping with a type')
+            _check_keywords(key, cfg, _check_type(f'{key}.type', cfg.get('type'), ARCH_REGISTRY, path), path, skip)
+    for key, cfg in (opt.get('train') or {}).items():
+        if key.startswith('optim_') and isinstance(cfg, dict):
+            kind = cfg.get('type')
+            if kind not in OPTIMIZERS:
+                raise GsrError(f'{path}: train.{key}.type {kind!r} is not an optimizer BasicSR builds; '
+                               f'choose from {", ".join(OPTIMIZERS)}')
+            _check_number(f'train.{key}.lr', cfg.get('lr'), float, path)
+            if isinstance(cfg.get('lr'), (int, float)) and cfg['lr'] < 0:
+                raise GsrError(f'{path}: train.{key}.lr must not be negative, got {cfg["lr"]}')
+            _check_keywords(f'train.{key}', cfg, getattr(torch.optim, kind), path, skip)
+    scheduler = (opt.get('train') or {}).get('scheduler')
+    if isinstance(scheduler, dict) and scheduler.get('type') not in SCHEDULERS:
+        raise GsrError(f'{path}: train.scheduler.type {scheduler.get("type")!r} is not a scheduler BasicSR builds; '
+                       f'choose from {", ".join(SCHEDULERS)}')
+
+
+def _check_model(opt: Dict[str, Any], path: str) -> None:
+    """The model's own top-level keys, for models that declare them (gsr's)."""
+    from basicsr.utils.registry import MODEL_REGISTRY
+    model = MODEL_REGISTRY.get(opt['model_type'])
+    if hasattr(model, 'check_options'):
+        try:
+            model.check_options(opt)
+        except GsrError as e:
+            raise GsrError(f'{path}: {e}') from e
+
+
 def check_options(opt: Dict[str, Any], path: str, skip: Iterable[str] = ()) -> None:
-    """Validate registry names, numbers, loss keys and data roots of a parsed option file.
+    """Validate registry names, numbers, loss keys, networks, optimizers, the model's own keys and data roots.
 
     ``skip`` lists dotted keys overridden on the command line (``--force_yml``), which are not checked.
     """
-    from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
+    from basicsr.utils.registry import LOSS_REGISTRY, MODEL_REGISTRY
     skip = set(skip)
     missing = [k for k in REQUIRED_TOP_LEVEL if k not in opt]
     if missing:
         raise GsrError(f'{path}: missing top-level key(s): {", ".join(missing)}')
     _check_type('model_type', opt.get('model_type'), MODEL_REGISTRY, path)
-    _check_type('network_g.type', _get(opt, 'network_g.type'), ARCH_REGISTRY, path)
+    _check_networks_and_optimizers(opt, path, skip)
     for key, kind in NUMERIC_KEYS:
         if key not in skip:
             _check_number(key, _get(opt, key), kind, path)
-    _check_datasets(opt, path, skip)
     train = opt.get('train') or {}
     for key, cfg in train.items():
         if key.endswith('_opt') and isinstance(cfg, dict):
             _check_loss(f'train.{key}', cfg, path)
     for name, cfg in (train.get('regularizers') or {}).items():
         _check_loss(f'train.regularizers.{name}', cfg, path)
+        if not takes_context(LOSS_REGISTRY.get(cfg['type'])):
+            raise GsrError(f'{path}: train.regularizers.{name}: {cfg["type"]} is not a regularizer (it does not take '
+                           'the step\'s LossContext); put pixel losses under pixel_opt')
+    _check_model(opt, path)
+    _check_datasets(opt, path, skip)

@@ -1,5 +1,6 @@
 """Option blocks as dataclasses: unknown keys and wrongly typed values fail with the key's full name."""
 import dataclasses
+import difflib
 import typing
 from typing import Any, Mapping, Optional, Type, TypeVar
 
@@ -10,6 +11,15 @@ T = TypeVar('T')
 
 def _check_value(value: Any, annotation: Any, where: str) -> Any:
     origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if value is not None and not isinstance(value, Mapping):
+            raise GsrError(f'{where} must be a mapping of keys, got {value!r}')
+        return options_from_dict(annotation, value, where)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise GsrError(f'{where} must be a mapping, got {value!r}')
+        item = typing.get_args(annotation)[1]
+        return {k: _check_value(v, item, f'{where}.{k}') for k, v in value.items()}
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise GsrError(f'{where} must be a number, got {value!r} ({type(value).__name__}); '
@@ -46,14 +56,18 @@ def _check_value(value: Any, annotation: Any, where: str) -> Any:
 
 
 def options_from_dict(cls: Type[T], values: Optional[Mapping[str, Any]], where: str) -> T:
-    """Build dataclass ``cls`` from ``values``; ``where`` names the YAML block in error messages."""
-    values = dict(values or {})
+    """Build dataclass ``cls`` from ``values``; ``where`` names the YAML block in error messages ('' for the top
+    level). A key whose value is null keeps its default."""
+    values = {k: v for k, v in dict(values or {}).items() if v is not None}
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(names))
     if unknown:
-        raise GsrError(f'{where}: unknown key(s) {", ".join(unknown)}; accepted: {", ".join(names)}')
-    return cls(**{k: _check_value(v, hints[k], f'{where}.{k}') for k, v in values.items()})
+        close = [m for u in unknown for m in difflib.get_close_matches(u, names, 1)]
+        hint = f' (did you mean {", ".join(close)}?)' if close else ''
+        raise GsrError(f'{where + ": " if where else ""}unknown key(s) {", ".join(unknown)}{hint}; '
+                       f'accepted: {", ".join(names)}')
+    return cls(**{k: _check_value(v, hints[k], f'{where}.{k}' if where else k) for k, v in values.items()})
 
 
 # keys of a ``datasets.<phase>`` block that BasicSR itself reads (loader, sampler, phase); datasets ignore them

@@ -1,4 +1,5 @@
-"""The eight test degradations of Kong et al. (Reflash Dropout, CVPR 2022), used by the alignment paper.
+"""The evaluation protocol: the eight test degradations of Kong et al. (Reflash Dropout, CVPR 2022), used by the
+alignment paper.
 
 Protocol (RDSR ``dataset/add_degradations.py``), on 8-bit RGB HR whose size is a multiple of the scale:
 blur = OpenCV Gaussian 21x21, sigma 2 on HR; downsampling = PIL bicubic to (w/s, h/s); noise = colour
@@ -6,15 +7,17 @@ Gaussian, sigma/255 on [0, 1], clipped and truncated to 8-bit; JPEG = PIL qualit
 Unlike the original script the noise is seeded: deterministic per image and setting.
 """
 import io
+import os
 import zlib
 from collections import OrderedDict
-from typing import Dict, List, NamedTuple
+from typing import Dict, List, NamedTuple, Tuple
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from gsr.utils.errors import GsrError
+from gsr.utils.image_io import read_image_uint8_rgb
 
 
 class Setting(NamedTuple):
@@ -76,6 +79,15 @@ def degrade(hr: np.ndarray, setting: str, scale: int = 4, noise_sigma: float = 2
         Image.fromarray(img).save(buf, format='JPEG', quality=JPEG_QUALITY)
         img = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert('RGB'))
     return np.ascontiguousarray(img)
+
+
+def degrade_file(hr_path: str, settings: List[str], scale: int = 4, noise_sigma: float = 20,
+                 seed: int = 0) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+    """HR and its LR under each of ``settings`` for one HR file: read as uint8 RGB, mod-cropped to ``scale``, the
+    noise seeded by (``seed``, image name, setting). Every command and dataset of the protocol makes its pairs here."""
+    hr = mod_crop(read_image_uint8_rgb(hr_path), scale)
+    name = os.path.splitext(os.path.basename(hr_path))[0]
+    return hr, {s: degrade(hr, s, scale, noise_sigma, noise_seed(seed, name, s)) for s in settings}
 
 
 def settings_list(names: List[str]) -> List[str]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gsr.data import benchmark_degradations as bd
+from gsr.data import eval_protocol as bd
 from gsr.data.degraded_benchmark_dataset import DegradedBenchmarkDataset
 from gsr.tools.degrade import write_benchmark_sets
 from gsr.utils.errors import GsrError

@@ -1,11 +1,11 @@
-"""``gsr benchmark CONFIG.yml``: every model x dataset x degradation setting -> PSNR / SSIM / LPIPS.
+"""``gsr evaluate CONFIG.yml``: every model x dataset x degradation setting -> PSNR / SSIM / LPIPS.
 
 Writes to the output folder: ``per_image.jsonl`` (the cache: an interrupted run resumes from it),
 ``results.csv`` and ``results.json`` (one row per model, dataset and setting), ``table.md`` (the papers'
 layout: a row per model, an "Improvement" row under each model against the reference, columns
 dataset x setting, one table per metric) and ``gains.png`` (PSNR gain over the reference per setting,
 averaged over datasets). PSNR/SSIM are BasicSR's, on RGB with ``crop_border`` = scale by default.
-See ``options/benchmark_alignment.yml`` for the config keys.
+See ``options/evaluate_alignment.yml`` for the config keys.
 """
 import argparse
 import csv
@@ -20,12 +20,12 @@ import torch
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from tqdm import tqdm
 
-from gsr.data.benchmark_degradations import degrade, mod_crop, noise_seed, settings_list
+from gsr.data.eval_protocol import degrade_file, settings_list
 from gsr.metrics.lpips_metric import lpips_distance, maybe_lpips
-from gsr.tools.inference import load_network, super_resolve
+from gsr.utils.inference import load_network, super_resolve
 from gsr.utils.checkpoint import atomic_write_text
 from gsr.utils.errors import GsrError
-from gsr.utils.image_io import list_images, read_image_uint8_rgb
+from gsr.utils.image_io import list_images
 from gsr.utils.option_check import load_option_file
 from gsr.utils.plotting import pyplot, save_figure
 
@@ -104,25 +104,19 @@ class Measurement:
         lpips_model = maybe_lpips(cfg.get('lpips_net', 'alex')) if 'lpips' in cfg['metrics'] else None
         self.lpips = lpips_model.to(self.device) if lpips_model is not None else None
         self._net: Tuple[Optional[str], Optional[torch.nn.Module]] = (None, None)
-        self._hr: Tuple[Optional[str], Optional[np.ndarray]] = (None, None)
 
     def network(self, model: str) -> torch.nn.Module:
         if self._net[0] != model:
             spec = self.cfg['models'][model]
-            net_opt = load_option_file(spec['option_file'])['network_g']
             self._net = (model,
-                         load_network(net_opt, spec['checkpoint'], spec.get('param_key', 'params_ema'), self.device))
+                         load_network(load_option_file(spec['option_file']), spec['checkpoint'],
+                                      spec.get('param_key', 'params_ema'), self.device))
         return self._net[1]
 
-    def hr(self, path: str) -> np.ndarray:
-        if self._hr[0] != path:
-            self._hr = (path, mod_crop(read_image_uint8_rgb(path), int(self.cfg['scale'])))
-        return self._hr[1]
-
-    def __call__(self, model: str, path: str, setting: str, image: str) -> Dict[str, float]:
-        scale, crop, hr = int(self.cfg['scale']), int(self.cfg['crop_border']), self.hr(path)
-        lr = degrade(hr, setting, scale, self.cfg.get('noise_sigma', 20),
-                     noise_seed(self.cfg.get('seed', 0), image, setting))
+    def __call__(self, model: str, path: str, setting: str) -> Dict[str, float]:
+        scale, crop = int(self.cfg['scale']), int(self.cfg['crop_border'])
+        hr, lrs = degrade_file(path, [setting], scale, self.cfg.get('noise_sigma', 20), self.cfg.get('seed', 0))
+        lr = lrs[setting]
         sr = super_resolve(self.network(model), lr, scale, self.cfg.get('tile', 0))
         result = {'psnr': calculate_psnr(sr, hr, crop), 'ssim': calculate_ssim(sr, hr, crop)}
         if self.lpips is not None:
@@ -140,12 +134,12 @@ def evaluate(cfg: Dict, progress: bool = True) -> List[Dict]:
              for path in list_images(folder) for setting in cfg['settings']]
     measure = Measurement(cfg)
     rows = []
-    for model, dataset, path, setting in tqdm(tasks, desc='benchmark', unit='img', disable=not progress):
+    for model, dataset, path, setting in tqdm(tasks, desc='evaluate', unit='img', disable=not progress):
         image = os.path.splitext(os.path.basename(path))[0]
         key = (model, dataset, setting, image)
         row = cache.get(key, model_ids[model])
         if row is None:
-            row = dict(zip(KEY_FIELDS, key), model_id=model_ids[model], **measure(model, path, setting, image))
+            row = dict(zip(KEY_FIELDS, key), model_id=model_ids[model], **measure(model, path, setting))
             cache.add(row)
         rows.append(row)
     return rows
@@ -242,8 +236,8 @@ def write_reports(cfg: Dict, rows: List[Dict]) -> Dict[str, str]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog='gsr benchmark', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('config', help='benchmark YAML (see options/benchmark_alignment.yml)')
+        prog='gsr evaluate', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='evaluation YAML (see options/evaluate_alignment.yml)')
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
     paths = write_reports(cfg, evaluate(cfg))

@@ -1,21 +1,26 @@
-"""Running a trained network on 8-bit images: checkpoint loading and tiled inference with bounded memory."""
+"""Running a trained network on 8-bit images: checkpoint loading and tiled inference with bounded memory.
+
+Validation during training (``GsrModel.test``), ``gsr infer``, ``gsr evaluate``, ``gsr analyze`` and the demo
+all go through ``super_resolve_tensor``.
+"""
 from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
-from basicsr.archs import build_network
 from torch import nn
 
-from gsr.utils.checkpoint import load_weights, network_weights
+from gsr.archs.attached_arch import network_from_options
+from gsr.utils.checkpoint import load_network_checkpoint
 
 
-def load_network(network_opt: Dict[str, Any],
+def load_network(opt: Dict[str, Any],
                  checkpoint: str,
                  param_key: str = 'params_ema',
                  device: Optional[torch.device] = None) -> nn.Module:
-    """Build ``network_opt`` and load ``param_key`` (falling back to ``params``) from ``checkpoint``."""
-    net = build_network(dict(network_opt))
-    load_weights(net, network_weights(checkpoint, param_key), checkpoint)
+    """The network an option file trains (``network_g`` with its ``attach:`` modules), loaded from ``checkpoint``
+    (``param_key``, falling back to ``params``), in eval mode on ``device``."""
+    net = network_from_options(opt)
+    load_network_checkpoint(net, checkpoint, param_key)
     return net.eval().to(device or torch.device('cpu'))
 
 

@@ -1,0 +1,130 @@
+"""A BasicSR SR network with trainable (or parameter-free) modules attached at named layers.
+
+The attached modules are submodules of one network, so everything BasicSR does with ``net_g`` — optimising,
+saving, resuming, the EMA copy, validation — and gsr's inference and evaluation see them. The backbone itself is
+unchanged: its weights are saved under BasicSR's usual ``params`` / ``params_ema`` keys (loadable into the bare
+architecture with strict keys) and the attached modules' beside them under ``params_attached`` /
+``params_ema_attached`` (``gsr.utils.checkpoint``).
+"""
+import functools
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import torch
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
+
+from gsr.utils.errors import GsrError
+
+CAPTURES = ('input', 'output')
+
+
+@dataclass
+class AttachmentOptions:
+    """One entry of ``attach:`` besides the module's own keys (``type`` and its keyword arguments)."""
+    layer: str = 'conv_last'
+    capture: str = 'input'
+    lr: Optional[float] = None  # read by the model's optimizer setup: this module's learning rate
+
+
+def build_registered(opt: Dict[str, Any]) -> nn.Module:
+    """``ARCH_REGISTRY[type](**rest)``: BasicSR's ``build_network`` without its log line, which would set up
+    BasicSR's logger (without its log file) when an option file is checked before training."""
+    kwargs = dict(opt)
+    return ARCH_REGISTRY.get(kwargs.pop('type'))(**kwargs)
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    """Unwrap DataParallel / DistributedDataParallel."""
+    return net.module if isinstance(net, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else net
+
+
+def backbone_of(net: nn.Module) -> nn.Module:
+    """The SR architecture inside ``net`` (DDP/DP and ``AttachedNetwork`` unwrapped)."""
+    net = unwrap(net)
+    return net.backbone if isinstance(net, AttachedNetwork) else net
+
+
+def resolve_layer(net: nn.Module, layer: str, key: str) -> nn.Module:
+    """The submodule ``layer`` of ``net``'s backbone; the error names ``key`` and the backbone's last convs."""
+    backbone = backbone_of(net)
+    try:
+        return backbone.get_submodule(layer)
+    except AttributeError as e:
+        convs = [n for n, m in backbone.named_modules() if isinstance(m, nn.Conv2d)][-5:]
+        raise GsrError(f'{key} {layer!r} is not a layer of {backbone.__class__.__name__}; '
+                       f'its last conv layers are: {", ".join(convs)}') from e
+
+
+@ARCH_REGISTRY.register()
+class AttachedNetwork(nn.Module):
+    """``backbone`` (a ``network_g``-style dict) plus ``attachments``: name -> {type, layer, capture, lr, ...}.
+
+    A module attached with ``capture: input`` transforms the tensor entering ``layer``; with ``capture: output``
+    the tensor it returns. Modules at the same layer act in the order given.
+    """
+
+    def __init__(self, backbone: Dict[str, Any], attachments: Optional[Dict[str, Dict[str, Any]]] = None):
+        super().__init__()
+        self.backbone = build_registered(backbone)
+        self.attached = nn.ModuleDict()
+        self.points: Dict[str, AttachmentOptions] = {}
+        for name, cfg in (attachments or {}).items():
+            point, module_opt = split_attachment(name, cfg)
+            self.attach(name, build_registered(module_opt), point)
+
+    def attach(self, name: str, module: nn.Module, point: AttachmentOptions) -> None:
+        if point.capture not in CAPTURES:
+            raise GsrError(f'attach.{name}.capture must be input or output, got {point.capture!r}')
+        layer = resolve_layer(self, point.layer, f'attach.{name}.layer')
+        check_channels(name, module, layer, point.capture)
+        self.attached[name] = module
+        self.points[name] = point
+        if point.capture == 'input':
+            layer.register_forward_pre_hook(functools.partial(_transform_input, module))
+        else:
+            layer.register_forward_hook(functools.partial(_transform_output, module))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+
+def _transform_input(module: nn.Module, layer: nn.Module, args):
+    return (module(args[0]), ) + tuple(args[1:])
+
+
+def _transform_output(module: nn.Module, layer: nn.Module, args, output):
+    return module(output)
+
+
+def split_attachment(name: str, cfg: Dict[str, Any]):
+    """(``AttachmentOptions``, the module's ``build_network`` dict) from one ``attach:`` entry."""
+    from gsr.utils.options import options_from_dict
+    if not isinstance(cfg, dict) or 'type' not in cfg:
+        raise GsrError(f'attach.{name} must be a mapping with a type (a registered network), got {cfg!r}')
+    if cfg['type'] not in ARCH_REGISTRY:
+        raise GsrError(f'attach.{name}.type {cfg["type"]!r} is not a registered network')
+    point_keys = set(AttachmentOptions.__dataclass_fields__)
+    point = options_from_dict(AttachmentOptions, {k: v for k, v in cfg.items() if k in point_keys}, f'attach.{name}')
+    return point, {k: v for k, v in cfg.items() if k not in point_keys}
+
+
+def check_channels(name: str, module: nn.Module, layer: nn.Module, capture: str) -> None:
+    """A module that declares ``num_feat`` must match the channels a conv layer takes (input) or gives (output)."""
+    if not isinstance(layer, nn.Conv2d) or not hasattr(module, 'num_feat'):
+        return
+    channels = layer.in_channels if capture == 'input' else layer.out_channels
+    if module.num_feat != channels:
+        raise GsrError(f'attach.{name}: the module has num_feat {module.num_feat} but the {capture} of its layer '
+                       f'has {channels} channels')
+
+
+def network_from_options(opt: Dict[str, Any]) -> AttachedNetwork:
+    """``network_g`` with the modules of ``attach:`` (and ``dropout:``, channel Dropout at the feature tap)."""
+    attachments = dict(opt.get('attach') or {})
+    if opt.get('dropout') is not None:
+        tap = opt.get('feature_tap') or {}
+        attachments['dropout'] = dict(
+            type='ChannelDropout', layer=tap.get('layer', 'conv_last'), capture=tap.get('capture', 'input'),
+            **opt['dropout'])
+    return AttachedNetwork(opt['network_g'], attachments)

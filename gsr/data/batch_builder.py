@@ -1,0 +1,104 @@
+"""Turns a ``PairedDegradationDataset`` batch (HR crops + kernels) into a ``DegradedBatch`` on the model's device.
+
+Two groupings (``BatchOptions.grouping``):
+
+* ``copies`` — each crop is degraded ``copies`` times with independent draws, and all copies are cropped at one
+  place: rows ``[copy 1; ...; copy K]`` share content row-wise (Wang et al., CVPR 2024, Sec. 3.1).
+* ``shared_degradation`` — each crop is degraded once and cut into ``copies`` sub-crops at different places:
+  rows share a degradation, not content (the positives of a contrastive degradation encoder, e.g. DASR/LightBSR).
+
+With ``noise_free_twin`` the same draws are applied without noise (``lq_noise_free``) and the per-pixel label
+``noise_map`` holds ``mean_c |LQ − twin|``, the noise that survived the pipeline, cropped with the images.
+"""
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import torch
+from basicsr.data.transforms import paired_random_crop
+
+from gsr.data.degraded_batch import DegradedBatch
+from gsr.data.second_order_degrader import DegradationOptions, SecondOrderDegrader
+from gsr.utils.errors import GsrError
+
+KERNEL_KEYS = ('kernel1', 'kernel2', 'sinc_kernel', 'kernel1_info', 'kernel2_info', 'sinc_info')
+GROUPINGS = ('copies', 'shared_degradation')
+
+
+@dataclass
+class BatchOptions:
+    """How training rows are made from a batch of HR crops (see module docstring)."""
+    copies: int = 2
+    grouping: str = 'copies'
+    gt_size: Optional[int] = None
+    noise_free_twin: bool = False
+    degradation: DegradationOptions = field(default_factory=DegradationOptions)
+
+
+def batch_options(copies: int, noise_free_twin: bool, degradation: DegradationOptions, train: Dict[str, Any],
+                  grouping: str = 'copies') -> BatchOptions:
+    """A model's batch options; ``train`` is its ``datasets.train`` block, which gives the final crop (``gt_size``)
+    and the kernel sets the dataset draws per crop (``kernel_sets``: more sets than copies would be drawn and never
+    used, so that is an error)."""
+    kernel_sets = train.get('kernel_sets')
+    if isinstance(kernel_sets, int) and not isinstance(kernel_sets, bool) and kernel_sets > copies:
+        raise GsrError(f'datasets.train.kernel_sets is {kernel_sets} but the model degrades each crop {copies} '
+                       f'time(s){" (paired: false)" if copies == 1 else ""}: set kernel_sets to {copies}')
+    if grouping not in GROUPINGS:
+        raise GsrError(f'batch grouping must be one of {", ".join(GROUPINGS)}, got {grouping!r}')
+    return BatchOptions(copies, grouping, train.get('gt_size'), noise_free_twin, degradation)
+
+
+class DegradedBatchBuilder(torch.nn.Module):
+    """Degrades HR crops on their device with ``SecondOrderDegrader`` and groups the rows (module docstring)."""
+
+    def __init__(self, options: BatchOptions, scale: int):
+        super().__init__()
+        self.options, self.scale = options, scale
+        self.degrader = SecondOrderDegrader(options.degradation, scale)
+
+    @torch.no_grad()
+    def forward(self, data: Dict[str, torch.Tensor]) -> DegradedBatch:
+        missing = [k for k in KERNEL_KEYS if k not in data]
+        if missing:
+            raise GsrError(f'training batch lacks {", ".join(missing)}: on-the-fly degradation needs a '
+                           'PairedDegradationDataset (datasets.train.type)')
+        device = self.degrader.usm.taps.device
+        gt = self.degrader.sharpen(data['gt'].to(device))
+        kernels = {k: data[k].to(device) for k in KERNEL_KEYS}
+        degradations = self.options.copies if self.options.grouping == 'copies' else 1
+        lqs, twins, labels = [], [], []
+        for copy in range(degradations):
+            kernel_set = min(copy, kernels['kernel1'].shape[1] - 1)
+            draws = self.degrader.sample(gt, *(kernels[k][:, kernel_set] for k in KERNEL_KEYS))
+            lqs.append(self.degrader.apply(gt, draws))
+            if self.options.noise_free_twin:
+                twins.append(self.degrader.apply(gt, draws, add_noise=False))
+            labels.append(self.degrader.labels(draws))
+        lq, twin = torch.cat(lqs), torch.cat(twins) if twins else None
+        per_sample = {k: torch.cat([lab[k] for lab in labels]) for k in labels[0]}
+        per_pixel = {'noise_map': (lq - twin).abs().mean(1, keepdim=True)} if twin is not None else {}
+        b = gt.shape[0]
+        if self.options.grouping == 'copies':
+            return self._crop(gt.repeat(degradations, 1, 1, 1), lq, twin, per_sample, per_pixel,
+                              content=torch.arange(b, device=device).repeat(degradations),
+                              degradation=torch.arange(b * degradations, device=device))
+        crops = [self._crop(gt, lq, twin, per_sample, per_pixel, torch.arange(b, device=device) + i * b,
+                            torch.arange(b, device=device)) for i in range(self.options.copies)]
+        return DegradedBatch(
+            gt=torch.cat([c.gt for c in crops]), lq=torch.cat([c.lq for c in crops]),
+            content=torch.cat([c.content for c in crops]), degradation=torch.cat([c.degradation for c in crops]),
+            labels={k: torch.cat([c.labels[k] for c in crops]) for k in crops[0].labels},
+            lq_noise_free=torch.cat([c.lq_noise_free for c in crops]) if twin is not None else None)
+
+    def _crop(self, gt: torch.Tensor, lq: torch.Tensor, twin: Optional[torch.Tensor], per_sample: Dict,
+              per_pixel: Dict, content: torch.Tensor, degradation: torch.Tensor) -> DegradedBatch:
+        """Crop GT, LQ, twin and per-pixel labels at one random place (BasicSR's ``paired_random_crop``)."""
+        low_res: List[torch.Tensor] = [lq] + ([twin] if twin is not None else []) + list(per_pixel.values())
+        if self.options.gt_size:
+            gt, low_res = paired_random_crop(gt, low_res, self.options.gt_size, self.scale)
+            low_res = low_res if isinstance(low_res, list) else [low_res]
+        low_res = [t.contiguous() for t in low_res]
+        twin_out = low_res[1] if twin is not None else None
+        pixel_maps = dict(zip(per_pixel, low_res[1 + (twin is not None):]))
+        return DegradedBatch(gt=gt.contiguous(), lq=low_res[0], content=content, degradation=degradation,
+                             labels={**per_sample, **pixel_maps}, lq_noise_free=twin_out)

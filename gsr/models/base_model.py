@@ -1,0 +1,262 @@
+"""The base of gsr's models: networks, taps, losses on one context, the non-finite guard, EMA, save and resume.
+
+A gsr model declares its top-level option keys as a dataclass (``OPTIONS``, checked before BasicSR creates any
+folder), builds its rows with a batch builder (``gsr.data.batch_builder``), and lists loss terms that all receive
+one ``LossContext``. Networks are added by name (``add_network``): each ``network_<name>`` is optimised with
+``train.optim_<name>`` (frozen where that is absent), loaded from ``path.pretrain_network_<name>``, saved as
+``net_<name>_<iter>.pth`` and resumed by BasicSR's ``check_resume`` like ``net_g``. ``net_g`` is an
+``AttachedNetwork`` (the ``network_g`` backbone plus ``attach:`` modules), so attached modules are optimised,
+saved, resumed and kept in ``net_g_ema`` with it. Validation runs ``super_resolve_tensor``, as ``gsr infer`` does.
+"""
+import copy
+import dataclasses
+import difflib
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.distributed as dist
+from basicsr.losses import build_loss
+from basicsr.models.base_model import BaseModel
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger
+from torch import nn
+
+from gsr.archs.attached_arch import AttachedNetwork, network_from_options
+from gsr.data.batch_builder import DegradedBatchBuilder
+from gsr.data.degraded_batch import DegradedBatch
+from gsr.losses.loss_context import LossContext
+from gsr.utils.errors import GsrError, NonFiniteLossError
+from gsr.utils.feature_tap import FeatureTap
+from gsr.utils.inference import super_resolve_tensor
+from gsr.utils.options import options_from_dict
+
+# top-level keys BasicSR itself reads or adds (``network_*`` keys are allowed as well)
+BASICSR_TOP_LEVEL = ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'path', 'train', 'val',
+                     'logger', 'dist_params', 'find_unused_parameters', 'is_train', 'dist', 'rank', 'world_size',
+                     'auto_resume', 'root_path')
+
+
+@dataclasses.dataclass
+class GsrModelOptions:
+    """Top-level keys every gsr model reads."""
+    attach: Dict[str, Dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+
+class GsrModel(SRModel):
+    """Shared base (module docstring). Subclasses set ``OPTIONS`` and may override ``loss_terms``."""
+    OPTIONS = GsrModelOptions
+    forward_twin = False  # run the noise-free twin through net_g in the same pass (``LossContext.twin_features``)
+
+    @classmethod
+    def parse_options(cls, opt: Dict[str, Any]) -> Any:
+        """The model's top-level keys as ``OPTIONS``; unknown top-level keys and wrong types are errors."""
+        fields = [f.name for f in dataclasses.fields(cls.OPTIONS)]
+        unknown = [k for k in opt if k not in BASICSR_TOP_LEVEL and k not in fields and not k.startswith('network_')]
+        if unknown:
+            close = [m for u in unknown for m in difflib.get_close_matches(u, fields + list(BASICSR_TOP_LEVEL), 1)]
+            raise GsrError(f'unknown top-level key(s) {", ".join(unknown)} for {cls.__name__}'
+                           + (f' (did you mean {", ".join(close)}?)' if close else '')
+                           + f'; it reads: {", ".join(fields)} besides BasicSR\'s keys')
+        return options_from_dict(cls.OPTIONS, {k: opt[k] for k in fields if k in opt}, '')
+
+    @classmethod
+    def validate(cls, opt: Dict[str, Any]) -> Any:
+        """The model's options, with every check that needs no network (subclasses add cross-checks)."""
+        return cls.parse_options(opt)
+
+    @classmethod
+    def check_options(cls, opt: Dict[str, Any]) -> None:
+        """Everything that can be checked before training starts, building ``net_g`` included (on the meta device,
+        without memory, where the architecture allows; on the CPU otherwise)."""
+        options = cls.validate(opt)
+        try:
+            try:
+                with torch.device('meta'):
+                    net = cls.build_net_g(opt)
+            except RuntimeError:  # e.g. SwinIR calls .item() while building
+                net = cls.build_net_g(opt)
+        except (TypeError, ValueError) as e:
+            raise GsrError(f'network_g ({opt["network_g"].get("type")}) cannot be built: {e}') from e
+        cls.check_network(net, options)
+
+    @classmethod
+    def check_network(cls, net: AttachedNetwork, options: Any) -> None:
+        """Checks of the options against the built ``net_g`` (e.g. that tapped layers exist)."""
+
+    @classmethod
+    def build_net_g(cls, opt: Dict[str, Any]) -> AttachedNetwork:
+        return network_from_options(opt)
+
+    # ------------------------------------------------------------------------------------------- setup
+    def __init__(self, opt: Dict[str, Any]):
+        BaseModel.__init__(self, opt)
+        self.options = self.validate(opt)
+        self.networks: Dict[str, nn.Module] = OrderedDict()
+        self.taps: Dict[str, FeatureTap] = OrderedDict()
+        self.batch_builder: Optional[DegradedBatchBuilder] = None
+        self.batch: Optional[DegradedBatch] = None
+        self.net_g = self.add_network('g', self.build_net_g(opt))
+        self.setup()
+        if self.is_train:
+            self.init_training_settings()
+
+    def setup(self) -> None:
+        """Subclasses add their networks, taps and batch builder here."""
+
+    def add_network(self, name: str, net: nn.Module) -> nn.Module:
+        """Register ``net_<name>``: moved to the device (DDP where distributed), loaded from
+        ``path.pretrain_network_<name>``; optimised when ``train.optim_<name>`` exists."""
+        net = self.model_to_device(net)
+        self.print_network(net)
+        self.load_pretrained(name, net, self.opt['path'].get(f'param_key_{name}', 'params'))
+        self.networks[name] = net
+        return net
+
+    def load_pretrained(self, name: str, net: nn.Module, param_key: str) -> None:
+        path = self.opt['path'].get(f'pretrain_network_{name}')
+        if path is not None:
+            self.load_network(net, path, self.opt['path'].get(f'strict_load_{name}', True), param_key)
+
+    def add_tap(self, name: str, layer: str, capture: str = 'input') -> FeatureTap:
+        """Capture a tensor of ``net_g``'s backbone on every training forward pass (``LossContext.features``)."""
+        self.taps[name] = FeatureTap(self.net_g, layer, capture)
+        return self.taps[name]
+
+    def init_training_settings(self) -> None:
+        train_opt = self.opt['train']
+        for net in self.networks.values():
+            net.train()
+        self.ema_decay = train_opt.get('ema_decay', 0)
+        if self.ema_decay > 0:
+            get_root_logger().info(f'Use Exponential Moving Average with decay: {self.ema_decay}')
+            self.net_g_ema = self.build_net_g(self.opt).to(self.device)
+            if self.opt['path'].get('pretrain_network_g') is not None:
+                self.load_pretrained('g', self.net_g_ema, 'params_ema')
+            else:
+                self.model_ema(0)
+            self.net_g_ema.eval()
+        self.cri_pix = build_loss(train_opt['pixel_opt']).to(self.device) if train_opt.get('pixel_opt') else None
+        self.cri_perceptual = (build_loss(train_opt['perceptual_opt']).to(self.device)
+                               if train_opt.get('perceptual_opt') else None)
+        self.regularizers = OrderedDict(
+            (name, build_loss(cfg).to(self.device)) for name, cfg in (train_opt.get('regularizers') or {}).items())
+        if self.cri_pix is None and self.cri_perceptual is None and not self.regularizers:
+            raise GsrError('train: no loss configured (pixel_opt, perceptual_opt or regularizers)')
+        self.max_nonfinite_steps = int(train_opt.get('max_nonfinite_steps', 10))
+        self.nonfinite_in_row = 0
+        self.setup_optimizers()
+        self.setup_schedulers()
+
+    def setup_optimizers(self) -> None:
+        """One optimizer per network that has ``train.optim_<name>``; the options are read, never modified."""
+        for name, net in self.networks.items():
+            cfg = copy.deepcopy(self.opt['train'].get(f'optim_{name}'))
+            if cfg is None:
+                if name == 'g':
+                    raise GsrError('train.optim_g is missing')
+                continue
+            optim_type = cfg.pop('type')
+            optimizer = self.get_optimizer(optim_type, self.parameter_groups(net), **cfg)
+            setattr(self, f'optimizer_{name}', optimizer)
+            self.optimizers.append(optimizer)
+
+    def parameter_groups(self, net: nn.Module) -> List[Dict[str, Any]]:
+        """The trainable parameters; each attached module with an ``lr`` of its own gets a group of its own."""
+        bare = self.get_bare_model(net)
+        own_lr = {name: point.lr for name, point in getattr(bare, 'points', {}).items() if point.lr is not None}
+        separate = {id(p) for name in own_lr for p in bare.attached[name].parameters()}
+        groups = [{'params': [p for p in bare.parameters() if p.requires_grad and id(p) not in separate]}]
+        groups += [{'params': [p for p in bare.attached[name].parameters() if p.requires_grad], 'lr': lr}
+                   for name, lr in own_lr.items()]
+        return [g for g in groups if g['params']]
+
+    # ------------------------------------------------------------------------------------------- data
+    def feed_data(self, data: Dict[str, Any]) -> None:
+        """Degrade on the device when the batch carries kernels and the model has a builder; else use ``lq``."""
+        if self.batch_builder is not None and 'kernel1' in data:
+            self.batch = self.batch_builder(data)
+            self.lq, self.gt = self.batch.lq, self.batch.gt
+        elif 'lq' in data:
+            super().feed_data(data)
+            self.batch = DegradedBatch.of_pairs(self.lq, self.gt) if hasattr(self, 'gt') else None
+        else:
+            raise GsrError(f'batch has neither lq nor degradation kernels (keys: {", ".join(data)})')
+
+    # ------------------------------------------------------------------------------------------- step
+    def forward_train(self) -> LossContext:
+        """Run ``net_g`` on the batch (and the twin, with ``forward_twin``); collect the taps' features."""
+        for tap in self.taps.values():
+            tap.clear()
+        batch, n = self.batch, self.batch.lq.shape[0]
+        with_twin = self.forward_twin and batch.lq_noise_free is not None
+        output = self.net_g(torch.cat([batch.lq, batch.lq_noise_free]) if with_twin else batch.lq)
+        features = {name: tap.features for name, tap in self.taps.items()}
+        twin_features = {name: f[n:] for name, f in features.items()} if with_twin else {}
+        self.output = output[:n]
+        return LossContext(batch, self.output, {name: f[:n] for name, f in features.items()}, twin_features)
+
+    def loss_terms(self, context: LossContext) -> 'OrderedDict[str, torch.Tensor]':
+        """Named loss terms: pixel, perceptual/style (BasicSR's), then every ``train.regularizers`` entry."""
+        terms = OrderedDict()
+        if self.cri_pix:
+            terms['l_pix'] = self.cri_pix(context.output, context.batch.gt)
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(context.output, context.batch.gt)
+            terms.update((k, v) for k, v in (('l_percep', l_percep), ('l_style', l_style)) if v is not None)
+        for name, loss in self.regularizers.items():
+            terms[name] = loss(context)
+        return terms
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad()
+        terms = self.loss_terms(self.forward_train())
+        total = sum(terms.values())
+        terms['l_total'] = total
+        self.log_dict = self.reduce_loss_dict({k: v.detach() for k, v in terms.items()})
+        if not self.loss_is_finite(total, current_iter):
+            return
+        total.backward()
+        for optimizer in self.optimizers:
+            optimizer.step()
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    def loss_is_finite(self, total: torch.Tensor, current_iter: int) -> bool:
+        """Non-finite guard: skip the step (all ranks agree), stop after ``max_nonfinite_steps`` in a row."""
+        finite = torch.isfinite(total.detach()).float().reshape(1)
+        if self.opt['dist']:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if bool(finite.item()):
+            self.nonfinite_in_row = 0
+            return True
+        self.nonfinite_in_row += 1
+        for optimizer in self.optimizers:
+            optimizer.zero_grad()
+        get_root_logger().warning(f'iter {current_iter}: non-finite loss {self.log_dict}; step skipped '
+                                  f'({self.nonfinite_in_row} in a row, limit {self.max_nonfinite_steps})')
+        if self.nonfinite_in_row >= self.max_nonfinite_steps:
+            raise NonFiniteLossError(
+                f'{self.nonfinite_in_row} non-finite losses in a row at iter {current_iter} '
+                f'(train.max_nonfinite_steps = {self.max_nonfinite_steps}); stopped without saving. '
+                'The last saved checkpoint and training state are intact.')
+        return False
+
+    # ------------------------------------------------------------------------------------------- test, save
+    def test(self) -> None:
+        """SR of ``self.lq`` with the EMA network where there is one, through ``gsr infer``'s code path."""
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        training = net.training
+        net.eval()
+        self.output = super_resolve_tensor(net, self.lq, self.opt['scale'])
+        net.train(training)
+
+    def save(self, epoch: int, current_iter: int) -> None:
+        """Every network (``net_g`` with its EMA copy), then the training state, which thus implies them."""
+        for name, net in self.networks.items():
+            if name == 'g' and hasattr(self, 'net_g_ema'):
+                self.save_network([net, self.net_g_ema], 'net_g', current_iter, ['params', 'params_ema'])
+            else:
+                self.save_network(net, f'net_{name}', current_iter)
+        self.save_training_state(epoch, current_iter)
