@@ -18,13 +18,17 @@ SUBCOMMANDS = {
 
 
 def usage() -> str:
-    lines = ['usage: gsr <subcommand> [options]   (also installed as `basicsr`)', '', 'subcommands:']
+    lines = ['usage: gsr <subcommand> [options] | gsr --version   (also installed as `basicsr`)', '', 'subcommands:']
     lines += [f'  {name:<10} {text}' for name, (_, text) in SUBCOMMANDS.items()]
     return '\n'.join(lines + ['', 'Run `gsr <subcommand> -h` for its options.'])
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ['--version']:
+        from importlib.metadata import version
+        print(f'gsr {version("gsr")} (BasicSR {version("basicsr")}, torch {version("torch")})')
+        return 0
     if not argv or argv[0] in ('-h', '--help'):
         print(usage())
         return 0 if argv else 2

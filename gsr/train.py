@@ -8,6 +8,7 @@ import sys
 from typing import List, Optional, Tuple
 
 import gsr  # noqa: F401  (compatibility fixes and registration)
+from gsr.utils.errors import GsrError
 from gsr.utils.option_check import check_options, load_option_file
 
 
@@ -27,9 +28,30 @@ def check_command_line(argv: List[str], is_train: bool) -> Tuple[str, dict]:
     parser.add_argument('--force_yml', nargs='+', default=None, help='e.g. train:ema_decay=0.999')
     args = parser.parse_args(argv)
     opt = load_option_file(args.opt)
-    overridden = [entry.split('=')[0].strip().replace(':', '.') for entry in args.force_yml or []]
-    check_options(opt, args.opt, skip=overridden)
+    for entry in args.force_yml or []:
+        apply_force_yml(opt, entry)
+    if is_train and 'train' not in (opt.get('datasets') or {}):
+        raise GsrError(f'{args.opt}: datasets.train is missing: training needs a training set')
+    if not is_train and not (opt.get('path') or {}).get('pretrain_network_g'):
+        raise GsrError(f'{args.opt}: path.pretrain_network_g is not set: testing would score a randomly '
+                       'initialised network')
+    check_options(opt, args.opt)
     return args.opt, opt
+
+
+def apply_force_yml(opt: dict, entry: str) -> None:
+    """Apply one ``--force_yml key:sub=value`` the way BasicSR will, so that the option check sees it too."""
+    from basicsr.utils.options import _postprocess_yml_value
+    if '=' not in entry:
+        raise GsrError(f'--force_yml {entry!r}: expected key:subkey=value')
+    keys, value = (part.strip() for part in entry.split('=', 1))
+    node = opt
+    *parents, last = keys.split(':')
+    for key in parents:
+        if not isinstance(node.get(key), dict):
+            raise GsrError(f'--force_yml {entry!r}: {key!r} is not a block of the option file')
+        node = node[key]
+    node[last] = _postprocess_yml_value(value)
 
 
 def run(argv: List[str], is_train: bool) -> int:

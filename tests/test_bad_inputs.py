@@ -213,6 +213,24 @@ def test_failed_inference_leaves_no_partial_output(tmp_path, photo_folder):
     ({'train.optim_g.type': 'Adamm'}, "train.optim_g.type 'Adamm' is not an optimizer BasicSR builds"),
     ({'train.optim_g.lr': -1e-4}, 'train.optim_g.lr must not be negative'),
     ({'train.scheduler.type': 'Cosine'}, "train.scheduler.type 'Cosine' is not a scheduler BasicSR builds"),
+    ({'train.regularizer': {'l_align': {'type': 'FeatureAlignmentLoss'}}},
+     'unknown key(s) train.regularizer for GeneralizableSRModel (did you mean regularizers?)'),
+    ({'network_g.upscale': 2}, 'network_g.upscale is 2 but scale is 4'),
+    ({'scale': 0}, 'scale must be positive, got 0'),
+    ({'num_gpu': 64}, 'num_gpu is 64 but'),
+    ({'datasets.train.batch_size_per_gpu': 0}, 'datasets.train.batch_size_per_gpu must be positive, got 0'),
+    ({'datasets.train.gt_size': 100}, 'datasets.train.gt_size 100 is larger than crop_pad_size 80'),
+    ({'datasets.train.gt_size': 30}, 'datasets.train.gt_size 30 is not a multiple of scale 4'),
+    ({'degradation': {'jpeg_range': [95, 30]}}, 'degradation.jpeg_range must be [low, high] within [1, 100], got '
+     '[95.0, 30.0]'),
+    ({'degradation': {'resize_prob': [0.5, 0.5]}}, 'degradation.resize_prob must be 3 probabilities that sum to 1'),
+    ({'datasets.train': None}, 'datasets.train is missing: training needs a training set'),
+    ({'val.metrics.psnr.type': 'calc_psnr'}, "unknown val.metrics.psnr.type 'calc_psnr'"),
+    ({'datasets.train.io_backend.type': 'ftp'}, "datasets.train.io_backend.type 'ftp' is not one of disk, lmdb"),
+    ({'datasets.train.dataroot_gt': '/data/DIV2K_sub.lmdb'}, 'is an LMDB but io_backend is disk: set io_backend'),
+    ({'train.max_nonfinite_steps': 'ten'}, "train.max_nonfinite_steps must be an integer, got 'ten'"),
+    ({'datasets.train.batch_size_per_gpu': 1}, 'train.regularizers.l_align: FeatureAlignmentLoss centres each copy '
+     'over the batch, so with datasets.train.batch_size_per_gpu 1 it is 0 on every step: use at least 2'),
 ])
 def test_model_option_mistakes_are_one_line_before_any_folder(tmp_path, photo_folder, monkeypatch, capsys, change,
                                                               message):
@@ -226,3 +244,70 @@ def test_model_option_mistakes_are_one_line_before_any_folder(tmp_path, photo_fo
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith('gsr: error: ') and message in err[0], err
     assert os.listdir(tmp_path) == ['o.yml']
+
+
+TILE_MEMORY = '''
+import json, sys
+import numpy as np, torch
+import gsr
+from basicsr.archs import build_network
+from gsr.utils.inference import super_resolve
+
+def high_water_mark():
+    return next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM')) * 1024
+
+net = build_network({'type': 'MSRResNet', 'num_feat': 4, 'num_block': 1}).eval()
+rng = np.random.default_rng(0)
+super_resolve(net, rng.integers(0, 255, (256, 256, 3), dtype=np.uint8), 4, tile=96)  # warm-up: tile buffers
+lr = rng.integers(0, 255, (int(sys.argv[1]), int(sys.argv[1]), 3), dtype=np.uint8)
+before = high_water_mark()
+out = super_resolve(net, lr, 4, tile=96)
+print(json.dumps({'growth': high_water_mark() - before, 'output': out.nbytes}))
+'''
+
+
+@pytest.mark.slow
+def test_tiled_inference_memory_does_not_grow_with_the_image_beyond_the_output():
+    """Peak memory (VmHWM) added by a tiled SR stays within the uint8 output plus a tile-sized budget, at two
+    image sizes; a float output alone would be 4x the uint8 one."""
+    import json
+    import subprocess
+    import sys
+    budget = 64 * 2**20
+    for side in (700, 1400):
+        result = subprocess.run([sys.executable, '-c', TILE_MEMORY, str(side)], capture_output=True, text=True,
+                                check=True)
+        measured = json.loads(result.stdout.strip().splitlines()[-1])
+        assert measured['output'] == (4 * side)**2 * 3
+        assert measured['growth'] <= measured['output'] + budget, measured
+
+
+def test_a_network_of_another_scale_is_refused_in_tiles_and_whole():
+    net = build_network({'type': 'MSRResNet', 'num_feat': 4, 'num_block': 1, 'upscale': 2}).eval()
+    lr = np.zeros((40, 40, 3), np.uint8)
+    for tile in (0, 16):
+        with pytest.raises(GsrError, match='not the scale 4 of the option file'):
+            super_resolve(net, lr, 4, tile=tile)
+
+
+def test_command_line_mistakes_are_one_line(tmp_path, photo_folder, monkeypatch, capsys):
+    """--force_yml values are checked like the file's; testing without weights is refused; infer's flags."""
+    from gsr.cli import main
+    path = write_yaml(tmp_path / 'o.yml', tiny_options(photo_folder, photo_folder))
+    monkeypatch.chdir(tmp_path)
+    cases = [
+        (['train', '-opt', path, '--force_yml', 'datasets:train:batch_size_per_gpu=0'], 'must be positive, got 0'),
+        (['train', '-opt', path, '--force_yml', 'train:nope:lr=1'], "'nope' is not a block of the option file"),
+        (['test', '-opt', path], 'path.pretrain_network_g is not set: testing would score a randomly initialised'),
+        (['infer', '-opt', path, '--checkpoint', 'x.pth', '--input', photo_folder, '--output', 'o', '--tile-pad',
+          '-1'], 'must not be negative'),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((['infer', '-opt', path, '--checkpoint', 'x.pth', '--input', photo_folder, '--output', 'o',
+                       '--device', 'cuda'], 'CUDA is not available here'))
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith('gsr: error: ') and message in err[0], err
+    assert os.listdir(tmp_path) == ['o.yml']
+    assert main(['--version']) == 0 and capsys.readouterr().out.startswith('gsr 0.1.0 (BasicSR 1.4.2')

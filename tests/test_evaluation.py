@@ -142,6 +142,15 @@ def test_evaluate_end_to_end_resumes_and_tables_agree(tmp_path, photo_folder, ti
     assert np.allclose(gains, np.subtract(other, ref), atol=0.011)
     assert os.path.getsize(out / 'gains.png') > 1000
 
+    # a setting that changes the numbers is part of the cache key: no stale rows are reused
+    before = {(r['model'], r['setting']): float(r['psnr']) for r in rows}
+    cfg.update(noise_sigma=40, crop_border=0, metrics=['psnr'], models={'Baseline': cfg['models']['Baseline']})
+    third = run_gsr(['evaluate', write_yaml(tmp_path / 'bench.yml', cfg)], cwd=tmp_path)
+    assert third.returncode == 0, third.stderr[-3000:]
+    after = {r['setting']: float(r['psnr']) for r in csv.DictReader(open(out / 'results.csv'))}
+    assert all(after[s] != before[('Baseline', s)] for s in cfg['settings'])
+    assert len(open(out / 'per_image.jsonl').read().splitlines()) == len(cached) + n_images * 3
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize('analysis, output', [('ddr', 'ddr_tsne.png'), ('freq', 'freq_mape.png'),

@@ -52,3 +52,40 @@ def test_prepare_cli_runs_and_reports(tmp_path, photo_folder):
                        str(tmp_path / 'x.lmdb')],
                       cwd=tmp_path)
     assert missing.returncode == 2 and 'image folder does not exist' in missing.stderr
+
+
+def test_lmdb_refuses_truncated_images_and_round_trips_any_name(tmp_path, photo_folder):
+    """A truncated JPEG is named, not packed with grey rows; names with spaces, dots and non-ASCII letters are
+    keys training can read; a rerun over palette and gray+alpha PNGs keeps meta_info.txt equal to the stored data."""
+    import pytest
+    from PIL import Image
+    from gsr.data.paired_degradation_dataset import PairedDegradationDataset
+    from gsr.tools.prepare import make_lmdb
+    from gsr.utils.errors import GsrError
+    photo = cv2.imread(list_images(photo_folder)[0])[:96, :96]
+    bad = tmp_path / 'bad'
+    bad.mkdir()
+    cv2.imwrite(str(bad / 'cut.jpg'), photo)
+    (bad / 'cut.jpg').write_bytes((bad / 'cut.jpg').read_bytes()[:2000])
+    with pytest.raises(GsrError, match='cut.jpg: not a complete, readable image'):
+        make_lmdb(str(bad), str(tmp_path / 'bad.lmdb'), workers=1, progress=False)
+
+    src = tmp_path / 'src'
+    src.mkdir()
+    cv2.imwrite(str(src / 'a b.png'), photo)
+    cv2.imwrite(str(src / 'Zürich v1.2.png'), photo)
+    Image.fromarray(photo[..., 0]).convert('P').save(src / 'palette.png')
+    Image.fromarray(photo[..., 0]).convert('LA').save(src / 'gray_alpha.png')
+    out = str(tmp_path / 'hr.lmdb')
+    assert make_lmdb(str(src), out, workers=1, progress=False) == 4
+    meta = open(os.path.join(out, 'meta_info.txt')).read()
+    assert make_lmdb(str(src), out, workers=1, progress=False) == 0
+    assert open(os.path.join(out, 'meta_info.txt')).read() == meta  # the rerun does not rewrite it differently
+    ds = PairedDegradationDataset({'name': 'train', 'dataroot_gt': out, 'io_backend': {'type': 'lmdb'},
+                                   'crop_pad_size': 64})
+    assert len(ds) == 4 and all(ds[i]['gt'].shape == (3, 64, 64) for i in range(4))
+    for line in meta.splitlines():
+        key, shape = line.split(' ')[:2]
+        stored = ds._read(key[:-len('.png')])
+        assert key.isascii() and key.count('.') == 1 and stored.shape[:2] == (96, 96)
+        assert shape == '(96,96,{})'.format(4 if key.startswith('gray_alpha') else 3)

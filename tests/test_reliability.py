@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gsr.utils.checkpoint import atomic_torch_save, load_checkpoint, load_training_state
-from gsr.utils.errors import NonFiniteLossError
+from gsr.utils.errors import GsrError, NonFiniteLossError
 from tests.conftest import copies_batch, run_gsr, tiny_options, write_yaml
 
 
@@ -108,3 +108,75 @@ def test_nonfinite_run_stops_cleanly_and_keeps_the_saved_state(tmp_path, small_p
     models = tmp_path / 'experiments' / 'nan' / 'models'
     at4, at6 = (load_checkpoint(str(models / f'net_g_{i}.pth'))['params'] for i in (4, 6))
     assert all(torch.isfinite(v).all() and torch.equal(v, at4[k]) for k, v in at6.items())
+
+
+@pytest.fixture()
+def infer_setup(tmp_path, small_photo_folder):
+    """A folder of the user's photos with a note beside them, a tiny checkpoint and its option file."""
+    import shutil
+    from basicsr.archs import build_network
+    photos = tmp_path / 'photos'
+    shutil.copytree(small_photo_folder, photos)
+    (photos / 'notes.txt').write_text('mine')
+    net = {'type': 'MSRResNet', 'num_feat': 4, 'num_block': 1}
+    torch.save({'params': build_network(dict(net)).state_dict()}, tmp_path / 'net.pth')
+    option = write_yaml(tmp_path / 'net.yml', {'scale': 4, 'network_g': net})
+    return photos, ['infer', '-opt', option, '--checkpoint', str(tmp_path / 'net.pth'), '--param-key', 'params']
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+def test_overwrite_never_deletes_what_gsr_did_not_write(tmp_path, infer_setup, capsys):
+    from gsr.cli import main
+    from gsr.tools.degrade import write_benchmark_sets
+    photos, infer = infer_setup
+    before = _snapshot(tmp_path)
+    for output in (photos, tmp_path):  # the input folder itself, and a folder that contains it
+        assert main(infer + ['--input', str(photos), '--output', str(output), '--overwrite']) == 2
+        assert 'contains the input' in capsys.readouterr().err
+    assert _snapshot(tmp_path) == before
+
+    dataset = tmp_path / 'ds'
+    (dataset / 'HR').mkdir(parents=True)
+    for p in photos.glob('*.png'):
+        (dataset / 'HR' / p.name).write_bytes(p.read_bytes())
+    (dataset / 'README').write_text('keep me')
+    kept = _snapshot(dataset)
+    with pytest.raises(GsrError, match='contains the input'):  # the layout `gsr degrade --help` suggests
+        write_benchmark_sets(str(dataset / 'HR'), str(dataset), ['clean'], overwrite=True, progress=False)
+    assert _snapshot(dataset) == kept
+
+    out = tmp_path / 'sr'
+    assert main(infer + ['--input', str(photos), '--output', str(out)]) == 0
+    assert main(infer + ['--input', str(photos), '--output', str(out), '--overwrite']) == 0  # gsr's own: replaced
+    (out / 'my_edit.txt').write_text('mine')
+    assert main(infer + ['--input', str(photos), '--output', str(out), '--overwrite']) == 2
+    assert 'never deletes' in capsys.readouterr().err and (out / 'my_edit.txt').read_text() == 'mine'
+    assert main(infer + ['--input', str(photos), '--output', str(dataset / 'HR'), '--overwrite']) == 2
+    assert 'not one' in capsys.readouterr().err and _snapshot(dataset) == kept
+
+
+def test_two_inputs_with_one_name_are_refused(tmp_path, infer_setup, capsys):
+    import cv2
+    from gsr.cli import main
+    photos, infer = infer_setup
+    first = sorted(photos.glob('*.png'))[0]
+    cv2.imwrite(str(first.with_suffix('.jpg')), cv2.imread(str(first)))
+    assert main(infer + ['--input', str(photos), '--output', str(tmp_path / 'sr')]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('gsr: error:') and f'would both be written as {first.stem}.png' in err
+    assert not (tmp_path / 'sr').exists()
+
+
+def test_outputs_respect_the_umask(tmp_path, infer_setup):
+    from gsr.cli import main
+    photos, infer = infer_setup
+    old = os.umask(0o022)
+    try:
+        assert main(infer + ['--input', str(photos), '--output', str(tmp_path / 'sr')]) == 0
+    finally:
+        os.umask(old)
+    assert (tmp_path / 'sr').stat().st_mode & 0o777 == 0o755
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in (tmp_path / 'sr').iterdir())

@@ -28,6 +28,7 @@ from basicsr.utils.img_process_util import filter2D
 
 from gsr.data.kernels import KERNEL_INFO_FIELDS
 from gsr.utils.errors import GsrError
+from gsr.utils.options import check_fraction, check_probabilities, check_range
 
 RESIZE_MODES = ('area', 'bilinear', 'bicubic')
 
@@ -56,6 +57,17 @@ class DegradationOptions:
     jpeg_range2: Tuple[float, float] = (30., 95.)
     final_order_prob: float = 0.5
     noise_prob: float = 1.0
+
+    def __post_init__(self):
+        for stage in ('', '2'):
+            check_probabilities(f'resize_prob{stage}', getattr(self, f'resize_prob{stage}'), 3)
+            check_range(f'resize_range{stage}', getattr(self, f'resize_range{stage}'), 1e-3)
+            check_range(f'noise_range{stage}', getattr(self, f'noise_range{stage}'), 0)
+            check_range(f'poisson_scale_range{stage}', getattr(self, f'poisson_scale_range{stage}'), 0)
+            check_range(f'jpeg_range{stage}', getattr(self, f'jpeg_range{stage}'), 1, 100)
+        for name in ('gaussian_noise_prob', 'gaussian_noise_prob2', 'gray_noise_prob', 'gray_noise_prob2',
+                     'second_blur_prob', 'final_order_prob', 'noise_prob'):
+            check_fraction(name, getattr(self, name))
 
 
 def reflect_filter_matrix(taps: torch.Tensor, n: int) -> torch.Tensor:

@@ -30,6 +30,11 @@ class FeatureAlignmentLoss(nn.Module):
         self.reduction = check_choice('FeatureAlignmentLoss.reduction', reduction, ('sum', 'mean'))
         self.center = center
 
+    @staticmethod
+    def minimum_pairs(cfg) -> int:
+        """Pairs per GPU below which the loss is identically 0: a centred pool of one sample is zero."""
+        return 2 if cfg.get('mode', 'official') == 'official' and cfg.get('center', True) else 1
+
     def forward(self, context: LossContext) -> torch.Tensor:
         pair = context.pair()
         if self.mode == 'spatial':

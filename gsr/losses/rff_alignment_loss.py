@@ -65,6 +65,11 @@ class RFFAlignmentLoss(nn.Module):
             self.fixed = (weight, phase)
         return self.fixed[0].to(like), self.fixed[1].to(like)
 
+    @staticmethod
+    def minimum_pairs(cfg) -> int:
+        """Pairs per GPU below which the loss is identically 0: a centred pool of one sample is zero."""
+        return 2 if cfg.get('center', True) else 1
+
     def forward(self, context: LossContext) -> torch.Tensor:
         pair = context.pair()
         u, v = pair.pooled_centered(self.center)

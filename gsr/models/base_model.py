@@ -6,7 +6,8 @@ one ``LossContext``. Networks are added by name (``add_network``): each ``networ
 ``train.optim_<name>`` (frozen where that is absent), loaded from ``path.pretrain_network_<name>``, saved as
 ``net_<name>_<iter>.pth`` and resumed by BasicSR's ``check_resume`` like ``net_g``. ``net_g`` is an
 ``AttachedNetwork`` (the ``network_g`` backbone plus ``attach:`` modules), so attached modules are optimised,
-saved, resumed and kept in ``net_g_ema`` with it. Validation runs ``super_resolve_tensor``, as ``gsr infer`` does.
+saved, resumed and kept in ``net_g_ema`` with it. Validation runs ``super_resolve_tensor``, the inference code
+of ``gsr infer``.
 """
 import copy
 import dataclasses
@@ -31,6 +32,9 @@ from gsr.utils.feature_tap import FeatureTap
 from gsr.utils.inference import super_resolve_tensor
 from gsr.utils.options import options_from_dict
 
+# ``train:`` keys a gsr model reads (``optim_<name>`` keys are allowed as well)
+TRAIN_KEYS = ('ema_decay', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt', 'regularizers',
+              'max_nonfinite_steps')
 # top-level keys BasicSR itself reads or adds (``network_*`` keys are allowed as well)
 BASICSR_TOP_LEVEL = ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'path', 'train', 'val',
                      'logger', 'dist_params', 'find_unused_parameters', 'is_train', 'dist', 'rank', 'world_size',
@@ -58,6 +62,12 @@ class GsrModel(SRModel):
             raise GsrError(f'unknown top-level key(s) {", ".join(unknown)} for {cls.__name__}'
                            + (f' (did you mean {", ".join(close)}?)' if close else '')
                            + f'; it reads: {", ".join(fields)} besides BasicSR\'s keys')
+        unknown = [k for k in (opt.get('train') or {}) if k not in TRAIN_KEYS and not k.startswith('optim_')]
+        if unknown:
+            close = [m for u in unknown for m in difflib.get_close_matches(u, TRAIN_KEYS, 1)]
+            raise GsrError(f'unknown key(s) train.{", train.".join(unknown)} for {cls.__name__}'
+                           + (f' (did you mean {", ".join(close)}?)' if close else '')
+                           + f'; it reads: {", ".join(TRAIN_KEYS)}, optim_<network>')
         return options_from_dict(cls.OPTIONS, {k: opt[k] for k in fields if k in opt}, '')
 
     @classmethod

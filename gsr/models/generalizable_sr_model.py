@@ -2,7 +2,7 @@
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
-from basicsr.utils.registry import MODEL_REGISTRY
+from basicsr.utils.registry import LOSS_REGISTRY, MODEL_REGISTRY
 
 from gsr.archs.attached_arch import AttachedNetwork
 from gsr.data.batch_builder import DegradedBatchBuilder, batch_options
@@ -53,11 +53,18 @@ class GeneralizableSRModel(GsrModel):
         options = super().validate(opt)
         if options.dropout is not None and 'dropout' in options.attach:
             raise GsrError('attach.dropout: the name is taken by the top-level dropout: block; rename the entry')
+        train = (opt.get('datasets') or {}).get('train') or {}
         cls.batch_options(opt, options)
         train_opt = opt.get('train') or {}
         if train_opt.get('regularizers') and not options.paired:
             raise GsrError(f'train.regularizers ({", ".join(train_opt["regularizers"])}) compare two degraded copies '
                            'of each crop: they need paired: true')
+        batch = train.get('batch_size_per_gpu')
+        for name, cfg in (train_opt.get('regularizers') or {}).items():
+            need = getattr(LOSS_REGISTRY.get(cfg['type']), 'minimum_pairs', lambda cfg: 1)(cfg)
+            if isinstance(batch, int) and batch < need:
+                raise GsrError(f'train.regularizers.{name}: {cfg["type"]} centres each copy over the batch, so with '
+                               f'datasets.train.batch_size_per_gpu {batch} it is 0 on every step: use at least {need}')
         return options
 
     @classmethod

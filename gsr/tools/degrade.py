@@ -34,7 +34,7 @@ def write_benchmark_sets(hr_folder: str,
     """Write the sets (see module docstring); returns the manifest path."""
     settings = bd.settings_list(settings)
     paths = list_images(hr_folder)
-    with staged_folder(output, overwrite) as root:
+    with staged_folder(output, overwrite, inputs=[hr_folder]) as root:
         files = {}
         for path in tqdm(paths, desc='degrade', unit='img', disable=not progress):
             name = os.path.splitext(os.path.basename(path))[0]

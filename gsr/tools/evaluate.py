@@ -9,6 +9,7 @@ See ``options/evaluate_alignment.yml`` for the config keys.
 """
 import argparse
 import csv
+import hashlib
 import io
 import json
 import os
@@ -34,9 +35,29 @@ KEY_FIELDS = ('model', 'dataset', 'setting', 'image')
 Key = Tuple[str, str, str, str]
 
 
-def fingerprint(path: str) -> str:
-    st = os.stat(path)
-    return f'{os.path.abspath(path)}:{st.st_size}:{int(st.st_mtime)}'
+PROTOCOL_KEYS = ('scale', 'crop_border', 'noise_sigma', 'seed', 'tile', 'metrics', 'lpips_net')
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def result_id(cfg: Dict, model: str) -> str:
+    """What a cached per-image result depends on: the checkpoint's content, the network it is loaded into, the
+    weights chosen, and every protocol and metric option. A cached row is reused only when this matches."""
+    spec = cfg['models'][model]
+    opt = load_option_file(spec['option_file'])
+    inputs = {
+        'checkpoint_sha256': file_sha256(spec['checkpoint']),
+        'network': {k: opt.get(k) for k in ('network_g', 'attach', 'dropout', 'feature_tap')},
+        'param_key': spec.get('param_key', 'params_ema'),
+        'protocol': {k: cfg.get(k) for k in PROTOCOL_KEYS},
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
 
 class ResultCache:
@@ -81,6 +102,8 @@ def load_config(path: str) -> Dict:
     cfg.setdefault('crop_border', cfg['scale'])
     cfg['settings'] = settings_list(cfg.get('settings', ['all']))
     cfg.setdefault('metrics', list(METRICS))
+    for key, default in (('noise_sigma', 20), ('seed', 0), ('tile', 0), ('lpips_net', 'alex')):
+        cfg.setdefault(key, default)
     cfg.setdefault('reference', next(iter(cfg['models'])))
     if cfg['reference'] not in cfg['models']:
         raise GsrError(f'{path}: reference {cfg["reference"]!r} is not one of the models')
@@ -101,7 +124,7 @@ class Measurement:
     def __init__(self, cfg: Dict):
         self.cfg = cfg
         self.device = torch.device(cfg.get('device') or ('cuda' if torch.cuda.is_available() else 'cpu'))
-        lpips_model = maybe_lpips(cfg.get('lpips_net', 'alex')) if 'lpips' in cfg['metrics'] else None
+        lpips_model = maybe_lpips(cfg['lpips_net']) if 'lpips' in cfg['metrics'] else None
         self.lpips = lpips_model.to(self.device) if lpips_model is not None else None
         self._net: Tuple[Optional[str], Optional[torch.nn.Module]] = (None, None)
 
@@ -115,9 +138,9 @@ class Measurement:
 
     def __call__(self, model: str, path: str, setting: str) -> Dict[str, float]:
         scale, crop = int(self.cfg['scale']), int(self.cfg['crop_border'])
-        hr, lrs = degrade_file(path, [setting], scale, self.cfg.get('noise_sigma', 20), self.cfg.get('seed', 0))
+        hr, lrs = degrade_file(path, [setting], scale, self.cfg['noise_sigma'], self.cfg['seed'])
         lr = lrs[setting]
-        sr = super_resolve(self.network(model), lr, scale, self.cfg.get('tile', 0))
+        sr = super_resolve(self.network(model), lr, scale, self.cfg['tile'])
         result = {'psnr': calculate_psnr(sr, hr, crop), 'ssim': calculate_ssim(sr, hr, crop)}
         if self.lpips is not None:
             inner = (slice(crop, -crop or None), ) * 2
@@ -129,7 +152,7 @@ def evaluate(cfg: Dict, progress: bool = True) -> List[Dict]:
     """Every per-image result, computed or read from the cache (ordered model, dataset, image, setting)."""
     os.makedirs(cfg['output'], exist_ok=True)
     cache = ResultCache(os.path.join(cfg['output'], 'per_image.jsonl'))
-    model_ids = {model: fingerprint(spec['checkpoint']) for model, spec in cfg['models'].items()}
+    model_ids = {model: result_id(cfg, model) for model in cfg['models']}
     tasks = [(model, dataset, path, setting) for model in cfg['models'] for dataset, folder in cfg['datasets'].items()
              for path in list_images(folder) for setting in cfg['settings']]
     measure = Measurement(cfg)

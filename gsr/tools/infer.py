@@ -7,15 +7,28 @@ folder appears only when every image is done.
 """
 import argparse
 import os
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 from tqdm import tqdm
 
-from gsr.utils.inference import load_network, super_resolve
+from gsr.utils.errors import GsrError
 from gsr.utils.image_io import list_images, read_image_uint8_rgb, write_image
+from gsr.utils.inference import load_network, super_resolve
 from gsr.utils.option_check import load_option_file
 from gsr.utils.staging import staged_folder
+
+
+def output_names(paths: List[str]) -> Dict[str, str]:
+    """``<stem>.png`` for each input; two inputs with one stem (``x.png``, ``x.jpg``) are an error."""
+    names: Dict[str, str] = {}
+    for path in paths:
+        name = os.path.splitext(os.path.basename(path))[0] + '.png'
+        if name in names.values():
+            other = next(p for p, n in names.items() if n == name)
+            raise GsrError(f'{path} and {other} would both be written as {name}: rename one of them')
+        names[path] = name
+    return names
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -31,13 +44,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--overwrite', action='store_true')
     args = parser.parse_args(argv)
+    if args.tile < 0 or args.tile_pad < 0:
+        raise GsrError(f'--tile ({args.tile}) and --tile-pad ({args.tile_pad}) must not be negative')
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        raise GsrError(f'--device {args.device}: CUDA is not available here; use --device cpu')
     opt = load_option_file(args.opt)
     net = load_network(opt, args.checkpoint, args.param_key, torch.device(args.device))
     scale = int(opt.get('scale', 4))
     paths = list_images(args.input)
-    with staged_folder(args.output, args.overwrite) as out:
+    outputs = output_names(paths)
+    with staged_folder(args.output, args.overwrite, inputs=[args.input, args.opt, args.checkpoint]) as out:
         for path in tqdm(paths, desc='infer', unit='img'):
             sr = super_resolve(net, read_image_uint8_rgb(path), scale, args.tile, args.tile_pad)
-            write_image(os.path.join(out, os.path.splitext(os.path.basename(path))[0] + '.png'), sr)
+            write_image(os.path.join(out, outputs[path]), sr)
     print(f'wrote {len(paths)} images to {args.output}')
     return 0

@@ -3,15 +3,20 @@
 ``gsr prepare subimages --input DIR --output DIR``: the DIV2K sub-image convention (crop 480, step 240,
 threshold 0; BasicSR ``extract_subimages.py``) with a process pool and a progress bar.
 ``gsr prepare lmdb --input DIR --output X.lmdb``: an LMDB in BasicSR's format (keys = file names without
-extension, ``meta_info.txt`` with ``<key>.png (h,w,c) <compress>``), its map size computed from all images.
+extension, percent-encoded so that any name is one ASCII token without dots; ``meta_info.txt`` with
+``<key>.png (h,w,c) <compress>``, the shape of the stored image), its map size computed from all images.
+Every source image is decoded completely before anything is written from it: a truncated or unreadable file is
+one error that names it.
 Both are resumable: finished crops / keys are skipped when the command is run again, and every file is
 written atomically.
 """
 import argparse
+import io
 import os
 import re
 from multiprocessing import Pool
 from typing import Dict, List, Optional, Tuple
+from urllib.parse import quote
 
 import cv2
 import numpy as np
@@ -46,10 +51,20 @@ def subimage_names(path: str, shape: Tuple[int, int], crop: int, step: int, thre
     return [(f'{name}_s{i:03d}.png', y, x) for i, (y, x) in enumerate(boxes, 1)]
 
 
+def check_complete(path: str) -> Tuple[int, int, int]:
+    """(h, w, bands) of an image that decodes completely (PIL refuses truncated files, which OpenCV pads with grey
+    rows); an error naming the file otherwise."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.size[1], im.size[0], len(im.getbands())
+    except (OSError, SyntaxError, ValueError) as e:
+        raise GsrError(f'{path}: not a complete, readable image ({e})') from e
+
+
 def _crop_one(job: Tuple[str, str, int, int, int, int]) -> int:
     path, output, crop, step, thresh, level = job
-    with Image.open(path) as im:
-        w, h = im.size
+    h, w, _ = check_complete(path)
     todo = [
         n for n in subimage_names(path, (h, w), crop, step, thresh) if not os.path.isfile(os.path.join(output, n[0]))
     ]
@@ -87,11 +102,17 @@ def extract_subimages(input_dir: str,
 
 
 # ------------------------------------------------------------------------------------------- LMDB
+def lmdb_key(path: str) -> str:
+    """The file name without extension, percent-encoded (spaces, non-ASCII and dots too): BasicSR's readers take
+    the first space-separated token of ``meta_info.txt`` and cut keys at the first dot."""
+    return quote(os.path.splitext(os.path.basename(path))[0], safe='').replace('.', '%2E')
+
+
 def lmdb_keys(paths: List[str]) -> Dict[str, str]:
-    """key (file name without extension) -> path; duplicate keys are an error naming both files."""
+    """key (``lmdb_key``) -> path; duplicate keys are an error naming both files."""
     keys: Dict[str, str] = {}
     for path in paths:
-        key = os.path.splitext(os.path.basename(path))[0]
+        key = lmdb_key(path)
         if key in keys:
             raise GsrError(f'duplicate LMDB key {key!r}: {keys[key]} and {path}')
         keys[key] = path
@@ -99,11 +120,15 @@ def lmdb_keys(paths: List[str]) -> Dict[str, str]:
 
 
 def map_size_for(paths: List[str]) -> int:
-    """Map size from every image's header: raw bytes of all images, +10% and 64 MiB of headroom."""
+    """Map size from every image's header: 8 bytes a pixel (RGBA at 16 bits, the most a stored PNG holds), +10%
+    and 64 MiB of headroom. The map is reserved address space, not disk."""
     total = 0
     for path in paths:
-        with Image.open(path) as im:
-            total += im.size[0] * im.size[1] * len(im.getbands())
+        try:
+            with Image.open(path) as im:
+                total += im.size[0] * im.size[1] * 8
+        except (OSError, SyntaxError, ValueError) as e:
+            raise GsrError(f'{path}: not a readable image ({e})') from e
     return int(total * 1.1) + (64 << 20)
 
 
@@ -133,9 +158,9 @@ def make_lmdb(input_dir: str,
                 txn.commit()
                 txn = env.begin(write=True)
     txn.commit()
-    for key in done & set(keys):
-        with Image.open(keys[key]) as im:
-            shapes[key] = (im.size[1], im.size[0], len(im.getbands()))
+    with env.begin(write=False) as txn:
+        for key in done & set(keys):
+            shapes[key] = stored_shape(txn.get(key.encode('ascii')))
     lines = [f'{k}.png ({",".join(map(str, shapes[k]))}) {compress_level}\n' for k in sorted(keys)]
     atomic_write_text(os.path.join(output, 'meta_info.txt'), ''.join(lines))
     if verify:
@@ -144,11 +169,17 @@ def make_lmdb(input_dir: str,
     return len(todo)
 
 
+def stored_shape(data: bytes) -> Tuple[int, int, int]:
+    """(h, w, c) of a stored PNG, from its header: what training decodes, whatever the source file was."""
+    with Image.open(io.BytesIO(data)) as im:
+        return im.size[1], im.size[0], len(im.getbands())
+
+
 def _read_worker(job: Tuple[str, str, int]):
     path, key, level = job
-    if cv2.imread(path, cv2.IMREAD_UNCHANGED) is None:
-        raise GsrError(f'{path}: not a readable image (corrupt or unsupported format)')
-    return read_img_worker(path, key, level)
+    check_complete(path)
+    key, data, _ = read_img_worker(path, key, level)
+    return key, data, stored_shape(data)
 
 
 def verify_lmdb(env, shapes: Dict[str, Tuple[int, ...]]) -> None:

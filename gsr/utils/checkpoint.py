@@ -20,6 +20,12 @@ TRAINING_STATE_GLOBALS = [collections.Counter]
 ATTACHED_SUFFIX = '_attached'
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str, write) -> None:
     """Call ``write(tmp_path)`` and move the result onto ``path`` atomically; remove the temp file on failure."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -30,6 +36,7 @@ def atomic_write(path: str, write) -> None:
         write(tmp)
         with open(tmp, 'rb') as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files; keep what the user's umask asks for
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,9 +1,9 @@
 """Running a trained network on 8-bit images: checkpoint loading and tiled inference with bounded memory.
 
 Validation during training (``GsrModel.test``), ``gsr infer``, ``gsr evaluate``, ``gsr analyze`` and the demo
-all go through ``super_resolve_tensor``.
+all go through ``run_piece``: whole images or tiles, on float batches or uint8 images.
 """
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -11,6 +11,7 @@ from torch import nn
 
 from gsr.archs.attached_arch import network_from_options
 from gsr.utils.checkpoint import load_network_checkpoint
+from gsr.utils.errors import GsrError
 
 
 def load_network(opt: Dict[str, Any],
@@ -32,31 +33,57 @@ def to_uint8(t: torch.Tensor) -> np.ndarray:
     return (t.squeeze(0).permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255.).round().astype(np.uint8)
 
 
-@torch.no_grad()
-def super_resolve_tensor(net: nn.Module,
-                         lq: torch.Tensor,
-                         scale: int,
-                         tile: int = 0,
-                         tile_pad: int = 16) -> torch.Tensor:
-    """SR of a (1, 3, h, w) batch; with ``tile > 0`` the input is processed in ``tile``-sized pieces, each with
-    ``tile_pad`` pixels of context on every side that are cut away again, so memory depends on ``tile`` only."""
+Box = Tuple[int, int, int, int]  # top, left, bottom, right
+
+
+def tiles(h: int, w: int, tile: int, pad: int) -> Iterator[Tuple[Box, Box]]:
+    """(inner box, padded box) of every ``tile`` x ``tile`` piece of an h x w image; the padded box adds up to
+    ``pad`` pixels of context on every side. With ``tile <= 0``, one piece: the whole image."""
     if tile <= 0:
-        return net(lq)
-    _, c, h, w = lq.shape
-    out = lq.new_zeros(1, c, h * scale, w * scale)
+        yield (0, 0, h, w), (0, 0, h, w)
+        return
     for top in range(0, h, tile):
         for left in range(0, w, tile):
             bottom, right = min(top + tile, h), min(left + tile, w)
-            t0, l0 = max(top - tile_pad, 0), max(left - tile_pad, 0)
-            t1, l1 = min(bottom + tile_pad, h), min(right + tile_pad, w)
-            piece = net(lq[:, :, t0:t1, l0:l1])
-            out[:, :, top * scale:bottom * scale,
-                left * scale:right * scale] = piece[:, :, (top - t0) * scale:(bottom - t0) * scale,
-                                                    (left - l0) * scale:(right - l0) * scale]
+            yield (top, left, bottom, right), (max(top - pad, 0), max(left - pad, 0), min(bottom + pad, h),
+                                               min(right + pad, w))
+
+
+def run_piece(net: nn.Module, piece: torch.Tensor, scale: int, inner: Box, padded: Box) -> torch.Tensor:
+    """The network's output for ``piece`` (the padded box), cut to the inner box; the output must be ``scale``
+    times the input, or tiles would be placed wrongly."""
+    out = net(piece)
+    if out.shape[-2:] != tuple(scale * s for s in piece.shape[-2:]):
+        raise GsrError(f'the network turns a {tuple(piece.shape[-2:])} input into {tuple(out.shape[-2:])}, which is '
+                       f'not the scale {scale} of the option file: set scale to the network\'s upscale')
+    top, left = (inner[0] - padded[0]) * scale, (inner[1] - padded[1]) * scale
+    return out[..., top:top + (inner[2] - inner[0]) * scale, left:left + (inner[3] - inner[1]) * scale]
+
+
+@torch.no_grad()
+def super_resolve_tensor(net: nn.Module, lq: torch.Tensor, scale: int, tile: int = 0,
+                         tile_pad: int = 16) -> torch.Tensor:
+    """SR of an (N, 3, h, w) float batch on its device, whole or in tiles (validation during training)."""
+    n, c, h, w = lq.shape
+    if tile <= 0:
+        return run_piece(net, lq, scale, (0, 0, h, w), (0, 0, h, w))
+    out = lq.new_empty(n, c, h * scale, w * scale)
+    for inner, padded in tiles(h, w, tile, tile_pad):
+        out[..., inner[0] * scale:inner[2] * scale, inner[1] * scale:inner[3] * scale] = run_piece(
+            net, lq[..., padded[0]:padded[2], padded[1]:padded[3]], scale, inner, padded)
     return out
 
 
+@torch.no_grad()
 def super_resolve(net: nn.Module, lr: np.ndarray, scale: int, tile: int = 0, tile_pad: int = 16) -> np.ndarray:
-    """SR of one uint8 RGB image on the network's device; returns uint8 RGB."""
+    """SR of one uint8 RGB image on the network's device; returns uint8 RGB (``gsr infer``, ``gsr evaluate``,
+    ``gsr analyze``, the demo). With ``tile > 0`` each tile goes to the device on its own and its result is written
+    straight into the uint8 output, so memory beyond that output is bounded by the tile size."""
     device = next(net.parameters()).device
-    return to_uint8(super_resolve_tensor(net, to_tensor(lr, device), scale, tile, tile_pad))
+    h, w = lr.shape[:2]
+    out = np.empty((h * scale, w * scale, 3), np.uint8)
+    for inner, padded in tiles(h, w, tile, tile_pad):
+        piece = to_tensor(lr[padded[0]:padded[2], padded[1]:padded[3]], device)
+        out[inner[0] * scale:inner[2] * scale, inner[1] * scale:inner[3] * scale] = to_uint8(
+            run_piece(net, piece, scale, inner, padded))
+    return out

@@ -19,7 +19,11 @@ NUMERIC_KEYS = (
     ('val.val_freq', int),
     ('logger.print_freq', int),
     ('logger.save_checkpoint_freq', int),
+    ('train.max_nonfinite_steps', int),
 )  # yapf: disable
+POSITIVE_KEYS = ('scale', 'train.total_iter', 'train.max_nonfinite_steps')
+POSITIVE_DATASET_KEYS = ('gt_size', 'batch_size_per_gpu', 'crop_pad_size', 'dataset_enlarge_ratio')
+IO_BACKENDS = ('disk', 'lmdb', 'memcached')
 OPTIMIZERS = ('Adam', 'AdamW', 'Adamax', 'SGD', 'ASGD', 'RMSprop', 'Rprop')  # BaseModel.get_optimizer
 SCHEDULERS = ('MultiStepLR', 'MultiStepRestartLR', 'CosineAnnealingRestartLR')  # BaseModel.setup_schedulers
 NUMERIC_DATASET_KEYS = (('gt_size', int), ('batch_size_per_gpu', int), ('num_worker_per_gpu', int),
@@ -96,12 +100,55 @@ def _check_datasets(opt: Dict[str, Any], path: str, skip: Iterable[str]) -> None
         _check_type(f'{where}.type', ds.get('type'), DATASET_REGISTRY, path)
         for key, kind in NUMERIC_DATASET_KEYS:
             _check_number(f'{where}.{key}', ds.get(key), kind, path)
+        for key in POSITIVE_DATASET_KEYS:
+            if isinstance(ds.get(key), (int, float)) and ds[key] <= 0:
+                raise GsrError(f'{path}: {where}.{key} must be positive, got {ds[key]}')
+        _check_crop(where, ds, opt.get('scale'), path)
+        backend = (ds.get('io_backend') or {}).get('type', 'disk')
+        if backend not in IO_BACKENDS:
+            raise GsrError(f'{path}: {where}.io_backend.type {backend!r} is not one of {", ".join(IO_BACKENDS)}')
+        if backend == 'disk' and str(ds.get('dataroot_gt', '')).rstrip('/').endswith('.lmdb'):
+            raise GsrError(f'{path}: {where}.dataroot_gt {ds["dataroot_gt"]} is an LMDB but io_backend is disk: '
+                           'set io_backend: {type: lmdb}')
+
+
+def _check_data_roots(opt: Dict[str, Any], path: str, skip: Iterable[str]) -> None:
+    for phase, ds in opt['datasets'].items():
+        where = f'datasets.{phase}'
         for key in ('dataroot_gt', 'dataroot_lq'):
             root = ds.get(key)
             if root is not None and f'{where}.{key}' not in skip and not os.path.exists(os.path.expanduser(root)):
                 where_abs = '' if os.path.isabs(root) else f' (from {os.getcwd()}: {os.path.abspath(root)})'
                 raise GsrError(f'{path}: {where}.{key} does not exist: {root}{where_abs} — see docs/DATASETS.md '
                                'for how to download and prepare it (e.g. gsr prepare subimages)')
+
+
+def _check_crop(where: str, ds: Dict[str, Any], scale: Any, path: str) -> None:
+    """The final GT crop must fit in the crop the dataset makes and be a multiple of the scale."""
+    gt_size, crop = ds.get('gt_size'), ds.get('crop_pad_size')
+    if not isinstance(gt_size, int):
+        return
+    if isinstance(crop, int) and gt_size > crop:
+        raise GsrError(f'{path}: {where}.gt_size {gt_size} is larger than crop_pad_size {crop}, the crop it is '
+                       'taken from')
+    if isinstance(scale, int) and scale > 0 and gt_size % scale:
+        raise GsrError(f'{path}: {where}.gt_size {gt_size} is not a multiple of scale {scale}')
+
+
+def _check_runtime(opt: Dict[str, Any], path: str) -> None:
+    """Positive sizes, metrics BasicSR knows, and GPUs that exist."""
+    import torch
+    from basicsr.utils.registry import METRIC_REGISTRY
+    for key in POSITIVE_KEYS:
+        value = _get(opt, key)
+        if isinstance(value, (int, float)) and value <= 0:
+            raise GsrError(f'{path}: {key} must be positive, got {value}')
+    for name, metric in ((opt.get('val') or {}).get('metrics') or {}).items():
+        _check_type(f'val.metrics.{name}.type', (metric or {}).get('type'), METRIC_REGISTRY, path)
+    num_gpu = opt.get('num_gpu')
+    if isinstance(num_gpu, int) and num_gpu > torch.cuda.device_count():
+        raise GsrError(f'{path}: num_gpu is {num_gpu} but {torch.cuda.device_count()} CUDA device(s) are visible; '
+                       'use num_gpu: 0 for the CPU or auto')
 
 
 def _check_keywords(where: str, cfg: Dict[str, Any], target, path: str, skip: Iterable[str] = ()) -> None:
@@ -138,7 +185,10 @@ def _check_networks_and_optimizers(opt: Dict[str, Any], path: str, skip: Iterabl
         if key.startswith('network_'):
             if not isinstance(cfg, dict):
                 raise GsrError(f'{path}: {key} must be a mapping with a type')
-            _check_keywords(key, cfg, _check_type(f'{key}.type', cfg.get('type'), ARCH_REGISTRY, path), path, skip)
+            arch = _check_type(f'{key}.type', cfg.get('type'), ARCH_REGISTRY, path)
+            _check_keywords(key, cfg, arch, path, skip)
+            if key == 'network_g':
+                _check_upscale(opt, cfg, arch, path)
     for key, cfg in (opt.get('train') or {}).items():
         if key.startswith('optim_') and isinstance(cfg, dict):
             kind = cfg.get('type')
@@ -153,6 +203,18 @@ def _check_networks_and_optimizers(opt: Dict[str, Any], path: str, skip: Iterabl
     if isinstance(scheduler, dict) and scheduler.get('type') not in SCHEDULERS:
         raise GsrError(f'{path}: train.scheduler.type {scheduler.get("type")!r} is not a scheduler BasicSR builds; '
                        f'choose from {", ".join(SCHEDULERS)}')
+
+
+def _check_upscale(opt: Dict[str, Any], cfg: Dict[str, Any], arch, path: str) -> None:
+    """The network's own upscale factor (``upscale``, or RRDBNet's ``scale``) must be the option file's ``scale``."""
+    params = inspect.signature(arch).parameters
+    for name in ('upscale', 'scale'):
+        if name in params and isinstance(opt.get('scale'), int):
+            value = cfg.get(name, params[name].default)
+            if isinstance(value, int) and value != opt['scale']:
+                raise GsrError(f'{path}: network_g.{name} is {value} but scale is {opt["scale"]}: '
+                               'the network must upscale by the option file\'s scale')
+            return
 
 
 def _check_model(opt: Dict[str, Any], path: str) -> None:
@@ -177,6 +239,7 @@ def check_options(opt: Dict[str, Any], path: str, skip: Iterable[str] = ()) -> N
     if missing:
         raise GsrError(f'{path}: missing top-level key(s): {", ".join(missing)}')
     _check_type('model_type', opt.get('model_type'), MODEL_REGISTRY, path)
+    _check_runtime(opt, path)
     _check_networks_and_optimizers(opt, path, skip)
     for key, kind in NUMERIC_KEYS:
         if key not in skip:
@@ -190,5 +253,6 @@ def check_options(opt: Dict[str, Any], path: str, skip: Iterable[str] = ()) -> N
         if not takes_context(LOSS_REGISTRY.get(cfg['type'])):
             raise GsrError(f'{path}: train.regularizers.{name}: {cfg["type"]} is not a regularizer (it does not take '
                            'the step\'s LossContext); put pixel losses under pixel_opt')
-    _check_model(opt, path)
     _check_datasets(opt, path, skip)
+    _check_model(opt, path)
+    _check_data_roots(opt, path, skip)

@@ -67,7 +67,28 @@ def options_from_dict(cls: Type[T], values: Optional[Mapping[str, Any]], where: 
         hint = f' (did you mean {", ".join(close)}?)' if close else ''
         raise GsrError(f'{where + ": " if where else ""}unknown key(s) {", ".join(unknown)}{hint}; '
                        f'accepted: {", ".join(names)}')
-    return cls(**{k: _check_value(v, hints[k], f'{where}.{k}' if where else k) for k, v in values.items()})
+    checked = {k: _check_value(v, hints[k], f'{where}.{k}' if where else k) for k, v in values.items()}
+    try:
+        return cls(**checked)
+    except GsrError as e:  # a dataclass's own check (``__post_init__``) names the key within the block
+        raise GsrError(f'{where}.{e}' if where else str(e)) from e
+
+
+def check_range(name: str, values, low: float = float('-inf'), high: float = float('inf')) -> None:
+    """``values`` = [a, b] with low <= a <= b <= high; the error names the key."""
+    if not low <= values[0] <= values[1] <= high:
+        raise GsrError(f'{name} must be [low, high] within [{low:g}, {high:g}], got {list(values)}')
+
+
+def check_fraction(name: str, value: float) -> None:
+    if not 0 <= value <= 1:
+        raise GsrError(f'{name} must be a probability in [0, 1], got {value}')
+
+
+def check_probabilities(name: str, values, count: int) -> None:
+    """``count`` probabilities in [0, 1] that sum to 1."""
+    if len(values) != count or any(not 0 <= v <= 1 for v in values) or abs(sum(values) - 1) > 1e-6:
+        raise GsrError(f'{name} must be {count} probabilities that sum to 1, got {list(values)}')
 
 
 # keys of a ``datasets.<phase>`` block that BasicSR itself reads (loader, sampler, phase); datasets ignore them
