@@ -40,8 +40,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         import gsr  # noqa: F401  (compatibility fixes and registration before any subcommand)
         return importlib.import_module(SUBCOMMANDS[name][0]).main(rest) or 0
     except GsrError as e:
-        print(f'gsr: error: {e}', file=sys.stderr)
+        print(f'gsr: error: {one_line(e)}', file=sys.stderr)
         return 2
+
+
+def one_line(error: GsrError) -> str:
+    """The message of ``error``; for one re-raised by a DataLoader worker (whose text is the worker's traceback),
+    the original message, which is its last line."""
+    text = str(error).strip()
+    if 'Original Traceback' not in text:
+        return text
+    last = text.splitlines()[-1]
+    return last.split(': ', 1)[1] if last.startswith(('gsr.utils.errors.', 'GsrError')) else last
 
 
 if __name__ == '__main__':

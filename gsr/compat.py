@@ -20,6 +20,7 @@ Reliability (``docs/RELIABILITY.md``): checkpoints and training states are writt
 load with ``weights_only=True`` and a mismatching checkpoint fails with the missing/unexpected keys.
 """
 import ast
+import contextlib
 import copy
 import functools
 import importlib
@@ -116,11 +117,24 @@ def latest_training_state(state_dir: str):
     return os.path.join(state_dir, f'{max(iters)}.state') if iters else None
 
 
+def remove_torn_writes(*folders: str) -> None:
+    """Delete the temporary files of writes that a kill interrupted (``atomic_write``'s ``.<name>.*.tmp``)."""
+    for folder in folders:
+        if os.path.isdir(folder):
+            for name in os.listdir(folder):
+                if name.startswith('.') and name.endswith('.tmp'):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(os.path.join(folder, name))
+
+
 def load_resume_state(opt):
-    """BasicSR's ``load_resume_state`` without CUDA calls, loading safely, found under the run's own root."""
+    """BasicSR's ``load_resume_state`` without CUDA calls, loading safely, found under the run's own root; the
+    temporary files of interrupted saves are removed first (rank 0)."""
     from basicsr.utils import check_resume
 
     from gsr.utils.checkpoint import load_training_state
+    if opt['rank'] == 0:
+        remove_torn_writes(opt['path']['models'], opt['path']['training_states'])
     if opt['auto_resume']:
         path = latest_training_state(opt['path']['training_states'])
         if path is not None:
@@ -132,6 +146,31 @@ def load_resume_state(opt):
     state = load_training_state(path)
     check_resume(opt, state['iter'])
     return state
+
+
+KEEP_FOLDERS = set()  # folders of a run restarted in place, which ``mkdir_and_rename`` must not archive
+
+
+def make_exp_dirs(opt):
+    """BasicSR's ``make_exp_dirs``, except that ``--auto_resume`` with no saved state yet (a run killed before its
+    first save) starts again in the run's own folder instead of archiving it."""
+    from basicsr.utils.misc import make_exp_dirs as original
+    root = opt['path']['experiments_root'] if opt['is_train'] else opt['path']['results_root']
+    if not (opt['auto_resume'] and os.path.isdir(root)):
+        return original(opt)
+    KEEP_FOLDERS.add(os.path.join(opt['root_path'], 'tb_logger', opt['name']))
+    for key, path in opt['path'].items():
+        if not any(word in key for word in ('strict_load', 'pretrain_network', 'resume', 'param_key')):
+            os.makedirs(path, exist_ok=True)
+
+
+def mkdir_and_rename(path):
+    """BasicSR's ``mkdir_and_rename``, leaving the folders of ``KEEP_FOLDERS`` in place."""
+    from basicsr.utils.misc import mkdir_and_rename as original
+    if path in KEEP_FOLDERS:
+        os.makedirs(path, exist_ok=True)
+    else:
+        original(path)
 
 
 # ----------------------------------------------------------------------------------------- options
@@ -288,6 +327,8 @@ def apply() -> None:
     basicsr.utils.options._postprocess_yml_value = _wrap_postprocess_yml_value(
         basicsr.utils.options._postprocess_yml_value)
     basicsr.train.load_resume_state = load_resume_state
+    basicsr.train.make_exp_dirs = make_exp_dirs
+    basicsr.train.mkdir_and_rename = mkdir_and_rename
     BaseModel.model_to_device = model_to_device
     BaseModel.setup_schedulers = on_option_copy(BaseModel.setup_schedulers)
     protect_setup_optimizers(BaseModel)

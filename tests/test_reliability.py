@@ -104,7 +104,9 @@ def test_nonfinite_run_stops_cleanly_and_keeps_the_saved_state(tmp_path, small_p
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith('gsr: error: 3 non-finite losses in a row at iter 7')
     states = tmp_path / 'experiments' / 'nan' / 'training_states'
-    assert sorted(os.listdir(states)) == ['2.state', '4.state', '6.state']  # 6 was saved after skipped steps
+    assert 'renamed to *.state.nonfinite (6.state)' in result.stderr
+    # 6 was saved after the skipped steps 5 and 6: set aside, so --auto_resume continues from 4
+    assert sorted(os.listdir(states)) == ['2.state', '4.state', '6.state.nonfinite']
     models = tmp_path / 'experiments' / 'nan' / 'models'
     at4, at6 = (load_checkpoint(str(models / f'net_g_{i}.pth'))['params'] for i in (4, 6))
     assert all(torch.isfinite(v).all() and torch.equal(v, at4[k]) for k, v in at6.items())
@@ -180,3 +182,57 @@ def test_outputs_respect_the_umask(tmp_path, infer_setup):
         os.umask(old)
     assert (tmp_path / 'sr').stat().st_mode & 0o777 == 0o755
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in (tmp_path / 'sr').iterdir())
+
+
+@pytest.mark.slow
+def test_restart_in_place_clean_torn_writes_and_train_longer(tmp_path, small_photo_folder):
+    """A run killed before its first save restarts in its own folder (nothing archived), the temporary files of
+    killed saves are removed, and a resume may raise total_iter and the cosine periods ("train longer")."""
+    opt = tiny_options(small_photo_folder, small_photo_folder, name='longer')
+    opt['train']['scheduler'] = {'type': 'CosineAnnealingRestartLR', 'periods': [4], 'restart_weights': [1],
+                                 'eta_min': 1e-6}
+    path = write_yaml(tmp_path / 'o.yml', opt)
+    exp = tmp_path / 'experiments' / 'longer'
+    for folder in ('models', 'training_states'):
+        (exp / folder).mkdir(parents=True)
+        (exp / folder / '.net_g_2.pth.k1l2.tmp').write_bytes(b'')
+    (exp / 'train_longer_killed.log').write_text('the killed run')
+    result = run_gsr(['train', '-opt', path, '--auto_resume'], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert os.listdir(tmp_path / 'experiments') == ['longer']  # restarted in place, nothing archived
+    assert not list(exp.rglob('*.tmp')) and (exp / 'train_longer_killed.log').exists()
+    assert sorted(os.listdir(exp / 'training_states')) == ['2.state', '4.state']
+
+    opt['train']['total_iter'] = 8
+    opt['train']['scheduler']['periods'] = [8]
+    write_yaml(path, opt)
+    result = run_gsr(['train', '-opt', path, '--auto_resume'], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = load_training_state(str(exp / 'training_states' / '8.state'))
+    assert state['iter'] == 8 and state['schedulers'][0]['periods'] == [8]
+
+    opt['train']['total_iter'] = 12
+    result = run_gsr(['train', '-opt', write_yaml(path, opt), '--auto_resume'], cwd=tmp_path)
+    assert result.returncode == 2
+    assert 'train.total_iter 12 is beyond the end of train.scheduler.periods (sum 8)' in result.stderr
+
+
+def test_a_failed_write_names_the_file_and_the_cause(tmp_path):
+    (tmp_path / 'models').write_text('a file where a folder should be')
+    with pytest.raises(GsrError, match=r'could not write .*models/net_g_2.pth: \[Errno 17\] File exists'):
+        atomic_torch_save({'x': torch.zeros(1)}, str(tmp_path / 'models' / 'net_g_2.pth'))
+
+
+@pytest.mark.slow
+def test_a_dataloader_worker_error_is_one_line(tmp_path, small_photo_folder):
+    import shutil
+    photos = tmp_path / 'photos'
+    shutil.copytree(small_photo_folder, photos)
+    first = sorted(photos.iterdir())[0]
+    first.write_bytes(first.read_bytes()[:100])
+    opt = tiny_options(str(photos), small_photo_folder, **{'datasets.train.num_worker_per_gpu': 1})
+    result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'o.yml', opt)], cwd=tmp_path)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith('gsr: error: ') and f'{first.name}: not a readable image' in last
+    assert 'Traceback' not in result.stderr

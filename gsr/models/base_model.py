@@ -12,6 +12,7 @@ of ``gsr infer``.
 import copy
 import dataclasses
 import difflib
+import os
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional
 
@@ -35,6 +36,8 @@ from gsr.utils.options import options_from_dict
 # ``train:`` keys a gsr model reads (``optim_<name>`` keys are allowed as well)
 TRAIN_KEYS = ('ema_decay', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt', 'regularizers',
               'max_nonfinite_steps')
+# what a scheduler's state holds about the run's progress; the rest of it is the schedule, taken from the options
+SCHEDULER_PROGRESS = ('last_epoch', '_step_count', '_last_lr', 'base_lrs', '_get_lr_called_within_step', 'verbose')
 # top-level keys BasicSR itself reads or adds (``network_*`` keys are allowed as well)
 BASICSR_TOP_LEVEL = ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'path', 'train', 'val',
                      'logger', 'dist_params', 'find_unused_parameters', 'is_train', 'dist', 'rank', 'world_size',
@@ -247,11 +250,45 @@ class GsrModel(SRModel):
         get_root_logger().warning(f'iter {current_iter}: non-finite loss {self.log_dict}; step skipped '
                                   f'({self.nonfinite_in_row} in a row, limit {self.max_nonfinite_steps})')
         if self.nonfinite_in_row >= self.max_nonfinite_steps:
+            first_bad = current_iter - self.nonfinite_in_row + 1
+            set_aside = self.set_aside_states_from(first_bad) if self.opt['rank'] == 0 else []
             raise NonFiniteLossError(
                 f'{self.nonfinite_in_row} non-finite losses in a row at iter {current_iter} '
                 f'(train.max_nonfinite_steps = {self.max_nonfinite_steps}); stopped without saving. '
-                'The last saved checkpoint and training state are intact.')
+                + (f'Training states saved from iter {first_bad} on were renamed to *.state.nonfinite '
+                   f'({", ".join(set_aside)}), so --auto_resume continues from the last finite one.'
+                   if set_aside else 'The last saved checkpoint and training state are intact.'))
         return False
+
+    def set_aside_states_from(self, first_iter: int) -> List[str]:
+        """Rename training states saved at or after ``first_iter`` (when the losses had turned non-finite) so
+        ``--auto_resume`` does not pick them; returns their names."""
+        folder = self.opt['path'].get('training_states')
+        if not folder or not os.path.isdir(folder):
+            return []
+        names = sorted((f for f in os.listdir(folder) if f.endswith('.state') and f[:-6].isdigit()
+                        and int(f[:-6]) >= first_iter), key=lambda f: int(f[:-6]))
+        for name in names:
+            os.replace(os.path.join(folder, name), os.path.join(folder, name + '.nonfinite'))
+        return names
+
+    def resume_training(self, resume_state: Dict[str, Any]) -> None:
+        """Restore optimizers and schedulers; the schedule itself (periods, milestones, ...) is the option file's,
+        so a run can be resumed with a raised ``total_iter`` and longer ``periods`` ("train longer")."""
+        if len(resume_state['optimizers']) != len(self.optimizers):
+            raise GsrError(f'the training state has {len(resume_state["optimizers"])} optimizer(s), the model '
+                           f'{len(self.optimizers)}: its networks changed since the state was saved; start a new '
+                           'run from the saved weights (path.pretrain_network_g)')
+        fresh = [scheduler.state_dict() for scheduler in self.schedulers]
+        try:
+            super().resume_training(resume_state)
+        except ValueError as e:
+            raise GsrError(f'the training state does not fit the model ({e}); start a new run from the saved '
+                           'weights (path.pretrain_network_g)') from e
+        for scheduler, schedule in zip(self.schedulers, fresh):
+            for key, value in schedule.items():
+                if key not in SCHEDULER_PROGRESS:
+                    setattr(scheduler, key, value)
 
     # ------------------------------------------------------------------------------------------- test, save
     def test(self) -> None:

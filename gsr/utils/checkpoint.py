@@ -29,7 +29,10 @@ def current_umask() -> int:
 def atomic_write(path: str, write) -> None:
     """Call ``write(tmp_path)`` and move the result onto ``path`` atomically; remove the temp file on failure."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise GsrError(f'could not write {path}: {e}') from e
     fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
     os.close(fd)
     try:
@@ -38,9 +41,11 @@ def atomic_write(path: str, write) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files; keep what the user's umask asks for
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) or (isinstance(e, RuntimeError) and 'write' in str(e).lower()):
+            raise GsrError(f'could not write {path}: {e}') from e
         raise
 
 

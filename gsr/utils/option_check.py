@@ -203,6 +203,12 @@ def _check_networks_and_optimizers(opt: Dict[str, Any], path: str, skip: Iterabl
     if isinstance(scheduler, dict) and scheduler.get('type') not in SCHEDULERS:
         raise GsrError(f'{path}: train.scheduler.type {scheduler.get("type")!r} is not a scheduler BasicSR builds; '
                        f'choose from {", ".join(SCHEDULERS)}')
+    if isinstance(scheduler, dict) and scheduler.get('type') == 'CosineAnnealingRestartLR':
+        periods, total = scheduler.get('periods') or [], _get(opt, 'train.total_iter')
+        if isinstance(total, (int, float)) and all(isinstance(p, (int, float)) for p in periods) and \
+                total > sum(periods):
+            raise GsrError(f'{path}: train.total_iter {total:g} is beyond the end of train.scheduler.periods '
+                           f'(sum {sum(periods):g}): the cosine schedule would have no learning rate there')
 
 
 def _check_upscale(opt: Dict[str, Any], cfg: Dict[str, Any], arch, path: str) -> None:
