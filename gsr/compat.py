@@ -133,7 +133,7 @@ def load_resume_state(opt):
     from basicsr.utils import check_resume
 
     from gsr.utils.checkpoint import load_training_state
-    if opt['rank'] == 0:
+    if opt.get('rank', 0) == 0:
         remove_torn_writes(opt['path']['models'], opt['path']['training_states'])
     if opt['auto_resume']:
         path = latest_training_state(opt['path']['training_states'])

@@ -90,6 +90,7 @@ def test_gsr_auto_resume_loads_latest_complete_state_on_cpu(tmp_path):
     opt = _state_opt(tmp_path)
     state = compat.load_resume_state(opt)
     assert state['iter'] == 4 and opt['path']['resume_state'].endswith('4.state')
+    assert sorted(os.listdir(opt['path']['training_states'])) == ['2.state', '4.state']  # torn write removed
     assert isinstance(state['schedulers'][0]['milestones'], collections.Counter)
 
 

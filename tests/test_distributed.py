@@ -38,3 +38,65 @@ def test_torchrun_two_cpu_ranks_train_and_write_one_checkpoint(tmp_path, small_p
     assert sorted(os.listdir(exp / 'training_states')) == ['3.state']
     assert sorted(os.listdir(exp / 'models')) == ['net_g_3.pth', 'net_g_latest.pth']
     assert result.stdout.count('End of training') + result.stderr.count('End of training') >= 1
+
+
+def _ddp_options(tmp_path, folder, name, total_iter):
+    opt = tiny_options(folder, folder, name=name)
+    opt['train']['total_iter'] = total_iter
+    opt['logger']['save_checkpoint_freq'] = 2
+    return write_yaml(tmp_path / f'{name}.yml', opt)
+
+
+@pytest.mark.slow
+def test_slurm_launcher_trains_on_two_cpu_processes(tmp_path, small_photo_folder):
+    """BasicSR's slurm path (as gsr patches it) with the variables a cluster sets and a stand-in scontrol."""
+    path = _ddp_options(tmp_path, small_photo_folder, 'slurm', 4)
+    bindir = tmp_path / 'bin'
+    bindir.mkdir()
+    (bindir / 'scontrol').write_text('#!/bin/sh\n[ "$1 $2 $3" = "show hostname node[01-02]" ] && echo 127.0.0.1\n')
+    (bindir / 'scontrol').chmod(0o755)
+    port = free_port()
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, OMP_NUM_THREADS='1', PATH=f'{bindir}:{os.environ["PATH"]}', SLURM_PROCID=str(rank),
+                   SLURM_LOCALID=str(rank), SLURM_NTASKS='2', SLURM_NODELIST='node[01-02]', MASTER_PORT=str(port))
+        procs.append(subprocess.Popen([sys.executable, '-m', 'gsr.train', '-opt', path, '--launcher', 'slurm'],
+                                      cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs[0][1][-3000:] + outputs[1][1][-3000:]
+    exp = tmp_path / 'experiments' / 'slurm'
+    log = open(next(exp.glob('train_*.log'))).read()
+    assert 'World size (gpu number): 2' in log and 'dist: True' in log
+    assert len(re.findall(r'l_align: ', log)) == 4
+    assert sorted(os.listdir(exp / 'training_states')) == ['2.state', '4.state']
+
+
+@pytest.mark.slow
+def test_torchrun_resumes_after_one_rank_is_killed(tmp_path, small_photo_folder):
+    import signal
+    import time
+    path = _ddp_options(tmp_path, small_photo_folder, 'killed', 400)
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+
+    def torchrun(*extra):
+        return [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port()}',
+                '-m', 'gsr.train', '-opt', path, '--launcher', 'pytorch', *extra]
+
+    states = tmp_path / 'experiments' / 'killed' / 'training_states'
+    job = subprocess.Popen(torchrun(), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (states / '4.state').exists() and time.time() < deadline:
+        time.sleep(0.2)
+    ranks = subprocess.run(['pgrep', '-P', str(job.pid)], capture_output=True, text=True).stdout.split()
+    assert len(ranks) == 2, ranks
+    os.kill(int(ranks[1]), signal.SIGKILL)
+    assert job.wait(timeout=120) != 0  # the agent stops the job when a rank dies
+    done = max(int(f[:-len('.state')]) for f in os.listdir(states) if f.endswith('.state'))
+
+    path = _ddp_options(tmp_path, small_photo_folder, 'killed', done + 4)
+    result = subprocess.run(torchrun('--auto_resume'), cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    log = open(sorted((tmp_path / 'experiments' / 'killed').glob('train_*.log'))[-1]).read()
+    assert 'Resuming training from epoch' in log and f'iter: {done}.' in log
+    assert f'{done + 4}.state' in os.listdir(states)

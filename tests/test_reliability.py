@@ -182,6 +182,12 @@ def test_outputs_respect_the_umask(tmp_path, infer_setup):
         os.umask(old)
     assert (tmp_path / 'sr').stat().st_mode & 0o777 == 0o755
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in (tmp_path / 'sr').iterdir())
+    old = os.umask(0o027)
+    try:
+        atomic_torch_save({'x': torch.zeros(1)}, str(tmp_path / 'net_g_2.pth'))  # checkpoints and states alike
+    finally:
+        os.umask(old)
+    assert (tmp_path / 'net_g_2.pth').stat().st_mode & 0o777 == 0o640
 
 
 @pytest.mark.slow
