@@ -98,13 +98,11 @@ def test_a_model_that_forwards_the_twin_gets_its_features_in_the_same_pass(hr_ba
     from gsr.utils.feature_tap import FeatureTap
     from tests.conftest import tiny_options
 
-    class TwinModel(GeneralizableSRModel):
-        forward_twin = True
-
     opt = tiny_options('unused', 'unused', noise_free_twin=True)
     opt.update(is_train=True, dist=False, rank=0, world_size=1)
     opt['datasets']['train']['gt_size'] = 64
-    model = TwinModel(opt)
+    model = GeneralizableSRModel(opt)
+    model.forward_twin = True
     model.feed_data(hr_batch)
     context = model.forward_train()
     n = model.batch.lq.shape[0]

@@ -25,6 +25,7 @@ class AttachmentOptions:
     layer: str = 'conv_last'
     capture: str = 'input'
     lr: Optional[float] = None  # read by the model's optimizer setup: this module's learning rate
+    inference: bool = True  # false: a training-time auxiliary, left out of the network gsr infer / evaluate build
 
 
 def build_registered(opt: Dict[str, Any]) -> nn.Module:
@@ -61,17 +62,22 @@ class AttachedNetwork(nn.Module):
     """``backbone`` (a ``network_g``-style dict) plus ``attachments``: name -> {type, layer, capture, lr, ...}.
 
     A module attached with ``capture: input`` transforms the tensor entering ``layer``; with ``capture: output``
-    the tensor it returns. Modules at the same layer act in the order given.
+    the tensor it returns. Modules at the same layer act in the order given. ``for_inference`` leaves out the
+    modules marked ``inference: false`` (training-time auxiliaries).
     """
 
-    def __init__(self, backbone: Dict[str, Any], attachments: Optional[Dict[str, Dict[str, Any]]] = None):
+    def __init__(self,
+                 backbone: Dict[str, Any],
+                 attachments: Optional[Dict[str, Dict[str, Any]]] = None,
+                 for_inference: bool = False):
         super().__init__()
         self.backbone = build_registered(backbone)
         self.attached = nn.ModuleDict()
         self.points: Dict[str, AttachmentOptions] = {}
         for name, cfg in (attachments or {}).items():
             point, module_opt = split_attachment(name, cfg)
-            self.attach(name, build_registered(module_opt), point)
+            if point.inference or not for_inference:
+                self.attach(name, build_registered(module_opt), point)
 
     def attach(self, name: str, module: nn.Module, point: AttachmentOptions) -> None:
         if point.capture not in CAPTURES:
@@ -119,12 +125,13 @@ def check_channels(name: str, module: nn.Module, layer: nn.Module, capture: str)
                        f'has {channels} channels')
 
 
-def network_from_options(opt: Dict[str, Any]) -> AttachedNetwork:
-    """``network_g`` with the modules of ``attach:`` (and ``dropout:``, channel Dropout at the feature tap)."""
+def network_from_options(opt: Dict[str, Any], for_inference: bool = False) -> AttachedNetwork:
+    """``network_g`` with the modules of ``attach:`` (and ``dropout:``, channel Dropout at the feature tap); for
+    inference without the modules marked ``inference: false``."""
     attachments = dict(opt.get('attach') or {})
     if opt.get('dropout') is not None:
         tap = opt.get('feature_tap') or {}
         attachments['dropout'] = dict(
             type='ChannelDropout', layer=tap.get('layer', 'conv_last'), capture=tap.get('capture', 'input'),
             **opt['dropout'])
-    return AttachedNetwork(opt['network_g'], attachments)
+    return AttachedNetwork(opt['network_g'], attachments, for_inference)

@@ -9,6 +9,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from gsr.data.eval_protocol import degrade_file, folder_name
+from gsr.utils.default_data import resolve_root
 from gsr.utils.image_io import list_images
 from gsr.utils.options import dataset_options
 
@@ -35,7 +36,7 @@ class DegradedBenchmarkDataset(data.Dataset):
         self.scale = int(opt.get('scale', 4))
         self.setting, self.noise_sigma, self.seed = o.setting, o.noise_sigma, o.seed
         folder_name(self.setting, self.noise_sigma)  # validates the setting name
-        self.paths = list_images(o.dataroot_gt)
+        self.paths = list_images(resolve_root(o.dataroot_gt))
         self.cache: Dict[int, Dict[str, Any]] = {}
         self.use_cache = o.cache
 

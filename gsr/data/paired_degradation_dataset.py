@@ -13,6 +13,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from gsr.data.kernels import BlurKernelOptions, sample_blur_kernel, sample_final_sinc
+from gsr.utils.default_data import resolve_root
 from gsr.utils.errors import GsrError
 from gsr.utils.image_io import IMAGE_EXTENSIONS, decode_image, list_images
 from gsr.utils.options import dataset_options
@@ -87,6 +88,7 @@ class PairedDegradationDataset(data.Dataset):
         self.keys = self._list_keys()
 
     def _list_keys(self) -> List[str]:
+        self.options.dataroot_gt = resolve_root(self.options.dataroot_gt)
         root, meta = self.options.dataroot_gt, self.options.meta_info
         if not root or not os.path.exists(root):
             raise GsrError(f'dataroot_gt does not exist: {root!r} — prepare it as described in docs/DATASETS.md')

@@ -70,6 +70,20 @@ class DegradationOptions:
             check_fraction(name, getattr(self, name))
 
 
+POISSON_STD_PER_SCALE = 255 * math.sqrt(0.5 / 256)  # ~ 11.3 (see effective_noise_std)
+
+
+def effective_noise_std(labels: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per sample, the noise of both stages as one standard deviation in 0-255 units (TFD proposal §5.1):
+
+    s_eff = sqrt(s_1² + s_2²), s_k = the Gaussian sigma of stage k, or for Poisson noise its std at mean intensity
+    0.5: BasicSR adds scale·(poisson(v·I)/v − I) with v = 256 levels for 8-bit content, whose std at I = 0.5 is
+    scale·sqrt(0.5/256), i.e. 11.3·scale in 0-255 units. An approximation: stage-1 noise is resized afterwards.
+    """
+    stages = [labels[f'noise{k}_sigma'] + POISSON_STD_PER_SCALE * labels[f'noise{k}_poisson_scale'] for k in (1, 2)]
+    return torch.sqrt(stages[0]**2 + stages[1]**2)
+
+
 def reflect_filter_matrix(taps: torch.Tensor, n: int) -> torch.Tensor:
     """The n x n matrix M with (M x) = conv1d(reflect_pad(x), taps) for a length-n signal x.
 

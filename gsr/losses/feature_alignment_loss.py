@@ -23,6 +23,8 @@ class FeatureAlignmentLoss(nn.Module):
     spatial positions (``spatial_discrepancy``). ``reduction`` sums (released code) or averages over pairs.
     """
 
+    needs_pairs = True  # compares the two degraded copies of each crop (``LossContext.pair``)
+
     def __init__(self, loss_weight: float = 1.0, mode: str = 'official', reduction: str = 'sum', center: bool = True):
         super().__init__()
         self.loss_weight = float(loss_weight)

@@ -12,6 +12,8 @@ from gsr.losses.loss_context import LossContext
 class FeatureMatchingLoss(nn.Module):
     """L2 between the two copies' tapped feature maps: ``mean((F¹ − F²)²)`` (or its sum)."""
 
+    needs_pairs = True  # compares the two degraded copies of each crop (``LossContext.pair``)
+
     def __init__(self, loss_weight: float = 1.0, reduction: str = 'mean'):
         super().__init__()
         self.loss_weight = float(loss_weight)

@@ -16,18 +16,29 @@ class LossContext:
     """What one training step computed, for the loss terms under ``train.regularizers`` (and a model's own).
 
     ``features`` maps a tap name to what it captured on the LQ rows (``MAIN_TAP`` for ``feature_tap:``);
-    ``twin_features`` the same on the noise-free twin rows, when the model forwards the twin. Statistics shared
-    by several losses are computed once per step (``pair``).
+    ``records`` maps an attached module's name to what it recorded in the step (e.g. a detector's logits).
+    ``twin_features`` / ``twin_records``: the same on the noise-free twin rows, when the model forwards the twin.
+    Statistics shared by several losses are computed once per step (``pair``).
     """
     batch: DegradedBatch
     output: torch.Tensor
     features: Dict[str, torch.Tensor] = field(default_factory=dict)
     twin_features: Dict[str, torch.Tensor] = field(default_factory=dict)
+    records: Dict[str, Dict[str, torch.Tensor]] = field(default_factory=dict)
+    twin_records: Dict[str, Dict[str, torch.Tensor]] = field(default_factory=dict)
     _pairs: Dict[str, FeaturePair] = field(default_factory=dict, repr=False)
 
     @property
     def labels(self) -> Dict[str, torch.Tensor]:
         return self.batch.labels
+
+    def record(self, module: str, key: str, twin: bool = False) -> torch.Tensor:
+        """What attached module ``module`` recorded under ``key`` on the LQ rows (or the twin rows)."""
+        records = self.twin_records if twin else self.records
+        if key not in records.get(module, {}):
+            raise GsrError(f'attach.{module} recorded no {key!r} in this step' +
+                           ('' if not twin else ' for the noise-free twin (set noise_free_twin: true)'))
+        return records[module][key]
 
     def pair(self, tap: str = MAIN_TAP) -> FeaturePair:
         """The two degraded copies' features at ``tap``, for losses between copies of the same crop."""

@@ -41,6 +41,8 @@ class RFFAlignmentLoss(nn.Module):
     (``redraw: true``) or fixed from ``seed``.
     """
 
+    needs_pairs = True  # compares the two degraded copies of each crop (``LossContext.pair``)
+
     def __init__(self,
                  loss_weight: float = 1.0,
                  mode: str = 'official',

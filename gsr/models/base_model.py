@@ -53,7 +53,6 @@ class GsrModelOptions:
 class GsrModel(SRModel):
     """Shared base (module docstring). Subclasses set ``OPTIONS`` and may override ``loss_terms``."""
     OPTIONS = GsrModelOptions
-    forward_twin = False  # run the noise-free twin through net_g in the same pass (``LossContext.twin_features``)
 
     @classmethod
     def parse_options(cls, opt: Dict[str, Any]) -> Any:
@@ -109,6 +108,7 @@ class GsrModel(SRModel):
         self.taps: Dict[str, FeatureTap] = OrderedDict()
         self.batch_builder: Optional[DegradedBatchBuilder] = None
         self.batch: Optional[DegradedBatch] = None
+        self.forward_twin = False  # run the noise-free twin through net_g in the same pass (``twin_features``)
         self.net_g = self.add_network('g', self.build_net_g(opt))
         self.setup()
         if self.is_train:
@@ -205,9 +205,16 @@ class GsrModel(SRModel):
         with_twin = self.forward_twin and batch.lq_noise_free is not None
         output = self.net_g(torch.cat([batch.lq, batch.lq_noise_free]) if with_twin else batch.lq)
         features = {name: tap.features for name, tap in self.taps.items()}
-        twin_features = {name: f[n:] for name, f in features.items()} if with_twin else {}
+        records = {name: dict(module.record) for name, module in self.get_bare_model(self.net_g).attached.items()
+                   if getattr(module, 'record', None)}
         self.output = output[:n]
-        return LossContext(batch, self.output, {name: f[:n] for name, f in features.items()}, twin_features)
+
+        def rows(tensors: Dict[str, torch.Tensor], twin: bool) -> Dict[str, torch.Tensor]:
+            return {k: t[n:] if twin else t[:n] for k, t in tensors.items()}
+
+        return LossContext(batch, self.output, rows(features, False), rows(features, True) if with_twin else {},
+                           {name: rows(r, False) for name, r in records.items()},
+                           {name: rows(r, True) for name, r in records.items()} if with_twin else {})
 
     def loss_terms(self, context: LossContext) -> 'OrderedDict[str, torch.Tensor]':
         """Named loss terms: pixel, perceptual/style (BasicSR's), then every ``train.regularizers`` entry."""
@@ -231,6 +238,9 @@ class GsrModel(SRModel):
         if not self.loss_is_finite(total, current_iter):
             return
         total.backward()
+        for module in self.get_bare_model(self.net_g).attached.values():
+            if getattr(module, 'record', None):
+                module.record = {}  # let the step's tensors go
         for optimizer in self.optimizers:
             optimizer.step()
         if self.ema_decay > 0:

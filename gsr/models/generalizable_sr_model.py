@@ -56,16 +56,37 @@ class GeneralizableSRModel(GsrModel):
         train = (opt.get('datasets') or {}).get('train') or {}
         cls.batch_options(opt, options)
         train_opt = opt.get('train') or {}
-        if train_opt.get('regularizers') and not options.paired:
-            raise GsrError(f'train.regularizers ({", ".join(train_opt["regularizers"])}) compare two degraded copies '
-                           'of each crop: they need paired: true')
+        between_copies = [name for name, cfg in (train_opt.get('regularizers') or {}).items()
+                          if getattr(LOSS_REGISTRY.get(cfg['type']), 'needs_pairs', False)]
+        if between_copies and not options.paired:
+            raise GsrError(f'train.regularizers ({", ".join(between_copies)}) compare two degraded copies of each '
+                           'crop: they need paired: true')
         batch = train.get('batch_size_per_gpu')
         for name, cfg in (train_opt.get('regularizers') or {}).items():
-            need = getattr(LOSS_REGISTRY.get(cfg['type']), 'minimum_pairs', lambda cfg: 1)(cfg)
+            loss = LOSS_REGISTRY.get(cfg['type'])
+            need = getattr(loss, 'minimum_pairs', lambda cfg: 1)(cfg)
             if isinstance(batch, int) and batch < need:
                 raise GsrError(f'train.regularizers.{name}: {cfg["type"]} centres each copy over the batch, so with '
                                f'datasets.train.batch_size_per_gpu {batch} it is 0 on every step: use at least {need}')
+            cls.check_twin_loss(name, cfg, loss, options)
         return options
+
+    @staticmethod
+    def check_twin_loss(name: str, cfg: Dict[str, Any], loss: type, options: GeneralizableSROptions) -> None:
+        """Losses on the noise-free twin need it, and the records of the attached module they name."""
+        if not getattr(loss, 'needs_twin', False):
+            return
+        where = f'train.regularizers.{name}'
+        if not options.noise_free_twin:
+            raise GsrError(f'{where}: {cfg["type"]} compares rows with their noise-free twins: set noise_free_twin: '
+                           'true')
+        attachment = cfg.get('attachment', 'tfd')
+        if attachment not in options.attach:
+            raise GsrError(f'{where}: {cfg["type"]} reads the module attach.{attachment}, which is not attached '
+                           f'(attach: {", ".join(options.attach) or "none"})')
+        if cfg['type'] == 'NoiseDetectionLoss' and options.degradation.noise_prob == 0:
+            raise GsrError(f'{where}: with degradation.noise_prob 0 no row is noisy, so the detector has no positives; '
+                           'use noise_prob > 0 (0.5 in the TFD option files)')
 
     @classmethod
     def check_network(cls, net: AttachedNetwork, options: GeneralizableSROptions) -> None:
@@ -80,3 +101,6 @@ class GeneralizableSRModel(GsrModel):
         o = self.options
         self.batch_builder = DegradedBatchBuilder(self.batch_options(self.opt, o), self.opt['scale']).to(self.device)
         self.add_tap(MAIN_TAP, o.feature_tap.layer, o.feature_tap.capture)
+        regularizers = (self.opt.get('train') or {}).get('regularizers') or {}
+        self.forward_twin = any(getattr(LOSS_REGISTRY.get(cfg['type']), 'needs_twin', False)
+                                for cfg in regularizers.values())

@@ -170,4 +170,7 @@ def load_network_checkpoint(net: torch.nn.Module, path: str, param_key: str = 'p
                            f'{", ".join(net.attached.keys())} (no {key + ATTACHED_SUFFIX!r} entry; it has: '
                            f'{", ".join(map(str, state))})')
         return
-    load_weights(net.attached, checkpoint_entry(state, path, key + ATTACHED_SUFFIX), path, strict)
+    stored = checkpoint_entry(state, path, key + ATTACHED_SUFFIX)
+    present = set(net.attached.keys())  # modules left out for inference (``inference: false``) are not loaded
+    load_weights(net.attached, OrderedDict((k, v) for k, v in stored.items() if k.split('.')[0] in present), path,
+                 strict)

@@ -53,6 +53,21 @@ def cache_dir() -> str:
     return os.environ.get('GSR_CACHE') or os.path.join(os.path.expanduser('~'), '.cache', 'gsr')
 
 
+EMBEDDED = 'embedded:'
+
+
+def resolve_root(root: str) -> str:
+    """``embedded:train`` / ``embedded:val`` (the option files under ``options/tiny/``) -> the folder of the embedded
+    photographs, written on first use; any other root is returned as it is."""
+    if not isinstance(root, str) or not root.startswith(EMBEDDED):
+        return root
+    split = root[len(EMBEDDED):]
+    if split not in ('train', 'val'):
+        from gsr.utils.errors import GsrError
+        raise GsrError(f'{root!r}: the embedded data sets are embedded:train and embedded:val')
+    return materialize()[split]
+
+
 def materialize(root: str = None) -> Dict[str, str]:
     """Write the default images (once) and return ``{'train': folder, 'val': folder}``."""
     root = root or os.path.join(cache_dir(), 'default_data')

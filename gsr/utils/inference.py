@@ -20,7 +20,7 @@ def load_network(opt: Dict[str, Any],
                  device: Optional[torch.device] = None) -> nn.Module:
     """The network an option file trains (``network_g`` with its ``attach:`` modules), loaded from ``checkpoint``
     (``param_key``, falling back to ``params``), in eval mode on ``device``."""
-    net = network_from_options(opt)
+    net = network_from_options(opt, for_inference=True)
     load_network_checkpoint(net, checkpoint, param_key)
     return net.eval().to(device or torch.device('cpu'))
 

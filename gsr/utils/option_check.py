@@ -6,6 +6,7 @@ from typing import Any, Dict, Iterable, Optional
 import yaml
 
 from gsr.losses.loss_context import takes_context
+from gsr.utils.default_data import EMBEDDED
 from gsr.utils.errors import GsrError
 
 REQUIRED_TOP_LEVEL = ('name', 'model_type', 'num_gpu', 'network_g', 'datasets', 'path')
@@ -117,6 +118,8 @@ def _check_data_roots(opt: Dict[str, Any], path: str, skip: Iterable[str]) -> No
         where = f'datasets.{phase}'
         for key in ('dataroot_gt', 'dataroot_lq'):
             root = ds.get(key)
+            if isinstance(root, str) and root.startswith(EMBEDDED):
+                continue
             if root is not None and f'{where}.{key}' not in skip and not os.path.exists(os.path.expanduser(root)):
                 where_abs = '' if os.path.isabs(root) else f' (from {os.getcwd()}: {os.path.abspath(root)})'
                 raise GsrError(f'{path}: {where}.{key} does not exist: {root}{where_abs} — see docs/DATASETS.md '

@@ -1,0 +1,121 @@
+"""Targeted feature denoising, attached to any SR network's features (our reading of Wang et al., "Not All
+Degradations Are Equal", arXiv 2509.14841; the paper's layers are not public: ``docs/TFD.md`` says what is ours).
+
+A noise detector reads the tapped feature and gives a logit (per image, optionally per pixel); a dual-path
+(spatial + frequency) denoiser predicts the feature's noise component, and the module returns the feature minus
+the gated prediction, so clean inputs pass unchanged. In ``training_only`` mode nothing is subtracted: the
+detector and the twin-feature loss act on the backbone's own features, and inference uses the bare network.
+"""
+import math
+
+import torch
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
+from torch.nn import functional as F
+
+from gsr.utils.errors import GsrError
+
+MODES = ('inline', 'training_only')
+
+
+class NoiseDetector(nn.Module):
+    """conv3x3 (C -> C/2), LReLU, conv3x3 stride 2, LReLU, global average pool, linear -> one logit per image;
+    with ``pixel_map`` also a 1x1-conv head giving a logit per position (proposal §5.3)."""
+
+    def __init__(self, num_feat: int, pixel_map: bool = False):
+        super().__init__()
+        hidden = max(num_feat // 2, 1)
+        self.body = nn.Sequential(
+            nn.Conv2d(num_feat, hidden, 3, 1, 1), nn.LeakyReLU(0.1, True), nn.Conv2d(hidden, hidden, 3, 2, 1),
+            nn.LeakyReLU(0.1, True))
+        self.image_head = nn.Linear(hidden, 1)
+        self.pixel_head = nn.Conv2d(num_feat, 1, 1) if pixel_map else None
+
+    def forward(self, f: torch.Tensor):
+        image_logit = self.image_head(self.body(f).mean((2, 3))).squeeze(1)
+        return image_logit, self.pixel_head(f) if self.pixel_head is not None else None
+
+
+class FrequencyPath(nn.Module):
+    """``rfft2`` -> a learnable 1x1 mixing of the stacked real and imaginary parts of every channel -> a learnable
+    radial soft mask (sigmoid of a per-band logit, initialised to pass everything) -> ``irfft2``. Computed in
+    float32 whatever the autocast dtype: FFTs of half-precision features lose too much and some backends refuse them.
+    """
+
+    def __init__(self, num_feat: int, bands: int = 8):
+        super().__init__()
+        self.mix = nn.Conv2d(2 * num_feat, 2 * num_feat, 1)
+        self.band_logits = nn.Parameter(torch.full((bands, ), 4.0))  # sigmoid(4) ~ 0.98: pass everything
+
+    def radial_mask(self, h: int, w: int, device: torch.device) -> torch.Tensor:
+        """Per rfft2 bin, the soft weight of its radial band (bands of equal width up to the Nyquist radius)."""
+        fy = torch.fft.fftfreq(h, device=device)[:, None]
+        fx = torch.fft.rfftfreq(w, device=device)[None, :]
+        radius = torch.sqrt(fy**2 + fx**2) / math.sqrt(0.5)
+        band = (radius * len(self.band_logits)).long().clamp(max=len(self.band_logits) - 1)
+        return torch.sigmoid(self.band_logits.float())[band]
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(f.device.type, enabled=False):
+            x = f.float()
+            h, w = x.shape[-2:]
+            spectrum = torch.fft.rfft2(x, norm='ortho')
+            mixed = F.conv2d(torch.cat([spectrum.real, spectrum.imag], 1), self.mix.weight.float(),
+                             self.mix.bias.float())
+            real, imag = mixed.chunk(2, dim=1)
+            spectrum = torch.complex(real, imag) * self.radial_mask(h, w, x.device)
+            return torch.fft.irfft2(spectrum, s=(h, w), norm='ortho').to(f.dtype)
+
+
+class FeatureDenoiser(nn.Module):
+    """Predicted noise component n̂ = fuse([spatial(f), frequency(f)]): spatial = depthwise 3x3, pointwise,
+    LReLU, pointwise; fuse = 1x1 conv, zero-initialised so that n̂ = 0 at the start (proposal §5.4)."""
+
+    def __init__(self, num_feat: int):
+        super().__init__()
+        self.spatial = nn.Sequential(
+            nn.Conv2d(num_feat, num_feat, 3, 1, 1, groups=num_feat), nn.Conv2d(num_feat, num_feat, 1),
+            nn.LeakyReLU(0.1, True), nn.Conv2d(num_feat, num_feat, 1))
+        self.frequency = FrequencyPath(num_feat)
+        self.fuse = nn.Conv2d(2 * num_feat, num_feat, 1)
+        nn.init.zeros_(self.fuse.weight)
+        nn.init.zeros_(self.fuse.bias)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.fuse(torch.cat([self.spatial(f), self.frequency(f)], 1))
+
+
+@ARCH_REGISTRY.register()
+class TargetedFeatureDenoising(nn.Module):
+    """Attached module (``attach: {tfd: {type: TargetedFeatureDenoising, num_feat, ...}}``).
+
+    ``inline``: f' = f − g · n̂ with g = σ(detector logit) per image (per pixel with ``pixel_map``), n̂ from the
+    ``FeatureDenoiser``. ``training_only``: f' = f (the module only detects; drop it at inference with
+    ``inference: false``). ``detach_detector``: the detector reads a stop-gradient copy of f, so its loss does not
+    push the backbone to encode noise. Every training forward records ``input``, ``logit``, ``pixel_logit`` and
+    (inline) ``output`` for the losses (``LossContext.records``).
+    """
+
+    def __init__(self, num_feat: int = 64, mode: str = 'inline', detach_detector: bool = True,
+                 pixel_map: bool = False):
+        super().__init__()
+        if mode not in MODES:
+            raise GsrError(f'TargetedFeatureDenoising.mode must be one of {", ".join(MODES)}, got {mode!r}')
+        self.num_feat, self.mode, self.detach_detector = num_feat, mode, detach_detector
+        self.detector = NoiseDetector(num_feat, pixel_map)
+        self.denoiser = FeatureDenoiser(num_feat) if mode == 'inline' else None
+        self.record = {}
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        logit, pixel_logit = self.detector(f.detach() if self.detach_detector else f)
+        if self.training:
+            self.record = {'input': f, 'logit': logit}
+            if pixel_logit is not None:
+                self.record['pixel_logit'] = pixel_logit
+        if self.denoiser is None:
+            return f
+        gate = torch.sigmoid(pixel_logit if pixel_logit is not None else logit[:, None, None, None])
+        out = f - gate.to(f.dtype) * self.denoiser(f)
+        if self.training:
+            self.record['output'] = out
+        return out
