@@ -18,22 +18,39 @@ from gsr.utils.errors import GsrError
 MODES = ('inline', 'training_only')
 
 
+def log_energy(x: torch.Tensor, dims) -> torch.Tensor:
+    """log(mean(x²) + 1e-12) over ``dims``, in float32 (features can be small: the epsilon is below them)."""
+    return torch.log(x.float().pow(2).mean(dims) + 1e-12)
+
+
 class NoiseDetector(nn.Module):
-    """conv3x3 (C -> C/2), LReLU, conv3x3 stride 2, LReLU, global average pool, linear -> one logit per image;
-    with ``pixel_map`` also a 1x1-conv head giving a logit per position (proposal §5.3)."""
+    """A logit per image (and, with ``pixel_map``, per position) that the feature carries noise.
+
+    r = f − mean₃ₓ₃(f), the high-pass residual where i.i.d. noise lives and smooth content does not; then conv3x3
+    (C -> C/2), LReLU, conv3x3 stride 2, LReLU (proposal §5.3), and log-energy pooling log(mean z²) per channel ->
+    BatchNorm -> linear. The fixed high-pass front end, the energy pooling and the normalisation are ours: with plain
+    average pooling the same layers stayed at chance, as noise raises the variance of features, not their mean, and
+    without the normalisation the head's bias had to travel to the log-energies' level before anything was learnt
+    (tests/test_tfd.py shows the detector learning). The per-pixel head: a 1x1 conv on log(mean₃ₓ₃ r²).
+    """
 
     def __init__(self, num_feat: int, pixel_map: bool = False):
         super().__init__()
-        hidden = max(num_feat // 2, 1)
+        hidden = max(num_feat // 2, 4)
         self.body = nn.Sequential(
             nn.Conv2d(num_feat, hidden, 3, 1, 1), nn.LeakyReLU(0.1, True), nn.Conv2d(hidden, hidden, 3, 2, 1),
             nn.LeakyReLU(0.1, True))
+        self.norm = nn.BatchNorm1d(hidden)
         self.image_head = nn.Linear(hidden, 1)
         self.pixel_head = nn.Conv2d(num_feat, 1, 1) if pixel_map else None
 
     def forward(self, f: torch.Tensor):
-        image_logit = self.image_head(self.body(f).mean((2, 3))).squeeze(1)
-        return image_logit, self.pixel_head(f) if self.pixel_head is not None else None
+        residual = f - F.avg_pool2d(f, 3, 1, 1, count_include_pad=False)
+        image_logit = self.image_head(self.norm(log_energy(self.body(residual), (2, 3))).to(f.dtype)).squeeze(1)
+        if self.pixel_head is None:
+            return image_logit, None
+        local = torch.log(F.avg_pool2d(residual.float().pow(2), 3, 1, 1, count_include_pad=False) + 1e-12)
+        return image_logit, self.pixel_head(local.to(f.dtype))
 
 
 class FrequencyPath(nn.Module):

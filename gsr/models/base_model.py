@@ -246,6 +246,15 @@ class GsrModel(SRModel):
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
 
+    @torch.no_grad()
+    def model_ema(self, decay: float = 0.999) -> None:
+        """BasicSR's parameter EMA of ``net_g``, plus its buffers copied as they are (BasicSR leaves them at their
+        initial values, which breaks e.g. BatchNorm statistics of attached modules in the EMA network)."""
+        super().model_ema(decay)
+        ema_buffers = dict(self.net_g_ema.named_buffers())
+        for name, buffer in self.get_bare_model(self.net_g).named_buffers():
+            ema_buffers[name].copy_(buffer)
+
     def loss_is_finite(self, total: torch.Tensor, current_iter: int) -> bool:
         """Non-finite guard: skip the step (all ranks agree), stop after ``max_nonfinite_steps`` in a row."""
         finite = torch.isfinite(total.detach()).float().reshape(1)

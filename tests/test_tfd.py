@@ -1,0 +1,215 @@
+"""Targeted feature denoising: identity at the start, where gradients go, a detector that learns, the twin target,
+bf16 FFTs, both inference modes end to end, and its bad inputs."""
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+from basicsr.archs import build_network
+from basicsr.models import build_model
+
+from gsr.archs.attached_arch import AttachedNetwork
+from gsr.data.paired_degradation_dataset import PairedDegradationDataset
+from gsr.data.second_order_degrader import effective_noise_std
+from gsr.losses.tfd_loss import NoiseDetectionLoss, TwinFeatureLoss
+from gsr.utils.checkpoint import load_checkpoint
+from tests.conftest import run_gsr, tiny_options, write_yaml
+
+BACKBONE = {'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1, 'upscale': 4}
+TFD = {'type': 'TargetedFeatureDenoising', 'num_feat': 8}
+REGULARIZERS = {'l_det': {'type': 'NoiseDetectionLoss'}, 'l_feat': {'type': 'TwinFeatureLoss'}}
+
+
+def tfd_options(root, mode='inline', **extra):
+    top = dict({'noise_free_twin': True, 'paired': False, 'degradation': {'noise_prob': 0.5},
+                'attach': {'tfd': dict(TFD, mode=mode)}}, **extra)
+    opt = tiny_options(root, root, **top)
+    opt['datasets']['train']['kernel_sets'] = 1
+    opt['train']['regularizers'] = dict(REGULARIZERS)
+    return opt
+
+
+def hr_batches(folder, count, size=4, seed=0):
+    random.seed(seed)
+    np.random.seed(seed)
+    ds = PairedDegradationDataset({'name': 'train', 'dataroot_gt': folder, 'crop_pad_size': 96, 'kernel_sets': 1})
+    for _ in range(count):
+        items = [ds[random.randrange(len(ds))] for _ in range(size)]
+        yield {k: torch.stack([it[k] for it in items]) for k in items[0] if k != 'gt_path'}
+
+
+def model_for(opt, gt_size=64):
+    opt = dict(opt, is_train=True, dist=False, rank=0, world_size=1)
+    opt['datasets']['train']['gt_size'] = gt_size
+    torch.manual_seed(0)
+    return build_model(opt)
+
+
+def test_zero_initialised_denoiser_leaves_the_network_unchanged():
+    torch.manual_seed(0)
+    net = AttachedNetwork(BACKBONE, {'tfd': TFD})
+    bare = build_network(dict(BACKBONE))
+    bare.load_state_dict(net.backbone.state_dict())
+    x = torch.rand(2, 3, 12, 12)
+    assert torch.equal(net(x), bare(x)) and torch.equal(net.eval()(x), bare.eval()(x))
+
+
+@pytest.mark.parametrize('detach', [True, False])
+def test_detector_gradient_reaches_the_module_and_the_backbone_only_when_asked(photo_folder, detach):
+    opt = tfd_options(photo_folder)
+    opt['attach']['tfd']['detach_detector'] = detach
+    model = model_for(opt)
+    model.feed_data(next(hr_batches(photo_folder, 1)))
+    loss = NoiseDetectionLoss(loss_weight=1.0)(model.forward_train())
+    loss.backward()
+    tfd, backbone = model.net_g.attached['tfd'], model.net_g.backbone
+    assert tfd.detector.image_head.weight.grad.abs().sum() > 0
+    reached = backbone.conv_first.weight.grad is not None and backbone.conv_first.weight.grad.abs().sum() > 0
+    assert reached != detach
+
+
+def toy_rows(photos, generator, n=8, size=64):
+    """Crops of real photographs; every second one with Gaussian noise of sigma 10-30 (0-255 units)."""
+    crops = []
+    for _ in range(n):
+        img = photos[int(torch.randint(len(photos), (1, ), generator=generator))]
+        top, left = (int(torch.randint(s - size, (1, ), generator=generator)) for s in img.shape[1:])
+        crops.append(img[:, top:top + size, left:left + size])
+    clean = torch.stack(crops)
+    sigma = (torch.rand(n, generator=generator) * 20 + 10) * (torch.arange(n) % 2)
+    noisy = (clean + torch.randn(clean.shape, generator=generator) * sigma[:, None, None, None] / 255).clamp(0, 1)
+    zeros = torch.zeros(n)
+    labels = {'noise1_sigma': sigma, 'noise2_sigma': zeros, 'noise1_poisson_scale': zeros,
+              'noise2_poisson_scale': zeros}
+    return noisy, clean, labels
+
+
+def test_detector_learns_to_tell_noisy_from_clean_rows(photo_folder):
+    """On toy rows (photo crops with or without noise, and their clean twins), 80 steps of NoiseDetectionLoss take
+    the detector from chance to well above it on new rows (balanced accuracy: mean of the hit rates on noisy and on
+    clean rows, 0.5 for any constant answer)."""
+    from gsr.data.degraded_batch import DegradedBatch
+    from gsr.losses.loss_context import LossContext
+    from gsr.utils.image_io import list_images, read_image_uint8_rgb
+    photos = [torch.from_numpy(read_image_uint8_rgb(p)).permute(2, 0, 1).float() / 255
+              for p in list_images(photo_folder)]
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    module = build_network({'type': 'TargetedFeatureDenoising', 'num_feat': 3})
+    optimizer = torch.optim.Adam(module.detector.parameters(), 3e-3)
+    loss_fn = NoiseDetectionLoss(loss_weight=1.0)
+
+    def accuracy() -> float:
+        module.eval()
+        hits = []
+        with torch.no_grad():
+            for _ in range(10):
+                noisy, clean, labels = toy_rows(photos, generator)
+                truth = torch.cat([effective_noise_std(labels) > 2, torch.zeros(len(clean), dtype=torch.bool)])
+                said = module.detector(torch.cat([noisy, clean]))[0] > 0
+                hits.append((said[truth].float().mean() + (~said[~truth]).float().mean()) / 2)  # balanced
+        module.train()
+        return float(torch.stack(hits).mean())
+
+    before = accuracy()
+    for _ in range(80):
+        noisy, clean, labels = toy_rows(photos, generator)
+        module(torch.cat([noisy, clean]))
+        n = len(noisy)
+        halves = [{k: v[:n] for k, v in module.record.items()}, {k: v[n:] for k, v in module.record.items()}]
+        batch = DegradedBatch(gt=clean, lq=noisy, content=torch.arange(n), degradation=torch.arange(n), labels=labels)
+        context = LossContext(batch, noisy, records={'tfd': halves[0]}, twin_records={'tfd': halves[1]})
+        optimizer.zero_grad()
+        loss_fn(context).backward()
+        optimizer.step()
+    after = accuracy()
+    assert after > 0.75 and after > before + 0.2, (before, after)
+
+
+def test_feature_loss_targets_the_twin_and_not_the_noisy_copy(photo_folder):
+    model = model_for(tfd_options(photo_folder))
+    model.feed_data(next(hr_batches(photo_folder, 1)))
+    with torch.no_grad():
+        context = model.forward_train()
+        loss = TwinFeatureLoss()(context)
+        target = context.record('tfd', 'input', twin=True).clone()
+        model.batch.lq = (model.batch.lq + 0.2 * torch.randn_like(model.batch.lq)).clamp(0, 1)  # more noise
+        noisier = model.forward_train()
+        assert torch.equal(noisier.record('tfd', 'input', twin=True), target)  # the target ignores the noisy copy
+        model.batch.lq_noise_free = model.batch.lq_noise_free.flip(-1)  # another twin
+        assert TwinFeatureLoss()(model.forward_train()) != TwinFeatureLoss()(noisier)
+    assert loss > 0
+
+
+def test_frequency_path_runs_under_bf16_autocast():
+    torch.manual_seed(0)
+    module = build_network(dict(TFD))
+    torch.nn.init.normal_(module.denoiser.fuse.weight, std=0.1)
+    f = torch.randn(2, 8, 16, 16, requires_grad=True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = module(f)
+    out.float().sum().backward()
+    assert torch.isfinite(out.float()).all() and f.grad is not None and torch.isfinite(f.grad).all()
+
+
+def _one_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('gsr: error: '), err
+    return err[0]
+
+
+def test_tfd_bad_inputs_are_one_line(tmp_path, photo_folder, monkeypatch, capsys):
+    from gsr.cli import main
+    monkeypatch.chdir(tmp_path)
+    cases = []
+    opt = tfd_options(photo_folder)
+    opt['degradation']['noise_prob'] = 0.0
+    cases.append((opt, 'no row is noisy, so the detector has no positives'))
+    opt = tfd_options(photo_folder)
+    opt['attach']['tfd']['layer'] = 'conv_lastt'
+    cases.append((opt, "attach.tfd.layer 'conv_lastt' is not a layer of MSRResNet"))
+    opt = tfd_options(photo_folder)
+    opt['attach']['tfd']['num_feat'] = 16
+    cases.append((opt, 'attach.tfd: the module has num_feat 16 but the input of its layer has 8 channels'))
+    opt = tfd_options(photo_folder, noise_free_twin=False)
+    cases.append((opt, 'compares rows with their noise-free twins: set noise_free_twin: true'))
+    opt = tfd_options(photo_folder)
+    opt['attach'] = {}
+    cases.append((opt, 'reads the module attach.tfd, which is not attached'))
+    for opt, message in cases:
+        assert main(['train', '-opt', write_yaml(tmp_path / 'o.yml', opt)]) == 2
+        assert message in _one_line(capsys)
+    # a checkpoint without the TFD modules given to the inline network
+    torch.save({'params': build_network(dict(BACKBONE)).state_dict()}, tmp_path / 'bare.pth')
+    photos = write_yaml(tmp_path / 'o.yml', tfd_options(photo_folder))
+    assert main(['infer', '-opt', photos, '--checkpoint', str(tmp_path / 'bare.pth'), '--input', photo_folder,
+                 '--output', str(tmp_path / 'sr')]) == 2
+    assert 'no weights for the attached module(s) tfd' in _one_line(capsys)
+    assert sorted(os.listdir(tmp_path)) == ['bare.pth', 'o.yml']
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('mode', ['inline', 'training_only'])
+def test_both_modes_train_and_test_through_basicsr(tmp_path, small_photo_folder, mode):
+    opt = tfd_options(small_photo_folder, mode=mode, name=f'tfd_{mode}')
+    if mode == 'training_only':
+        opt['attach']['tfd']['inference'] = False
+    path = write_yaml(tmp_path / 'train.yml', opt)
+    result = run_gsr(['train', '-opt', path], cwd=tmp_path, program='basicsr')
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = tmp_path / 'experiments' / f'tfd_{mode}' / 'models' / 'net_g_4.pth'
+    saved = load_checkpoint(str(checkpoint))
+    assert {'params', 'params_ema', 'params_attached', 'params_ema_attached'} <= set(saved)
+    bare = build_network(dict(BACKBONE))
+    bare.load_state_dict(saved['params_ema'], strict=True)  # the exported net_g is the plain architecture
+
+    test = {k: opt[k] for k in ('model_type', 'scale', 'num_gpu', 'network_g', 'val')}
+    test.update(name=f'test_{mode}', datasets={'test_1': dict(opt['datasets']['val'], name='photos')},
+                path={'pretrain_network_g': str(checkpoint), 'param_key_g': 'params_ema', 'strict_load_g': True})
+    if mode == 'inline':
+        test['attach'] = opt['attach']  # tested with the modules; training_only: the bare network
+    result = run_gsr(['test', '-opt', write_yaml(tmp_path / 'test.yml', test)], cwd=tmp_path, program='basicsr')
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = open(next((tmp_path / 'results' / f'test_{mode}').glob('test_*.log'))).read()
+    assert '# psnr:' in log
