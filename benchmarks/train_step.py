@@ -1,6 +1,6 @@
-"""Training-step time and peak memory: baseline (B images), plain paired (2B), dropout (2B), alignment (2B), and
-BasicSR's own ``SRModel`` step on the same 2B rows (the reference for gsr's model base: data flow, loss context,
-feature tap).
+"""Training-step time and peak memory: baseline (B images), plain paired (2B), dropout (2B), alignment (2B),
+targeted feature denoising inline (B LQ rows + their B noise-free twins in the same pass), and BasicSR's own
+``SRModel`` step on the same 2B rows (the reference for gsr's model base: data flow, loss context, feature tap).
 
 Paper size: SRResNet (64 features, 16 blocks) and RRDB (64 features, 23 blocks), GT 128 / LQ 32, B = 8 HR crops.
 Step times come from one process that runs the variants round-robin (so load changes hit all alike; median
@@ -40,12 +40,16 @@ ARCHS = {
     },
 }
 ALIGN = {'l_align': {'type': 'FeatureAlignmentLoss'}, 'l_rff': {'type': 'RFFAlignmentLoss'}}
+TFD = {'l_det': {'type': 'NoiseDetectionLoss'}, 'l_feat': {'type': 'TwinFeatureLoss'}}
+TFD_POINTS = {'conv_last': ('conv_last', 'input'), 'trunk': ('body', 'output')}  # HR and LR resolution
 VARIANTS = {  # name: (LQ images per step as a multiple of B, dropout p, regularizers)
     'BasicSR SRModel (2B)': (2, None, None),
     'baseline (B)': (1, None, None),
     'paired (2B)': (2, None, None),
     'dropout (2B)': (2, 0.7, None),
     'alignment (2B)': (2, None, ALIGN),
+    'TFD inline at conv_last (B + B twins)': (1, None, TFD),
+    'TFD inline at trunk (B + B twins)': (1, None, TFD),
 }
 
 
@@ -91,6 +95,11 @@ def build(arch: str, variant: str, batch: int, device: torch.device):
     }
     if p:
         opt['dropout'] = {'p': p}
+    tfd = regs is TFD
+    if tfd:
+        layer, capture = TFD_POINTS['trunk' if 'trunk' in variant else 'conv_last']
+        opt.update(noise_free_twin=True, attach={'tfd': {'type': 'TargetedFeatureDenoising', 'num_feat': 64,
+                                                         'layer': layer, 'capture': capture}})
     torch.manual_seed(0)
     if basicsr:
         opt['train'].pop('regularizers')
@@ -99,7 +108,14 @@ def build(arch: str, variant: str, batch: int, device: torch.device):
     model.lq = torch.rand(batch * copies, 3, 32, 32, device=device)
     model.gt = torch.rand(batch * copies, 3, 128, 128, device=device)
     content = torch.arange(batch, device=device).repeat(copies)
-    model.batch = DegradedBatch(model.gt, model.lq, content, torch.arange(batch * copies, device=device))
+    labels, twin = {}, None
+    if tfd:  # noise on every row, its twin the same rows without it
+        sigma = torch.full((batch, ), 10., device=device)
+        labels = {f'noise{k}_{f}': sigma if f == 'sigma' else torch.zeros_like(sigma)
+                  for k in (1, 2) for f in ('sigma', 'poisson_scale')}
+        twin = torch.rand_like(model.lq)
+    model.batch = DegradedBatch(model.gt, model.lq, content, torch.arange(batch * copies, device=device), labels,
+                                twin)
     return model
 
 

@@ -167,3 +167,22 @@ def test_analyses_write_a_table_and_a_plot(tmp_path, photo_folder, tiny_checkpoi
     table = open(tmp_path / f'{analysis}.md').read()
     numbers = [float(v) for v in re.findall(r'\| (-?\d+\.\d+)', table)]
     assert numbers and all(np.isfinite(numbers))
+
+
+@pytest.mark.slow
+def test_tfd_analyses_cossim_over_checkpoints_and_the_residual_spectrum(tmp_path, photo_folder, tiny_checkpoints):
+    option, checkpoints = tiny_checkpoints
+    result = run_gsr(['analyze', 'cossim', '-opt', option, '--checkpoints', *checkpoints, '--hr', photo_folder,
+                      '--output', str(tmp_path / 'cos')], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in open(tmp_path / 'cos' / 'cossim.md').read().splitlines()[2:] if line]
+    assert len(rows) == len(checkpoints)
+    values = [float(v) for row in rows for v in row.strip('|').split('|')[1:]]
+    assert len(values) == 3 * len(checkpoints) and all(-1 <= v <= 1 for v in values)
+    assert os.path.getsize(tmp_path / 'cos' / 'cossim.png') > 1000
+
+    result = run_gsr(['analyze', 'spectrum', '--hr', photo_folder, '--output', str(tmp_path / 'spec')], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = open(tmp_path / 'spec' / 'spectrum.md').read()
+    noise = [float(v) for v in next(r for r in table.splitlines() if r.startswith('| noise')).strip('|').split('|')[1:]]
+    assert np.std(noise[1:-1]) / np.mean(noise[1:-1]) < 0.2  # i.i.d. noise: flat over the bands above the lowest

@@ -109,6 +109,9 @@ def _model_opt(path, tiny=True):
     opt['path']['pretrain_network_g'] = None
     if tiny:
         opt['network_g'].update(TINY_NETS[opt['network_g']['type']])
+        channels = build_network(dict(opt['network_g'])).conv_last.in_channels
+        for module in (opt.get('attach') or {}).values():
+            module['num_feat'] = channels  # the attached modules follow the tiny network's width
     return opt
 
 
@@ -151,7 +154,8 @@ def fixed_batch(photo_folder, opt):
 def test_tiny_variant_loss_falls_on_a_fixed_batch(path, photo_folder):
     opt = _model_opt(path)
     opt['datasets']['train']['gt_size'] = 32
-    opt['train']['optim_g']['lr'] = 2e-3
+    # TFD inline on the tiny SwinIR diverged at 2e-3 within 30 steps (l_pix 0.21 -> 0.92) and is stable at 5e-4
+    opt['train']['optim_g']['lr'] = 5e-4 if opt.get('attach') else 2e-3
     opt['train']['ema_decay'] = 0
     torch.manual_seed(0)
     model = build_model(opt)
@@ -194,3 +198,23 @@ def test_regularizer_gradient_reaches_the_backbone(loss):
     model.optimize_parameters(1)
     grad = backbone_of(model.net_g).conv_first.weight.grad
     assert model.log_dict['l_reg'] > 0 and grad is not None and grad.abs().sum() > 0
+
+
+TINY_FILES = sorted(glob.glob(os.path.join(REPO, 'options', 'tiny', '*.yml')))
+
+
+@pytest.mark.parametrize('path', TINY_FILES, ids=os.path.basename)
+def test_every_tiny_option_file_passes_the_check_and_builds(path):
+    """options/tiny: embedded data, CPU, one per trainable system (the TFD ones train end to end in test_tfd)."""
+    from gsr.utils.option_check import check_options
+    opt = load_option_file(path)
+    check_options(opt, path)
+    assert opt['num_gpu'] == 0 and opt['train']['total_iter'] <= 50
+    assert all(str(ds['dataroot_gt']).startswith('embedded:') for ds in opt['datasets'].values())
+    model = build_model(dict(opt, is_train=True, dist=False, rank=0, world_size=1))
+    assert set(model.regularizers) == set(opt['train'].get('regularizers') or {})
+
+
+def test_tiny_files_cover_each_trainable_system():
+    names = {os.path.basename(p) for p in TINY_FILES}
+    assert {f'train_srresnet_{v}.yml' for v in ('baseline', 'dropout', 'align', 'tfd', 'tfd_align')} <= names

@@ -142,6 +142,19 @@ def test_feature_loss_targets_the_twin_and_not_the_noisy_copy(photo_folder):
     assert loss > 0
 
 
+def test_tfd_composes_with_dropout_and_alignment(photo_folder):
+    """One option file with Dropout, TFD and the alignment regularizers: every term is logged and finite."""
+    opt = tfd_options(photo_folder, paired=True, dropout={'p': 0.5})
+    opt['datasets']['train']['kernel_sets'] = 2
+    opt['train']['regularizers'].update(l_align={'type': 'FeatureAlignmentLoss'}, l_rff={'type': 'RFFAlignmentLoss'})
+    model = model_for(opt)
+    assert list(model.net_g.attached) == ['tfd', 'dropout']
+    model.feed_data(next(hr_batches(photo_folder, 1)))
+    model.optimize_parameters(1)
+    assert {'l_pix', 'l_det', 'l_feat', 'l_align', 'l_rff'} <= set(model.log_dict)
+    assert all(np.isfinite(float(v)) for v in model.log_dict.values())
+
+
 def test_frequency_path_runs_under_bf16_autocast():
     torch.manual_seed(0)
     module = build_network(dict(TFD))
@@ -203,6 +216,15 @@ def test_both_modes_train_and_test_through_basicsr(tmp_path, small_photo_folder,
     assert {'params', 'params_ema', 'params_attached', 'params_ema_attached'} <= set(saved)
     bare = build_network(dict(BACKBONE))
     bare.load_state_dict(saved['params_ema'], strict=True)  # the exported net_g is the plain architecture
+
+    if mode == 'inline':  # resume: the module's weights from the checkpoint, its optimizer group from the state
+        opt['train']['total_iter'] = 6
+        result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'train.yml', opt), '--auto_resume'], cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        state = torch.load(checkpoint.parent.parent / 'training_states' / '6.state', weights_only=False)
+        optimizer = state['optimizers'][0]
+        assert all(optimizer['state'][i]['step'] == 6 for group in optimizer['param_groups'] for i in group['params']
+                   if i in optimizer['state'])
 
     test = {k: opt[k] for k in ('model_type', 'scale', 'num_gpu', 'network_g', 'val')}
     test.update(name=f'test_{mode}', datasets={'test_1': dict(opt['datasets']['val'], name='photos')},

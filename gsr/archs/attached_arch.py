@@ -63,7 +63,8 @@ class AttachedNetwork(nn.Module):
 
     A module attached with ``capture: input`` transforms the tensor entering ``layer``; with ``capture: output``
     the tensor it returns. Modules at the same layer act in the order given. ``for_inference`` leaves out the
-    modules marked ``inference: false`` (training-time auxiliaries).
+    modules marked ``inference: false`` (training-time auxiliaries). The modules act through hooks on the backbone's
+    layers, so calling ``backbone`` itself runs them too: the bare network is ``network_g`` built on its own.
     """
 
     def __init__(self,

@@ -1,4 +1,5 @@
-"""``gsr analyze {ddr,freq,dct}``: the analyses of the generalizable-SR literature, each a table and a PNG.
+"""``gsr analyze {ddr,freq,dct,cossim,spectrum}``: the analyses of the generalizable-SR literature, each a table
+and a PNG.
 
 * ``ddr`` — deep degradation representation (Liu et al., arXiv 2108.00406; used by Kong et al. and Wang et
   al.): the features entering the last conv, global-average-pooled per image (or per ``--crop`` LR patch),
@@ -10,7 +11,15 @@
 * ``dct`` — channel frequency entropy (Wang et al., CVPR 2024, Fig. 3): each feature channel's dominant DCT
   band, and the entropy of the dominant bands across channels.
 
-The choices where the papers are silent (pooling, band edges, crop sampling) are our reading, not theirs.
+* ``cossim`` — which degradation the features overfit to (TFD, Wang et al., arXiv 2509.14841, Sec. 3 as
+  summarised): for each single degradation (blur, noise, jpeg), the cosine similarity between the tapped features
+  of the clean LR and of the degraded LR of the same image, averaged over images, for each of ``--checkpoints`` (in
+  training order) -> one curve per degradation.
+* ``spectrum`` — why noise differs (same paper): the radially averaged power spectrum of (degraded LR − clean LR)
+  for each single degradation: flat for i.i.d. noise, band-limited for blur and JPEG. Needs no network.
+
+The choices where the papers are silent (pooling, band edges, crop sampling, the layer and the clean reference of
+``cossim``: the input of ``conv_last`` and the bicubic-only LR) are our reading, not theirs.
 """
 import argparse
 import os
@@ -26,6 +35,7 @@ from sklearn.metrics import calinski_harabasz_score
 from gsr.data.eval_protocol import degrade_file, noise_seed, settings_list
 from gsr.utils.inference import load_network, super_resolve, to_tensor
 from gsr.utils.checkpoint import atomic_write_text
+from gsr.utils.errors import GsrError
 from gsr.utils.feature_tap import FeatureTap
 from gsr.utils.image_io import list_images
 from gsr.utils.option_check import load_option_file
@@ -111,8 +121,8 @@ def tapped_features(net, tap: FeatureTap, lr: np.ndarray) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------- outputs
-def markdown(header: List[str], rows: List[List]) -> str:
-    cell = lambda v: f'{v:.4f}' if isinstance(v, float) else str(v)  # noqa: E731
+def markdown(header: List[str], rows: List[List], digits: int = 4) -> str:
+    cell = lambda v: f'{v:.{digits}f}' if isinstance(v, float) else str(v)  # noqa: E731
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     lines += ['| ' + ' | '.join(cell(v) for v in row) + ' |' for row in rows]
     return '\n'.join(lines) + '\n'
@@ -181,15 +191,88 @@ def run_dct(net, tap, args, out: str) -> str:
     return table
 
 
+SINGLE = ('blur', 'noise', 'jpeg')
+
+
+def feature_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """<a, b> / (‖a‖ ‖b‖) of two flattened feature maps."""
+    return float(torch.nn.functional.cosine_similarity(a.flatten()[None], b.flatten()[None]).item())
+
+
+def run_cossim(args, out: str) -> str:
+    opt = load_option_file(args.opt)
+    curves: Dict[str, List[float]] = OrderedDict((s, []) for s in SINGLE)
+    for checkpoint in args.checkpoints:
+        net = load_network(opt, checkpoint, args.param_key, device())
+        tap = FeatureTap(net, args.layer)
+        sums = {s: [] for s in SINGLE}
+        for path in list_images(args.hr):
+            _, lrs = degrade_file(path, ['clean'] + list(SINGLE), args.scale, args.noise_sigma, args.seed)
+            clean = tapped_features(net, tap, lrs['clean'])
+            for setting in SINGLE:
+                sums[setting].append(feature_cosine(clean, tapped_features(net, tap, lrs[setting])))
+        for setting in SINGLE:
+            curves[setting].append(float(np.mean(sums[setting])))
+    fig, ax = pyplot().subplots(figsize=(5.5, 3.5))
+    for setting, values in curves.items():
+        ax.plot(np.arange(1, len(values) + 1), values, marker='o', label=setting)
+    ax.set_xticks(np.arange(1, len(args.checkpoints) + 1), [os.path.basename(c) for c in args.checkpoints],
+                  rotation=30, fontsize=7)
+    ax.set_ylabel('cosine(features of clean LR, degraded LR)')
+    ax.legend(fontsize=7)
+    save_figure(fig, os.path.join(out, 'cossim.png'))
+    table = markdown(['checkpoint'] + list(SINGLE),
+                     [[os.path.basename(c)] + [curves[s][i] for s in SINGLE] for i, c in enumerate(args.checkpoints)],
+                     digits=6)
+    atomic_write_text(os.path.join(out, 'cossim.md'), table)
+    return table
+
+
+def radial_power(residual: np.ndarray, bands: int) -> np.ndarray:
+    """Mean power |FFT|² of the grey residual in each radial band (``radial_bands``), DC left out."""
+    grey = residual.astype(np.float64).mean(axis=2)
+    power = np.abs(np.fft.fftshift(np.fft.fft2(grey)))**2 / grey.size
+    index = radial_bands(power.shape, bands)
+    power[power.shape[0] // 2, power.shape[1] // 2] = np.nan
+    return np.array([np.nanmean(power[index == b]) for b in range(bands)])
+
+
+def run_spectrum(args, out: str) -> str:
+    spectra: Dict[str, List[np.ndarray]] = OrderedDict((s, []) for s in SINGLE)
+    for path in list_images(args.hr):
+        _, lrs = degrade_file(path, ['clean'] + list(SINGLE), args.scale, args.noise_sigma, args.seed)
+        for setting in SINGLE:
+            spectra[setting].append(radial_power(lrs[setting].astype(np.float64) - lrs['clean'], args.bands))
+    means = {s: np.mean(v, axis=0) for s, v in spectra.items()}
+    fig, ax = pyplot().subplots(figsize=(5.5, 3.5))
+    for setting, curve in means.items():
+        ax.semilogy(np.arange(1, args.bands + 1), curve, marker='o', label=setting)
+    ax.set_xlabel('radial frequency band (low -> high)')
+    ax.set_ylabel('power of (degraded LR - clean LR)')
+    ax.legend(fontsize=7)
+    save_figure(fig, os.path.join(out, 'spectrum.png'))
+    spread = {s: float(curve.std() / curve.mean()) for s, curve in means.items()}  # 0 for a flat spectrum
+    table = markdown(['degradation'] + [f'band {b + 1}' for b in range(args.bands)] + ['std / mean over bands'],
+                     [[s] + [float(v) for v in curve] + [spread[s]] for s, curve in means.items()])
+    atomic_write_text(os.path.join(out, 'spectrum.md'), table)
+    return table
+
+
+def device() -> torch.device:
+    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+
+
 ANALYSES = {'ddr': run_ddr, 'freq': run_freq, 'dct': run_dct}
+STANDALONE = {'cossim': run_cossim, 'spectrum': run_spectrum}  # their own network loading, or none
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog='gsr analyze', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('analysis', choices=list(ANALYSES))
-    parser.add_argument('-opt', required=True, help='option file whose network_g describes the checkpoint')
-    parser.add_argument('--checkpoint', required=True)
+    parser.add_argument('analysis', choices=list(ANALYSES) + list(STANDALONE))
+    parser.add_argument('-opt', help='option file whose network_g describes the checkpoint (not for spectrum)')
+    parser.add_argument('--checkpoint', help='ddr, freq, dct: the checkpoint')
+    parser.add_argument('--checkpoints', nargs='+', help='cossim: checkpoints in training order')
     parser.add_argument('--param-key', default='params_ema')
     parser.add_argument('--hr', required=True, help='folder of HR images (e.g. datasets/Set14/HR)')
     parser.add_argument('--output', required=True, help='folder for the table and the PNG')
@@ -204,11 +287,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--tile', type=int, default=0)
     args = parser.parse_args(argv)
     args.settings = settings_list(args.settings)
-    net = load_network(
-        load_option_file(args.opt), args.checkpoint, args.param_key,
-        torch.device('cuda' if torch.cuda.is_available() else 'cpu'))
-    tap = FeatureTap(net, args.layer)
+    needs = {'cossim': ('opt', 'checkpoints'), 'spectrum': ()}.get(args.analysis, ('opt', 'checkpoint'))
+    missing = [f'--{n}' if n != 'opt' else '-opt' for n in needs if not getattr(args, n)]
+    if missing:
+        raise GsrError(f'gsr analyze {args.analysis} needs {" and ".join(missing)}')
+    list_images(args.hr)
     os.makedirs(args.output, exist_ok=True)
+    if args.analysis in STANDALONE:
+        print(STANDALONE[args.analysis](args, args.output))
+        print(f'wrote {args.output}')
+        return 0
+    net = load_network(load_option_file(args.opt), args.checkpoint, args.param_key, device())
+    tap = FeatureTap(net, args.layer)
     print(ANALYSES[args.analysis](net, tap, args, args.output))
     print(f'wrote {args.output}')
     return 0
