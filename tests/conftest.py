@@ -144,6 +144,18 @@ def tiny_options(train_root: str, val_root: str, name: str = 'tiny', **overrides
     return opt
 
 
+def attached_and_bare(backbone: Dict[str, Any], attachments: Dict[str, Any]):
+    """An ``AttachedNetwork`` and the bare backbone architecture with the same weights (seeded)."""
+    import torch
+    from basicsr.archs import build_network
+    from gsr.archs.attached_arch import AttachedNetwork
+    torch.manual_seed(0)
+    net = AttachedNetwork(backbone, attachments)
+    bare = build_network(dict(backbone))
+    bare.load_state_dict(net.backbone.state_dict())
+    return net, bare
+
+
 def copies_batch(lq, gt, copies: int = 2):
     """A ``DegradedBatch`` whose rows are ``copies`` stacked copies of the same crops (as paired training makes)."""
     import torch

@@ -11,17 +11,14 @@ from gsr.utils.checkpoint import checkpoint_entries, load_checkpoint, load_netwo
 from gsr.utils.errors import GsrError
 from gsr.utils.image_io import list_images, read_image_uint8_rgb
 from gsr.utils.inference import load_network, super_resolve
-from tests.conftest import run_gsr, tiny_options, write_yaml
+from tests.conftest import attached_and_bare, run_gsr, tiny_options, write_yaml
 
 BACKBONE = {'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1, 'upscale': 4}
 ADAPTER = {'type': 'ResidualConvAdapter', 'num_feat': 8}
 
 
 def test_zero_initialised_adapter_leaves_the_output_unchanged():
-    torch.manual_seed(0)
-    net = AttachedNetwork(BACKBONE, {'adapter': ADAPTER})
-    bare = build_network(dict(BACKBONE))
-    bare.load_state_dict(net.backbone.state_dict())
+    net, bare = attached_and_bare(BACKBONE, {'adapter': ADAPTER})
     x = torch.rand(1, 3, 12, 12)
     assert torch.equal(net(x), bare(x))
     torch.nn.init.normal_(net.attached['adapter'].conv.weight)

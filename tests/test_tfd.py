@@ -9,12 +9,11 @@ import torch
 from basicsr.archs import build_network
 from basicsr.models import build_model
 
-from gsr.archs.attached_arch import AttachedNetwork
 from gsr.data.paired_degradation_dataset import PairedDegradationDataset
 from gsr.data.second_order_degrader import effective_noise_std
 from gsr.losses.tfd_loss import NoiseDetectionLoss, TwinFeatureLoss
 from gsr.utils.checkpoint import load_checkpoint
-from tests.conftest import run_gsr, tiny_options, write_yaml
+from tests.conftest import attached_and_bare, run_gsr, tiny_options, write_yaml
 
 BACKBONE = {'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1, 'upscale': 4}
 TFD = {'type': 'TargetedFeatureDenoising', 'num_feat': 8}
@@ -47,10 +46,7 @@ def model_for(opt, gt_size=64):
 
 
 def test_zero_initialised_denoiser_leaves_the_network_unchanged():
-    torch.manual_seed(0)
-    net = AttachedNetwork(BACKBONE, {'tfd': TFD})
-    bare = build_network(dict(BACKBONE))
-    bare.load_state_dict(net.backbone.state_dict())
+    net, bare = attached_and_bare(BACKBONE, {'tfd': TFD})
     x = torch.rand(2, 3, 12, 12)
     assert torch.equal(net(x), bare(x)) and torch.equal(net.eval()(x), bare.eval()(x))
 
