@@ -2,14 +2,20 @@
 
 Both pipelines get identical batches (real photographs, Real-ESRGAN kernels from PairedDegradationDataset).
 Reported: LQ images per second for BasicSR's ``RealESRNetModel.feed_data`` (queue disabled, as gsr pairs
-need), for gsr's batch builder (``feed_data``) with one copy (the same work) and with two copies (the pair), the ratios,
-and the output distributions (mean/std of LQ pixels and of per-image std) to show the outputs agree.
+need), for gsr's batch builder (``feed_data``) with one copy (the same work) and with two copies (the pair), the
+ratios, and the output distributions (mean/std of LQ pixels and of per-image std) to show the outputs agree.
 
 The reference needs two CPU work-arounds, neither of which changes its cost: BasicSR calls ``.cuda()`` in
 ``RealESRNetModel.__init__`` (we set its attributes ourselves) and its ``filter2D`` raises on the
 non-contiguous tensors DiffJPEG returns on the CPU (we pass ``.contiguous()`` inputs).
 
-    python benchmarks/degradation_throughput.py [--gt-sizes 128 256] [--batch 16] [--repeats 5] [--device cpu]
+Each pipeline draws its own random parameters per batch (resize scale and mode, Gaussian or Poisson noise —
+BasicSR's Poisson noise is a per-sample Python loop — JPEG quality), so a median over a few batches measures the
+luck of the draws. Here every pipeline's turn on a batch starts from the same seed of every RNG, the pipelines
+alternate batch by batch, throughput is total images over total time on ``--batches`` batches, and the spread
+over ``--runs`` runs is printed.
+
+    python benchmarks/degradation_throughput.py [--gt-sizes 128 256] [--batch 16] [--batches 64] [--runs 3]
 """
 import argparse
 import os
@@ -17,6 +23,7 @@ import random
 import sys
 import time
 from dataclasses import asdict
+from typing import Callable, Dict, List
 
 import numpy as np
 import torch
@@ -99,47 +106,62 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(run, data, device, repeats: int):
-    outputs, times = [], []
-    for _ in range(repeats):
-        for batch in data:
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def one_run(pipelines: Dict[str, Callable], data: List[Dict], device: torch.device, keep: int = 4):
+    """Every batch through every pipeline in turn (round-robin), each pipeline's turn starting from the same seed,
+    so both draw from the same RNG states and machine noise hits all alike. Returns total seconds and the outputs
+    of the first ``keep`` batches per pipeline."""
+    seconds = {name: 0. for name in pipelines}
+    outputs: Dict[str, List[torch.Tensor]] = {name: [] for name in pipelines}
+    for index, batch in enumerate(data):
+        for name, run in pipelines.items():
+            seed_all(index)
             sync(device)
             start = time.perf_counter()
-            outputs.append(run(batch))
+            lq = run(batch)
             sync(device)
-            times.append(time.perf_counter() - start)
-    return float(np.median(times)), torch.cat([o.cpu() for o in outputs])
+            seconds[name] += time.perf_counter() - start
+            if index < keep:
+                outputs[name].append(lq.cpu())
+    return seconds, {name: torch.cat(out) for name, out in outputs.items()}
 
 
 def stats(lq: torch.Tensor) -> str:
     return f'mean {lq.mean():.4f}, std {lq.std():.4f}, per-image std {lq.flatten(1).std(1).mean():.4f}'
 
 
+def spread(values: List[float]) -> str:
+    return f'{np.mean(values):.1f} ± {np.std(values):.1f}'
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--gt-sizes', type=int, nargs='+', default=[128, 256])
     parser.add_argument('--batch', type=int, default=16)
-    parser.add_argument('--batches', type=int, default=3)
-    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--batches', type=int, default=64)
+    parser.add_argument('--runs', type=int, default=3)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     args = parser.parse_args()
     device = torch.device(args.device)
     realesrnet.filter2D = lambda img, kernel: filter2D(img.contiguous(), kernel)
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'
-    print(f'device: {name}; torch {torch.__version__}; batch {args.batch}; median over '
-          f'{args.batches * args.repeats} batches\n')
-    print('| GT size | BasicSR feed_data (LQ/s) | gsr, 1 copy (LQ/s) | ratio | gsr paired (LQ/s) | ratio |')
-    print('|---|---|---|---|---|---|')
+    print(f'device: {name}; torch {torch.__version__}; batch {args.batch}; {args.batches} batches round-robin, '
+          f'{args.runs} runs; throughput = images / total time, mean ± std over the runs\n')
+    print('| GT size | BasicSR feed_data (LQ/s) | gsr, 1 copy (LQ/s) | ratio | gsr paired (LQ/s) | ratio | per run |')
+    print('|---|---|---|---|---|---|---|')
     for gt_size in args.gt_sizes:
-        torch.manual_seed(0)
         data = batches(gt_size, args.batch, args.batches, 2)
         ref = reference_model(device, gt_size)
+        single, paired = gsr_model(device, gt_size, False), gsr_model(device, gt_size, True)
 
         def run_ref(batch):
             ref.feed_data({k: v[:, 0] if k.startswith(('kernel', 'sinc')) else v for k, v in batch.items()})
             return ref.lq
-
-        single, paired = gsr_model(device, gt_size, False), gsr_model(device, gt_size, True)
 
         def run_gsr(model):
 
@@ -149,13 +171,23 @@ def main() -> None:
 
             return run
 
-        t_ref, lq_ref = timed(run_ref, data, device, args.repeats)
-        t_one, lq_one = timed(run_gsr(single), data, device, args.repeats)
-        t_two, lq_two = timed(run_gsr(paired), data, device, args.repeats)
-        b = args.batch
-        print(f'| {gt_size} | {b / t_ref:.1f} | {b / t_one:.1f} | {t_ref / t_one:.1f}x | {2 * b / t_two:.1f} | '
-              f'{2 * b / t_two / (b / t_ref):.1f}x |')
-        print(f'|  | {stats(lq_ref)} | {stats(lq_one)} |  | {stats(lq_two)} |  |')
+        pipelines = {'ref': run_ref, 'one': run_gsr(single), 'two': run_gsr(paired)}
+        per_batch = {'ref': args.batch, 'one': args.batch, 'two': 2 * args.batch}
+        images = {k: n * args.batches for k, n in per_batch.items()}
+        for run in pipelines.values():  # warm-up: caches (e.g. the USM blur matrices) and allocations, untimed
+            seed_all(0)
+            run(data[0])
+        rates = {k: [] for k in pipelines}
+        for _ in range(args.runs):
+            seconds, outputs = one_run(pipelines, data, device)
+            for k in pipelines:
+                rates[k].append(images[k] / seconds[k])
+        one = [o / r for o, r in zip(rates['one'], rates['ref'])]
+        two = [t / r for t, r in zip(rates['two'], rates['ref'])]
+        runs = '; '.join(f'{a:.1f}x / {b:.1f}x' for a, b in zip(one, two))
+        print(f'| {gt_size} | {spread(rates["ref"])} | {spread(rates["one"])} | **{np.mean(one):.1f}x** '
+              f'(± {np.std(one):.1f}) | {spread(rates["two"])} | {np.mean(two):.1f}x (± {np.std(two):.1f}) | {runs} |')
+        print(f'|  | {stats(outputs["ref"])} | {stats(outputs["one"])} |  | {stats(outputs["two"])} |  |  |')
 
 
 if __name__ == '__main__':

@@ -19,6 +19,7 @@ class NoiseDetectionLoss(nn.Module):
     over channels, resized to the feature) against ``threshold`` / 255, averaged with the image term.
     """
     needs_twin = True
+    needs_noisy_rows = True  # positives for the detector
 
     def __init__(self, loss_weight: float = 0.1, target: str = 'binary', threshold: float = 2.0,
                  level_scale: float = 30.0, attachment: str = 'tfd'):

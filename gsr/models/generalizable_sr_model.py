@@ -53,38 +53,33 @@ class GeneralizableSRModel(GsrModel):
         options = super().validate(opt)
         if options.dropout is not None and 'dropout' in options.attach:
             raise GsrError('attach.dropout: the name is taken by the top-level dropout: block; rename the entry')
-        train = (opt.get('datasets') or {}).get('train') or {}
         cls.batch_options(opt, options)
-        train_opt = opt.get('train') or {}
-        between_copies = [name for name, cfg in (train_opt.get('regularizers') or {}).items()
-                          if getattr(LOSS_REGISTRY.get(cfg['type']), 'needs_pairs', False)]
-        if between_copies and not options.paired:
-            raise GsrError(f'train.regularizers ({", ".join(between_copies)}) compare two degraded copies of each '
-                           'crop: they need paired: true')
-        batch = train.get('batch_size_per_gpu')
-        for name, cfg in (train_opt.get('regularizers') or {}).items():
-            loss = LOSS_REGISTRY.get(cfg['type'])
-            need = getattr(loss, 'minimum_pairs', lambda cfg: 1)(cfg)
-            if isinstance(batch, int) and batch < need:
-                raise GsrError(f'train.regularizers.{name}: {cfg["type"]} centres each copy over the batch, so with '
-                               f'datasets.train.batch_size_per_gpu {batch} it is 0 on every step: use at least {need}')
-            cls.check_twin_loss(name, cfg, loss, options)
+        for name, cfg in ((opt.get('train') or {}).get('regularizers') or {}).items():
+            cls.check_regularizer(f'train.regularizers.{name}', cfg, opt, options)
         return options
 
     @staticmethod
-    def check_twin_loss(name: str, cfg: Dict[str, Any], loss: type, options: GeneralizableSROptions) -> None:
-        """Losses on the noise-free twin need it, and the records of the attached module they name."""
-        if not getattr(loss, 'needs_twin', False):
-            return
-        where = f'train.regularizers.{name}'
-        if not options.noise_free_twin:
-            raise GsrError(f'{where}: {cfg["type"]} compares rows with their noise-free twins: set noise_free_twin: '
-                           'true')
-        attachment = cfg.get('attachment', 'tfd')
-        if attachment not in options.attach:
-            raise GsrError(f'{where}: {cfg["type"]} reads the module attach.{attachment}, which is not attached '
-                           f'(attach: {", ".join(options.attach) or "none"})')
-        if cfg['type'] == 'NoiseDetectionLoss' and options.degradation.noise_prob == 0:
+    def check_regularizer(where: str, cfg: Dict[str, Any], opt: Dict[str, Any],
+                          options: GeneralizableSROptions) -> None:
+        """What a regularizer declares it needs: paired copies (``needs_pairs``), enough pairs per GPU
+        (``minimum_pairs``), the noise-free twin and the attached module whose records it reads (``needs_twin``),
+        rows that received noise (``needs_noisy_rows``)."""
+        loss, kind = LOSS_REGISTRY.get(cfg['type']), cfg['type']
+        if getattr(loss, 'needs_pairs', False) and not options.paired:
+            raise GsrError(f'{where}: {kind} compares two degraded copies of each crop: it needs paired: true')
+        batch = ((opt.get('datasets') or {}).get('train') or {}).get('batch_size_per_gpu')
+        need = getattr(loss, 'minimum_pairs', lambda cfg: 1)(cfg)
+        if isinstance(batch, int) and batch < need:
+            raise GsrError(f'{where}: {kind} centres each copy over the batch, so with datasets.train.'
+                           f'batch_size_per_gpu {batch} it is 0 on every step: use at least {need}')
+        if getattr(loss, 'needs_twin', False):
+            if not options.noise_free_twin:
+                raise GsrError(f'{where}: {kind} compares rows with their noise-free twins: set noise_free_twin: true')
+            attachment = cfg.get('attachment', 'tfd')
+            if attachment not in options.attach:
+                raise GsrError(f'{where}: {kind} reads the module attach.{attachment}, which is not attached '
+                               f'(attach: {", ".join(options.attach) or "none"})')
+        if getattr(loss, 'needs_noisy_rows', False) and options.degradation.noise_prob == 0:
             raise GsrError(f'{where}: with degradation.noise_prob 0 no row is noisy, so the detector has no positives; '
                            'use noise_prob > 0 (0.5 in the TFD option files)')
 
