@@ -110,11 +110,9 @@ def model_to_device(self, net):
 # ----------------------------------------------------------------------------------------- resume
 def latest_training_state(state_dir: str):
     """Path of the highest-iteration ``<iter>.state`` in ``state_dir`` (temp files are ignored), or None."""
-    if not os.path.isdir(state_dir):
-        return None
-    stems = (f[:-len('.state')] for f in os.listdir(state_dir) if f.endswith('.state'))
-    iters = [int(stem) for stem in stems if stem.isdigit()]
-    return os.path.join(state_dir, f'{max(iters)}.state') if iters else None
+    from gsr.utils.checkpoint import training_states
+    states = training_states(state_dir)
+    return os.path.join(state_dir, states[max(states)]) if states else None
 
 
 def remove_torn_writes(*folders: str) -> None:
@@ -294,10 +292,11 @@ def save_training_state(self, epoch, current_iter):
 
 def load_network(self, net, load_path, strict=True, param_key='params'):
     """BasicSR's ``load_network`` with ``weights_only=True`` and one clear error for a mismatching checkpoint."""
+    from gsr.archs.attached_arch import backbone_of
     from gsr.utils.checkpoint import load_network_checkpoint, network_weights
     net = self.get_bare_model(net)
     if not strict:
-        self._print_different_keys_loading(net, network_weights(load_path, param_key), strict)
+        self._print_different_keys_loading(backbone_of(net), network_weights(load_path, param_key), strict)
     load_network_checkpoint(net, load_path, param_key, strict)
 
 

@@ -199,7 +199,7 @@ def test_failed_inference_leaves_no_partial_output(tmp_path, photo_folder):
 
 @pytest.mark.parametrize('change, message', [
     ({'paired': 'false'}, "paired must be true or false, got 'false'"),
-    ({'feature_tapp': {'layer': 'conv_last'}}, 'unknown top-level key(s) feature_tapp for GeneralizableSRModel '
+    ({'feature_tapp': {'layer': 'conv_last'}}, 'GeneralizableSRModel (top level): unknown key(s) feature_tapp '
      '(did you mean feature_tap?)'),
     ({'degradation': {'jpeg_rang': [30, 95]}}, 'degradation: unknown key(s) jpeg_rang (did you mean jpeg_range?)'),
     ({'network_g.num_feat': '64'}, "network_g.num_feat must be an integer, got '64'"),
@@ -214,7 +214,7 @@ def test_failed_inference_leaves_no_partial_output(tmp_path, photo_folder):
     ({'train.optim_g.lr': -1e-4}, 'train.optim_g.lr must not be negative'),
     ({'train.scheduler.type': 'Cosine'}, "train.scheduler.type 'Cosine' is not a scheduler BasicSR builds"),
     ({'train.regularizer': {'l_align': {'type': 'FeatureAlignmentLoss'}}},
-     'unknown key(s) train.regularizer for GeneralizableSRModel (did you mean regularizers?)'),
+     'GeneralizableSRModel train: unknown key(s) regularizer (did you mean regularizers?)'),
     ({'network_g.upscale': 2}, 'network_g.upscale is 2 but scale is 4'),
     ({'scale': 0}, 'scale must be positive, got 0'),
     ({'num_gpu': 64}, 'num_gpu is 64 but'),

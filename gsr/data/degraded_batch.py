@@ -1,6 +1,6 @@
 """What a gsr training step consumes: the degraded rows, how they are grouped, and what was drawn for each."""
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 
@@ -42,14 +42,11 @@ class DegradedBatch:
         rows = torch.arange(lq.shape[0], device=lq.device)
         return cls(gt=gt, lq=lq, content=rows, degradation=rows.clone())
 
-    @property
-    def per_pixel_labels(self) -> List[str]:
-        return [name for name, t in self.labels.items() if t.dim() == 4]
-
     def copies(self) -> int:
         """K when the rows are K stacked copies of the same B crops, ``[copy 1; ...; copy K]``; else 1."""
-        n = self.content.shape[0]
+        content = self.content.tolist()  # one transfer, not a device sync per candidate K
+        n = len(content)
         for k in range(n, 1, -1):
-            if n % k == 0 and bool((self.content.view(k, -1) == self.content[:n // k]).all()):
+            if n % k == 0 and content == content[:n // k] * k:
                 return k
         return 1

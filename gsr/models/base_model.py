@@ -11,7 +11,6 @@ of ``gsr infer``.
 """
 import copy
 import dataclasses
-import difflib
 import os
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional
@@ -28,10 +27,11 @@ from gsr.archs.attached_arch import AttachedNetwork, network_from_options
 from gsr.data.batch_builder import DegradedBatchBuilder
 from gsr.data.degraded_batch import DegradedBatch
 from gsr.losses.loss_context import LossContext
+from gsr.utils.checkpoint import training_states
 from gsr.utils.errors import GsrError, NonFiniteLossError
 from gsr.utils.feature_tap import FeatureTap
 from gsr.utils.inference import super_resolve_tensor
-from gsr.utils.options import options_from_dict
+from gsr.utils.options import options_from_dict, unknown_keys_error
 
 # ``train:`` keys a gsr model reads (``optim_<name>`` keys are allowed as well)
 TRAIN_KEYS = ('ema_decay', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt', 'regularizers',
@@ -60,16 +60,11 @@ class GsrModel(SRModel):
         fields = [f.name for f in dataclasses.fields(cls.OPTIONS)]
         unknown = [k for k in opt if k not in BASICSR_TOP_LEVEL and k not in fields and not k.startswith('network_')]
         if unknown:
-            close = [m for u in unknown for m in difflib.get_close_matches(u, fields + list(BASICSR_TOP_LEVEL), 1)]
-            raise GsrError(f'unknown top-level key(s) {", ".join(unknown)} for {cls.__name__}'
-                           + (f' (did you mean {", ".join(close)}?)' if close else '')
-                           + f'; it reads: {", ".join(fields)} besides BasicSR\'s keys')
+            raise unknown_keys_error(f'{cls.__name__} (top level)', unknown,
+                                     fields + list(BASICSR_TOP_LEVEL) + ['network_<name>'])
         unknown = [k for k in (opt.get('train') or {}) if k not in TRAIN_KEYS and not k.startswith('optim_')]
         if unknown:
-            close = [m for u in unknown for m in difflib.get_close_matches(u, TRAIN_KEYS, 1)]
-            raise GsrError(f'unknown key(s) train.{", train.".join(unknown)} for {cls.__name__}'
-                           + (f' (did you mean {", ".join(close)}?)' if close else '')
-                           + f'; it reads: {", ".join(TRAIN_KEYS)}, optim_<network>')
+            raise unknown_keys_error(f'{cls.__name__} train', unknown, list(TRAIN_KEYS) + ['optim_<network>'])
         return options_from_dict(cls.OPTIONS, {k: opt[k] for k in fields if k in opt}, '')
 
     @classmethod
@@ -85,9 +80,9 @@ class GsrModel(SRModel):
         try:
             try:
                 with torch.device('meta'):
-                    net = cls.build_net_g(opt)
+                    net = network_from_options(opt)
             except RuntimeError:  # e.g. SwinIR calls .item() while building
-                net = cls.build_net_g(opt)
+                net = network_from_options(opt)
         except (TypeError, ValueError) as e:
             raise GsrError(f'network_g ({opt["network_g"].get("type")}) cannot be built: {e}') from e
         cls.check_network(net, options)
@@ -95,10 +90,6 @@ class GsrModel(SRModel):
     @classmethod
     def check_network(cls, net: AttachedNetwork, options: Any) -> None:
         """Checks of the options against the built ``net_g`` (e.g. that tapped layers exist)."""
-
-    @classmethod
-    def build_net_g(cls, opt: Dict[str, Any]) -> AttachedNetwork:
-        return network_from_options(opt)
 
     # ------------------------------------------------------------------------------------------- setup
     def __init__(self, opt: Dict[str, Any]):
@@ -109,7 +100,7 @@ class GsrModel(SRModel):
         self.batch_builder: Optional[DegradedBatchBuilder] = None
         self.batch: Optional[DegradedBatch] = None
         self.forward_twin = False  # run the noise-free twin through net_g in the same pass (``twin_features``)
-        self.net_g = self.add_network('g', self.build_net_g(opt))
+        self.net_g = self.add_network('g', network_from_options(opt))
         self.setup()
         if self.is_train:
             self.init_training_settings()
@@ -143,7 +134,7 @@ class GsrModel(SRModel):
         self.ema_decay = train_opt.get('ema_decay', 0)
         if self.ema_decay > 0:
             get_root_logger().info(f'Use Exponential Moving Average with decay: {self.ema_decay}')
-            self.net_g_ema = self.build_net_g(self.opt).to(self.device)
+            self.net_g_ema = network_from_options(self.opt).to(self.device)
             if self.opt['path'].get('pretrain_network_g') is not None:
                 self.load_pretrained('g', self.net_g_ema, 'params_ema')
             else:
@@ -205,8 +196,10 @@ class GsrModel(SRModel):
         with_twin = self.forward_twin and batch.lq_noise_free is not None
         output = self.net_g(torch.cat([batch.lq, batch.lq_noise_free]) if with_twin else batch.lq)
         features = {name: tap.features for name, tap in self.taps.items()}
-        records = {name: dict(module.record) for name, module in self.get_bare_model(self.net_g).attached.items()
-                   if getattr(module, 'record', None)}
+        records = {}
+        for name, module in self.get_bare_model(self.net_g).attached.items():
+            if getattr(module, 'record', None):
+                records[name], module.record = module.record, {}  # the context holds the step's tensors now
         self.output = output[:n]
 
         def rows(tensors: Dict[str, torch.Tensor], twin: bool) -> Dict[str, torch.Tensor]:
@@ -238,9 +231,6 @@ class GsrModel(SRModel):
         if not self.loss_is_finite(total, current_iter):
             return
         total.backward()
-        for module in self.get_bare_model(self.net_g).attached.values():
-            if getattr(module, 'record', None):
-                module.record = {}  # let the step's tensors go
         for optimizer in self.optimizers:
             optimizer.step()
         if self.ema_decay > 0:
@@ -282,11 +272,8 @@ class GsrModel(SRModel):
     def set_aside_states_from(self, first_iter: int) -> List[str]:
         """Rename training states saved at or after ``first_iter`` (when the losses had turned non-finite) so
         ``--auto_resume`` does not pick them; returns their names."""
-        folder = self.opt['path'].get('training_states')
-        if not folder or not os.path.isdir(folder):
-            return []
-        names = sorted((f for f in os.listdir(folder) if f.endswith('.state') and f[:-6].isdigit()
-                        and int(f[:-6]) >= first_iter), key=lambda f: int(f[:-6]))
+        folder = self.opt['path'].get('training_states') or ''
+        names = [name for it, name in sorted(training_states(folder).items()) if it >= first_iter]
         for name in names:
             os.replace(os.path.join(folder, name), os.path.join(folder, name + '.nonfinite'))
         return names

@@ -201,13 +201,14 @@ def feature_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def run_cossim(args, out: str) -> str:
     opt = load_option_file(args.opt)
+    images = [degrade_file(path, ['clean'] + list(SINGLE), args.scale, args.noise_sigma, args.seed)[1]
+              for path in list_images(args.hr)]
     curves: Dict[str, List[float]] = OrderedDict((s, []) for s in SINGLE)
     for checkpoint in args.checkpoints:
         net = load_network(opt, checkpoint, args.param_key, device())
         tap = FeatureTap(net, args.layer)
         sums = {s: [] for s in SINGLE}
-        for path in list_images(args.hr):
-            _, lrs = degrade_file(path, ['clean'] + list(SINGLE), args.scale, args.noise_sigma, args.seed)
+        for lrs in images:
             clean = tapped_features(net, tap, lrs['clean'])
             for setting in SINGLE:
                 sums[setting].append(feature_cosine(clean, tapped_features(net, tap, lrs[setting])))

@@ -26,6 +26,14 @@ def current_umask() -> int:
     return mask
 
 
+def training_states(folder: str) -> Dict[int, str]:
+    """iteration -> file name of every complete ``<iter>.state`` in ``folder`` (temporary files are not)."""
+    if not os.path.isdir(folder):
+        return {}
+    stems = (f[:-len('.state')] for f in os.listdir(folder) if f.endswith('.state'))
+    return {int(stem): f'{stem}.state' for stem in stems if stem.isdigit()}
+
+
 def atomic_write(path: str, write) -> None:
     """Call ``write(tmp_path)`` and move the result onto ``path`` atomically; remove the temp file on failure."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -44,6 +52,7 @@ def atomic_write(path: str, write) -> None:
     except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        # torch.save reports a failed write (disk full, ...) as a RuntimeError from its stream writer
         if isinstance(e, OSError) or (isinstance(e, RuntimeError) and 'write' in str(e).lower()):
             raise GsrError(f'could not write {path}: {e}') from e
         raise

@@ -55,6 +55,15 @@ def _check_value(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
+def unknown_keys_error(where: str, unknown, known) -> GsrError:
+    """One error naming the unknown keys of ``where``, the closest known ones, and all known ones."""
+    known = list(known)
+    close = [m for u in unknown for m in difflib.get_close_matches(u, known, 1)]
+    hint = f' (did you mean {", ".join(close)}?)' if close else ''
+    return GsrError(f'{where + ": " if where else ""}unknown key(s) {", ".join(unknown)}{hint}; '
+                    f'accepted: {", ".join(known)}')
+
+
 def options_from_dict(cls: Type[T], values: Optional[Mapping[str, Any]], where: str) -> T:
     """Build dataclass ``cls`` from ``values``; ``where`` names the YAML block in error messages ('' for the top
     level). A key whose value is null keeps its default."""
@@ -63,10 +72,7 @@ def options_from_dict(cls: Type[T], values: Optional[Mapping[str, Any]], where: 
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(names))
     if unknown:
-        close = [m for u in unknown for m in difflib.get_close_matches(u, names, 1)]
-        hint = f' (did you mean {", ".join(close)}?)' if close else ''
-        raise GsrError(f'{where + ": " if where else ""}unknown key(s) {", ".join(unknown)}{hint}; '
-                       f'accepted: {", ".join(names)}')
+        raise unknown_keys_error(where, unknown, names)
     checked = {k: _check_value(v, hints[k], f'{where}.{k}' if where else k) for k, v in values.items()}
     try:
         return cls(**checked)
