@@ -17,6 +17,10 @@ setup(
         'torch', 'torchvision', 'basicsr==1.4.2', 'numpy', 'opencv-python', 'Pillow', 'PyYAML', 'lmdb',
         'scikit-image', 'scikit-learn', 'matplotlib', 'tqdm', 'lpips'
     ],
-    extras_require={'test': ['pytest', 'pytest-timeout', 'flake8']},
+    extras_require={
+        # `gsr export`: ONNX graph (onnxscript is the exporter torch.onnx uses) checked with onnxruntime.
+        'export': ['onnx', 'onnxscript', 'onnxruntime'],
+        'test': ['pytest', 'pytest-timeout', 'flake8', 'onnx', 'onnxscript', 'onnxruntime'],
+    },
     entry_points={'console_scripts': ['gsr = gsr.cli:main', 'basicsr = gsr.cli:main']},
 )

@@ -9,7 +9,13 @@ over ``--steps`` rounds after a warm-up); peak memory from a fresh process per v
 fixed batch (the degradation is benchmarked separately). Also reported: the vectorised alignment losses against
 a plain per-pair loop on the same tapped features (forward + backward).
 
+Execution table (``--tables execution``): the paired (2B) and alignment (2B) steps under ``train.precision`` /
+``channels_last`` / ``compile`` settings, as ratios against the fp32 step of the same variant, measured
+round-robin in one process (compilation happens in the untimed warm-up step), with BasicSR's ``SRModel`` fp32 step
+on the same rows as the outside reference.
+
     python benchmarks/train_step.py [--archs srresnet rrdb] [--steps 3] [--device cpu]
+                                    [--tables variants execution losses] [--settings fp32 bf16 ...]
 """
 import argparse
 import json
@@ -22,6 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from gsr.utils.profiling import peak_memory_mb, timed  # noqa: E402
 
 ARCHS = {
     'srresnet': {
@@ -41,6 +48,17 @@ ARCHS = {
 }
 ALIGN = {'l_align': {'type': 'FeatureAlignmentLoss'}, 'l_rff': {'type': 'RFFAlignmentLoss'}}
 TFD = {'l_det': {'type': 'NoiseDetectionLoss'}, 'l_feat': {'type': 'TwinFeatureLoss'}}
+EXECUTION = {  # name: train.precision / channels_last / compile
+    'fp32': {},
+    'bf16': {'precision': 'bf16'},
+    'channels_last': {'channels_last': True},
+    'bf16 + channels_last': {'precision': 'bf16', 'channels_last': True},
+    'compile': {'compile': True},
+    'bf16 + channels_last + compile': {'precision': 'bf16', 'channels_last': True, 'compile': True},
+    'fp16': {'precision': 'fp16'},  # CUDA only
+    'fp16 + channels_last': {'precision': 'fp16', 'channels_last': True},  # CUDA only
+}
+EXECUTION_VARIANTS = ('paired (2B)', 'alignment (2B)')
 TFD_POINTS = {'conv_last': ('conv_last', 'input'), 'trunk': ('body', 'output')}  # HR and LR resolution
 VARIANTS = {  # name: (LQ images per step as a multiple of B, dropout p, regularizers)
     'BasicSR SRModel (2B)': (2, None, None),
@@ -53,15 +71,9 @@ VARIANTS = {  # name: (LQ images per step as a multiple of B, dropout p, regular
 }
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == 'cuda':
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    with open('/proc/self/status') as f:
-        return next(int(line.split()[1]) for line in f if line.startswith('VmHWM')) / 1024
-
-
-def build(arch: str, variant: str, batch: int, device: torch.device):
-    """A GeneralizableSRModel for ``variant`` (BasicSR's SRModel for the reference) with a fixed random batch."""
+def build(arch: str, variant: str, batch: int, device: torch.device, execution: str = 'fp32'):
+    """A GeneralizableSRModel for ``variant`` (BasicSR's SRModel for the reference) with a fixed random batch,
+    run as ``EXECUTION[execution]`` says."""
     import gsr  # noqa: F401
     from basicsr.models import build_model
     from gsr.data.degraded_batch import DegradedBatch
@@ -90,7 +102,8 @@ def build(arch: str, variant: str, batch: int, device: torch.device):
                 'type': 'L1Loss'
             },
             'regularizers': regs,
-            'ema_decay': 0.999
+            'ema_decay': 0.999,
+            **EXECUTION[execution]
         },
     }
     if p:
@@ -120,13 +133,7 @@ def build(arch: str, variant: str, batch: int, device: torch.device):
 
 
 def timed_step(model, it: int, device: torch.device) -> float:
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    model.optimize_parameters(it)
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return timed(lambda: model.optimize_parameters(it), device)
 
 
 def worker(arch: str, variant: str, steps: int, batch: int, device_name: str) -> dict:
@@ -137,16 +144,28 @@ def worker(arch: str, variant: str, steps: int, batch: int, device_name: str) ->
     return {'step_s': float(np.median(times[1:])), 'peak_mb': peak_memory_mb(device)}
 
 
-def interleaved_times(arch: str, steps: int, batch: int, device: torch.device) -> dict:
-    """Step time of every variant, measured round-robin in one process so that load changes hit all alike."""
-    models = {v: build(arch, v, batch, device) for v in VARIANTS}
-    times = {v: [] for v in VARIANTS}
+def interleaved_times(models: dict, steps: int, device: torch.device) -> dict:
+    """Step time of every model, measured round-robin in one process so that load changes hit all alike."""
+    times = {name: [] for name in models}
     for it in range(1, steps + 2):
-        for variant, model in models.items():
+        for name, model in models.items():
             t = timed_step(model, it, device)
             if it > 1:
-                times[variant].append(t)
-    return {v: float(np.median(t)) for v, t in times.items()}
+                times[name].append(t)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def execution_table(arch: str, settings: list, steps: int, batch: int, device: torch.device) -> None:
+    """The paired and alignment steps under each execution setting, against their fp32 step, in one process."""
+    models = {('BasicSR SRModel (2B)', 'fp32'): build(arch, 'BasicSR SRModel (2B)', batch, device)}
+    models.update({(v, s): build(arch, v, batch, device, s) for v in EXECUTION_VARIANTS for s in settings})
+    times = interleaved_times(models, steps, device)
+    basicsr = times[('BasicSR SRModel (2B)', 'fp32')]
+    print(f'| {arch} | BasicSR SRModel (2B) | fp32 | {basicsr:.3f} | 1.000 | 1.000 |')
+    for variant, setting in list(models)[1:]:
+        t = times[(variant, setting)]
+        print(f'| {arch} | {variant} | {setting} | {t:.3f} | {times[(variant, "fp32")] / t:.2f}x | '
+              f'{basicsr / t:.2f}x |')
 
 
 def per_pair_reference(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -226,6 +245,10 @@ def main() -> None:
     parser.add_argument('--steps', type=int, default=3)
     parser.add_argument('--batch', type=int, default=8, help='B: HR crops per step')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--tables', nargs='+', default=['variants', 'execution', 'losses'],
+                        choices=['variants', 'execution', 'losses'])
+    parser.add_argument('--settings', nargs='+', choices=list(EXECUTION),
+                        help='execution settings (default: all that the device supports)')
     parser.add_argument('--worker', nargs=2, metavar=('ARCH', 'VARIANT'), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -235,6 +258,19 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'
     print(f'device: {name}; torch {torch.__version__}; B = {args.batch}; median of {args.steps} interleaved '
           'rounds after one warm-up\n')
+    if 'variants' in args.tables:
+        variants_table(args, device)
+    if 'execution' in args.tables:
+        settings = args.settings or [s for s in EXECUTION if device.type == 'cuda' or 'fp16' not in s]
+        print('\n| arch | variant | execution | step (s) | speed-up vs its fp32 | vs BasicSR fp32 |\n'
+              '|---|---|---|---|---|---|')
+        for arch in args.archs:
+            execution_table(arch, ['fp32'] + [s for s in settings if s != 'fp32'], args.steps, args.batch, device)
+    if 'losses' in args.tables:
+        losses_table(device, args.batch)
+
+
+def variants_table(args: argparse.Namespace, device: torch.device) -> None:
     print('| arch | variant | step (s) | vs paired | peak memory (MiB) | vs paired |\n|---|---|---|---|---|---|')
     for arch in args.archs:
         memory = {}
@@ -245,13 +281,16 @@ def main() -> None:
             ]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             memory[variant] = json.loads(out)['peak_mb']
-        times = interleaved_times(arch, args.steps, args.batch, device)
+        times = interleaved_times({v: build(arch, v, args.batch, device) for v in VARIANTS}, args.steps, device)
         ref_t, ref_m = times['paired (2B)'], memory['paired (2B)']
         for variant in VARIANTS:
             print(f'| {arch} | {variant} | {times[variant]:.3f} | {times[variant] / ref_t:.3f} | '
                   f'{memory[variant]:.0f} | {memory[variant] / ref_m:.3f} |')
-    t = loss_timing(device, args.batch)
-    print(f'\nalignment losses (linear + RFF), forward + backward, B = {args.batch} pairs: on the pooled vectors '
+
+
+def losses_table(device: torch.device, batch: int) -> None:
+    t = loss_timing(device, batch)
+    print(f'\nalignment losses (linear + RFF), forward + backward, B = {batch} pairs: on the pooled vectors '
           f'vectorised {t["pooled_vectorised_s"] * 1e3:.2f} ms vs per-pair loop {t["pooled_loop_s"] * 1e3:.2f} ms '
           f'({t["pooled_loop_s"] / t["pooled_vectorised_s"]:.1f}x); including the pooling of the 2B x 64 x 128 x 128 '
           f'features {t["full_vectorised_s"] * 1e3:.2f} ms vs {t["full_loop_s"] * 1e3:.2f} ms '

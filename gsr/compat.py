@@ -277,7 +277,8 @@ def save_network(self, net, net_label, current_iter, param_key='params'):
 
 
 def save_training_state(self, epoch, current_iter):
-    """BasicSR's ``save_training_state``, written atomically (after the networks, so a state implies them)."""
+    """BasicSR's ``save_training_state``, written atomically (after the networks, so a state implies them), with
+    what the model adds (``extra_training_state``, e.g. gsr's fp16 gradient scaler)."""
     from gsr.utils.checkpoint import atomic_torch_save
     if current_iter == -1:
         return
@@ -286,6 +287,7 @@ def save_training_state(self, epoch, current_iter):
         'iter': current_iter,
         'optimizers': [o.state_dict() for o in self.optimizers],
         'schedulers': [s.state_dict() for s in self.schedulers],
+        **getattr(self, 'extra_training_state', dict)(),
     }
     atomic_torch_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 

@@ -7,7 +7,8 @@ one ``LossContext``. Networks are added by name (``add_network``): each ``networ
 ``net_<name>_<iter>.pth`` and resumed by BasicSR's ``check_resume`` like ``net_g``. ``net_g`` is an
 ``AttachedNetwork`` (the ``network_g`` backbone plus ``attach:`` modules), so attached modules are optimised,
 saved, resumed and kept in ``net_g_ema`` with it. Validation runs ``super_resolve_tensor``, the inference code
-of ``gsr infer``.
+of ``gsr infer``. ``train.precision`` / ``channels_last`` / ``compile`` (and the same keys under ``val:``) choose
+how the networks run (``gsr.utils.execution``); losses are always computed in float32.
 """
 import copy
 import dataclasses
@@ -29,13 +30,15 @@ from gsr.data.degraded_batch import DegradedBatch
 from gsr.losses.loss_context import LossContext
 from gsr.utils.checkpoint import training_states
 from gsr.utils.errors import GsrError, NonFiniteLossError
+from gsr.utils.execution import (EXECUTION_KEYS, ExecutionOptions, autocast, compile_in_place, device_type_of,
+                                 execution_options, inference_network, to_memory_format)
 from gsr.utils.feature_tap import FeatureTap
 from gsr.utils.inference import super_resolve_tensor
 from gsr.utils.options import options_from_dict, unknown_keys_error
 
 # ``train:`` keys a gsr model reads (``optim_<name>`` keys are allowed as well)
 TRAIN_KEYS = ('ema_decay', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt', 'regularizers',
-              'max_nonfinite_steps')
+              'max_nonfinite_steps') + EXECUTION_KEYS
 # what a scheduler's state holds about the run's progress; the rest of it is the schedule, taken from the options
 SCHEDULER_PROGRESS = ('last_epoch', '_step_count', '_last_lr', 'base_lrs', '_get_lr_called_within_step', 'verbose')
 # top-level keys BasicSR itself reads or adds (``network_*`` keys are allowed as well)
@@ -70,7 +73,15 @@ class GsrModel(SRModel):
     @classmethod
     def validate(cls, opt: Dict[str, Any]) -> Any:
         """The model's options, with every check that needs no network (subclasses add cross-checks)."""
-        return cls.parse_options(opt)
+        options = cls.parse_options(opt)
+        for block in ('train', 'val'):
+            cls.execution(opt, block)
+        return options
+
+    @staticmethod
+    def execution(opt: Dict[str, Any], block: str) -> ExecutionOptions:
+        """How the networks run in training steps (``block='train'``) or in validation and tests (``'val'``)."""
+        return execution_options(opt.get(block), block, device_type_of(opt))
 
     @classmethod
     def check_options(cls, opt: Dict[str, Any]) -> None:
@@ -95,6 +106,8 @@ class GsrModel(SRModel):
     def __init__(self, opt: Dict[str, Any]):
         BaseModel.__init__(self, opt)
         self.options = self.validate(opt)
+        self.train_execution, self.val_execution = self.execution(opt, 'train'), self.execution(opt, 'val')
+        self.val_networks: Dict[int, nn.Module] = {}  # id(network) -> how validation runs it
         self.networks: Dict[str, nn.Module] = OrderedDict()
         self.taps: Dict[str, FeatureTap] = OrderedDict()
         self.batch_builder: Optional[DegradedBatchBuilder] = None
@@ -110,7 +123,10 @@ class GsrModel(SRModel):
 
     def add_network(self, name: str, net: nn.Module) -> nn.Module:
         """Register ``net_<name>``: moved to the device (DDP where distributed), loaded from
-        ``path.pretrain_network_<name>``; optimised when ``train.optim_<name>`` exists."""
+        ``path.pretrain_network_<name>``; optimised when ``train.optim_<name>`` exists. With
+        ``train.channels_last`` it is converted before any DDP wrapping (DDP keeps the parameters' layout)."""
+        if self.is_train and self.train_execution.channels_last:
+            net = net.to(memory_format=torch.channels_last)
         net = self.model_to_device(net)
         self.print_network(net)
         self.load_pretrained(name, net, self.opt['path'].get(f'param_key_{name}', 'params'))
@@ -149,6 +165,9 @@ class GsrModel(SRModel):
             raise GsrError('train: no loss configured (pixel_opt, perceptual_opt or regularizers)')
         self.max_nonfinite_steps = int(train_opt.get('max_nonfinite_steps', 10))
         self.nonfinite_in_row = 0
+        # fp16's narrow range needs loss scaling; bf16 has fp32's range and needs none (the scaler is then a no-op)
+        self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.train_execution.precision == 'fp16')
+        compile_in_place(self.net_g, self.train_execution, 'train', self.device.type)
         self.setup_optimizers()
         self.setup_schedulers()
 
@@ -194,20 +213,30 @@ class GsrModel(SRModel):
             tap.clear()
         batch, n = self.batch, self.batch.lq.shape[0]
         with_twin = self.forward_twin and batch.lq_noise_free is not None
-        output = self.net_g(torch.cat([batch.lq, batch.lq_noise_free]) if with_twin else batch.lq)
+        with self.autocast():
+            output = self.net_g(self.to_memory_format(
+                torch.cat([batch.lq, batch.lq_noise_free]) if with_twin else batch.lq))
         features = {name: tap.features for name, tap in self.taps.items()}
         records = {}
         for name, module in self.get_bare_model(self.net_g).attached.items():
             if getattr(module, 'record', None):
                 records[name], module.record = module.record, {}  # the context holds the step's tensors now
-        self.output = output[:n]
+        self.output = float32(output[:n])
 
         def rows(tensors: Dict[str, torch.Tensor], twin: bool) -> Dict[str, torch.Tensor]:
-            return {k: t[n:] if twin else t[:n] for k, t in tensors.items()}
+            return {k: float32(t[n:] if twin else t[:n]) for k, t in tensors.items()}
 
         return LossContext(batch, self.output, rows(features, False), rows(features, True) if with_twin else {},
                            {name: rows(r, False) for name, r in records.items()},
                            {name: rows(r, True) for name, r in records.items()} if with_twin else {})
+
+    def autocast(self) -> torch.autocast:
+        """The training forward's autocast (``train.precision``); losses run outside it, in float32."""
+        return autocast(self.train_execution, self.device.type)
+
+    def to_memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        """A network input in the training memory format (``train.channels_last``)."""
+        return to_memory_format(x, self.train_execution)
 
     def loss_terms(self, context: LossContext) -> 'OrderedDict[str, torch.Tensor]':
         """Named loss terms: pixel, perceptual/style (BasicSR's), then every ``train.regularizers`` entry."""
@@ -230,9 +259,10 @@ class GsrModel(SRModel):
         self.log_dict = self.reduce_loss_dict({k: v.detach() for k, v in terms.items()})
         if not self.loss_is_finite(total, current_iter):
             return
-        total.backward()
+        self.grad_scaler.scale(total).backward()
         for optimizer in self.optimizers:
-            optimizer.step()
+            self.grad_scaler.step(optimizer)
+        self.grad_scaler.update()
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
 
@@ -295,6 +325,12 @@ class GsrModel(SRModel):
             for key, value in schedule.items():
                 if key not in SCHEDULER_PROGRESS:
                     setattr(scheduler, key, value)
+        if self.grad_scaler.is_enabled() and 'grad_scaler' in resume_state:
+            self.grad_scaler.load_state_dict(resume_state['grad_scaler'])
+
+    def extra_training_state(self) -> Dict[str, Any]:
+        """What a training state holds beyond BasicSR's: the fp16 gradient scaler (its scale and growth tracker)."""
+        return {'grad_scaler': self.grad_scaler.state_dict()} if self.grad_scaler.is_enabled() else {}
 
     # ------------------------------------------------------------------------------------------- test, save
     def test(self) -> None:
@@ -302,8 +338,14 @@ class GsrModel(SRModel):
         net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
         training = net.training
         net.eval()
-        self.output = super_resolve_tensor(net, self.lq, self.opt['scale'])
+        self.output = super_resolve_tensor(self.validation_network(net), self.lq, self.opt['scale'])
         net.train(training)
+
+    def validation_network(self, net: nn.Module) -> nn.Module:
+        """``net`` as validation runs it (``val.precision`` / ``channels_last`` / ``compile``), built once."""
+        if id(net) not in self.val_networks:
+            self.val_networks[id(net)] = inference_network(net, self.val_execution, self.device.type, 'val')
+        return self.val_networks[id(net)]
 
     def save(self, epoch: int, current_iter: int) -> None:
         """Every network (``net_g`` with its EMA copy), then the training state, which thus implies them."""
@@ -313,3 +355,10 @@ class GsrModel(SRModel):
             else:
                 self.save_network(net, f'net_{name}', current_iter)
         self.save_training_state(epoch, current_iter)
+
+
+def float32(t: torch.Tensor) -> torch.Tensor:
+    """A loss input in float32. Under bf16/fp16 autocast the network's output and tapped features are half
+    precision; the alignment losses' covariance and RFF statistics, the TFD loss's FFT and the L1 between nearly
+    equal images sum many small terms that bf16's 8-bit mantissa (and fp16's range) would corrupt."""
+    return t.float() if t.is_floating_point() else t

@@ -26,6 +26,7 @@ from gsr.metrics.lpips_metric import lpips_distance, maybe_lpips
 from gsr.utils.inference import load_network, super_resolve
 from gsr.utils.checkpoint import atomic_write_text
 from gsr.utils.errors import GsrError
+from gsr.utils.execution import EXECUTION_KEYS, add_execution_arguments, execution_options, inference_network
 from gsr.utils.image_io import list_images
 from gsr.utils.option_check import load_option_file
 from gsr.utils.plotting import pyplot, save_figure
@@ -56,6 +57,8 @@ def result_id(cfg: Dict, model: str) -> str:
         'network': {k: opt.get(k) for k in ('network_g', 'attach', 'dropout', 'feature_tap')},
         'param_key': spec.get('param_key', 'params_ema'),
         'protocol': {k: cfg.get(k) for k in PROTOCOL_KEYS},
+        # bf16 changes the outputs; channels_last may change the last bits
+        'execution': [cfg['execution'].precision, cfg['execution'].channels_last],
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -91,8 +94,10 @@ class ResultCache:
         self.rows[self.key(row)] = row
 
 
-def load_config(path: str) -> Dict:
+def load_config(path: str, overrides: Optional[Dict] = None) -> Dict:
+    """The evaluation config with its defaults; ``overrides`` (command-line flags) replace its keys."""
     cfg = load_option_file(path)
+    cfg.update(overrides or {})
     for key in ('models', 'datasets'):
         if not isinstance(cfg.get(key), dict) or not cfg[key]:
             raise GsrError(f'{path}: {key} must map names to entries')
@@ -104,6 +109,11 @@ def load_config(path: str) -> Dict:
     cfg.setdefault('metrics', list(METRICS))
     for key, default in (('noise_sigma', 20), ('seed', 0), ('tile', 0), ('lpips_net', 'alex')):
         cfg.setdefault(key, default)
+    device = torch.device(cfg.get('device') or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    try:
+        cfg['execution'] = execution_options(cfg, '', device.type)
+    except GsrError as e:
+        raise GsrError(f'{path}: {e}') from e
     cfg.setdefault('reference', next(iter(cfg['models'])))
     if cfg['reference'] not in cfg['models']:
         raise GsrError(f'{path}: reference {cfg["reference"]!r} is not one of the models')
@@ -131,9 +141,9 @@ class Measurement:
     def network(self, model: str) -> torch.nn.Module:
         if self._net[0] != model:
             spec = self.cfg['models'][model]
-            self._net = (model,
-                         load_network(load_option_file(spec['option_file']), spec['checkpoint'],
-                                      spec.get('param_key', 'params_ema'), self.device))
+            net = load_network(load_option_file(spec['option_file']), spec['checkpoint'],
+                               spec.get('param_key', 'params_ema'), self.device)
+            self._net = (model, inference_network(net, self.cfg['execution'], self.device.type, ''))
         return self._net[1]
 
     def __call__(self, model: str, path: str, setting: str) -> Dict[str, float]:
@@ -261,8 +271,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog='gsr evaluate', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='evaluation YAML (see options/evaluate_alignment.yml)')
+    add_execution_arguments(parser)
+    parser.set_defaults(precision=None, channels_last=None, compile=None)  # unset flags keep the config's keys
     args = parser.parse_args(argv)
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, {k: getattr(args, k) for k in EXECUTION_KEYS if getattr(args, k) is not None})
     paths = write_reports(cfg, evaluate(cfg))
     print(open(paths['md']).read())
     for path in paths.values():

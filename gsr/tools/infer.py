@@ -2,7 +2,8 @@
 
 The network is described by the option file it was trained with (``network_g``); ``--param-key`` picks
 ``params_ema`` (default, falling back to ``params``) or ``params``. With ``--tile T`` each image is processed
-in T x T input tiles with ``--tile-pad`` pixels of context, so memory is bounded by the tile size. The output
+in T x T input tiles with ``--tile-pad`` pixels of context, so memory is bounded by the tile size.
+``--precision bf16`` (fp16 on CUDA), ``--channels-last`` and ``--compile`` choose how the network runs. The output
 folder appears only when every image is done.
 """
 import argparse
@@ -13,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from gsr.utils.errors import GsrError
+from gsr.utils.execution import add_execution_arguments, execution_from_arguments, inference_network
 from gsr.utils.image_io import list_images, read_image_uint8_rgb, write_image
 from gsr.utils.inference import load_network, super_resolve
 from gsr.utils.option_check import load_option_file
@@ -43,13 +45,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--tile-pad', type=int, default=16)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--overwrite', action='store_true')
+    add_execution_arguments(parser)
     args = parser.parse_args(argv)
     if args.tile < 0 or args.tile_pad < 0:
         raise GsrError(f'--tile ({args.tile}) and --tile-pad ({args.tile_pad}) must not be negative')
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         raise GsrError(f'--device {args.device}: CUDA is not available here; use --device cpu')
+    device = torch.device(args.device)
+    execution = execution_from_arguments(args, device.type)
     opt = load_option_file(args.opt)
-    net = load_network(opt, args.checkpoint, args.param_key, torch.device(args.device))
+    net = inference_network(load_network(opt, args.checkpoint, args.param_key, device), execution, device.type, '--')
     scale = int(opt.get('scale', 4))
     paths = list_images(args.input)
     outputs = output_names(paths)

@@ -49,13 +49,32 @@ def tiles(h: int, w: int, tile: int, pad: int) -> Iterator[Tuple[Box, Box]]:
                                                min(right + pad, w))
 
 
+def size_multiple(net: nn.Module) -> int:
+    """The multiple of which a network's input height and width must be: the window of window-attention networks
+    (BasicSR's SwinIR has ``window_size`` and does not pad; its official test script pads), else 1. Found through
+    any wrapper (attached modules, DDP, ``ExecutedNetwork``)."""
+    return next((m.window_size for m in net.modules() if isinstance(getattr(m, 'window_size', None), int)), 1)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """``x`` extended at the bottom and right to a multiple of ``multiple`` by mirroring its last rows and columns
+    (SwinIR's test-time padding); written with shape arithmetic only, so ONNX export keeps height and width
+    dynamic."""
+    if multiple <= 1:
+        return x
+    h, w = x.shape[-2:]
+    x = torch.cat([x, x.flip(-2)], -2)[..., :h + (-h) % multiple, :]
+    return torch.cat([x, x.flip(-1)], -1)[..., :w + (-w) % multiple]
+
+
 def run_piece(net: nn.Module, piece: torch.Tensor, scale: int, inner: Box, padded: Box) -> torch.Tensor:
-    """The network's output for ``piece`` (the padded box), cut to the inner box; the output must be ``scale``
-    times the input, or tiles would be placed wrongly."""
-    out = net(piece)
-    if out.shape[-2:] != tuple(scale * s for s in piece.shape[-2:]):
-        raise GsrError(f'the network turns a {tuple(piece.shape[-2:])} input into {tuple(out.shape[-2:])}, which is '
-                       f'not the scale {scale} of the option file: set scale to the network\'s upscale')
+    """The network's output for ``piece`` (the padded box), cut to the inner box; the piece is first padded to the
+    network's ``size_multiple``. The output must be ``scale`` times the input, or tiles would be placed wrongly."""
+    extended = pad_to_multiple(piece, size_multiple(net))
+    out = net(extended)
+    if out.shape[-2:] != tuple(scale * s for s in extended.shape[-2:]):
+        raise GsrError(f'the network turns a {tuple(extended.shape[-2:])} input into {tuple(out.shape[-2:])}, which '
+                       f'is not the scale {scale} of the option file: set scale to the network\'s upscale')
     top, left = (inner[0] - padded[0]) * scale, (inner[1] - padded[1]) * scale
     return out[..., top:top + (inner[2] - inner[0]) * scale, left:left + (inner[3] - inner[1]) * scale]
 
