@@ -17,9 +17,9 @@ import time
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from gsr.utils.profiling import flop_count, parameter_count  # noqa: E402
 
 SRRESNET = {'type': 'MSRResNet', 'num_feat': 64, 'num_block': 16, 'upscale': 4}
 
@@ -38,12 +38,6 @@ def networks():
             'TFD inline (trunk output, LR)': trunk}
 
 
-def flops(net, x) -> int:
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        net(x)
-    return counter.get_total_flops()
-
-
 def fft_flops(h: int, w: int, channels: int) -> float:
     """rfft2 + irfft2 of ``channels`` maps of h x w: about 2 x 5 N log2 N / 2 real operations each (real FFTs)."""
     n = h * w
@@ -59,8 +53,8 @@ def main() -> None:
     device = torch.device(args.device)
     nets = {name: net.to(device) for name, net in networks().items()}
     x = torch.rand(1, 3, *args.size, device=device)
-    counts = {name: flops(net, x) for name, net in nets.items()}
-    params = {name: sum(p.numel() for p in net.parameters()) for name, net in nets.items()}
+    counts = {name: flop_count(net, x) for name, net in nets.items()}
+    params = {name: parameter_count(net) for name, net in nets.items()}
     times = {name: [] for name in nets}
     with torch.no_grad():
         for net in nets.values():

@@ -247,7 +247,7 @@ class Eigenvalues(torch.nn.Module):
 def test_export_of_an_operator_onnx_lacks_names_it():
     from gsr.tools.export import export_onnx
     with pytest.raises(GsrError, match=r'^the network uses aten\._linalg_eigh, which ONNX \(opset 18\) cannot '):
-        export_onnx(Eigenvalues(), torch.rand(1, 3, 8, 8), os.devnull, 18)
+        export_onnx(Eigenvalues().eval(), torch.rand(1, 3, 8, 8), os.devnull, 18)
 
 
 def test_export_of_a_network_fixed_to_its_input_size_is_one_line(tmp_path, small_photo_folder):
