@@ -92,8 +92,9 @@ class AttachedNetwork(nn.Module):
         else:
             layer.register_forward_hook(functools.partial(_transform_output, module))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
+    def forward(self, x: torch.Tensor, *args, **kwargs):
+        """The backbone's forward; further arguments are the backbone's own (e.g. LightBSR's prior)."""
+        return self.backbone(x, *args, **kwargs)
 
 
 def _transform_input(module: nn.Module, layer: nn.Module, args):

@@ -7,6 +7,8 @@ Two groupings (``BatchOptions.grouping``):
 * ``shared_degradation`` — each crop is degraded once and cut into ``copies`` sub-crops at different places:
   rows share a degradation, not content (the positives of a contrastive degradation encoder, e.g. DASR/LightBSR).
 
+The degrader is the Real-ESRGAN second-order pipeline (``SecondOrderDegrader``, kernels drawn by the dataset) or,
+with ``classic``, the blur + bicubic + noise of the DASR / LightBSR line (``ClassicDegrader``, drawn on the device).
 With ``noise_free_twin`` the same draws are applied without noise (``lq_noise_free``) and the per-pixel label
 ``noise_map`` holds ``mean_c |LQ − twin|``, the noise that survived the pipeline, cropped with the images.
 """
@@ -16,6 +18,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from basicsr.data.transforms import paired_random_crop
 
+from gsr.data.classic_degrader import ClassicDegradationOptions, ClassicDegrader
 from gsr.data.degraded_batch import DegradedBatch
 from gsr.data.second_order_degrader import DegradationOptions, SecondOrderDegrader
 from gsr.utils.errors import GsrError
@@ -32,10 +35,11 @@ class BatchOptions:
     gt_size: Optional[int] = None
     noise_free_twin: bool = False
     degradation: DegradationOptions = field(default_factory=DegradationOptions)
+    classic: Optional[ClassicDegradationOptions] = None
 
 
 def batch_options(copies: int, noise_free_twin: bool, degradation: DegradationOptions, train: Dict[str, Any],
-                  grouping: str = 'copies') -> BatchOptions:
+                  grouping: str = 'copies', classic: Optional[ClassicDegradationOptions] = None) -> BatchOptions:
     """A model's batch options; ``train`` is its ``datasets.train`` block, which gives the final crop (``gt_size``)
     and the kernel sets the dataset draws per crop (``kernel_sets``: more sets than copies would be drawn and never
     used, so that is an error)."""
@@ -45,7 +49,7 @@ def batch_options(copies: int, noise_free_twin: bool, degradation: DegradationOp
                        f'time(s){" (paired: false)" if copies == 1 else ""}: set kernel_sets to {copies}')
     if grouping not in GROUPINGS:
         raise GsrError(f'batch grouping must be one of {", ".join(GROUPINGS)}, got {grouping!r}')
-    return BatchOptions(copies, grouping, train.get('gt_size'), noise_free_twin, degradation)
+    return BatchOptions(copies, grouping, train.get('gt_size'), noise_free_twin, degradation, classic)
 
 
 class DegradedBatchBuilder(torch.nn.Module):
@@ -54,22 +58,28 @@ class DegradedBatchBuilder(torch.nn.Module):
     def __init__(self, options: BatchOptions, scale: int):
         super().__init__()
         self.options, self.scale = options, scale
-        self.degrader = SecondOrderDegrader(options.degradation, scale)
+        self.degrader = (ClassicDegrader(options.classic, scale) if options.classic is not None else
+                         SecondOrderDegrader(options.degradation, scale))
+        self.register_buffer('anchor', torch.zeros(0), persistent=False)  # follows .to(device)
 
     @torch.no_grad()
     def forward(self, data: Dict[str, torch.Tensor]) -> DegradedBatch:
-        missing = [k for k in KERNEL_KEYS if k not in data]
+        classic = self.options.classic is not None
+        missing = [k for k in KERNEL_KEYS if k not in data and not classic]
         if missing:
             raise GsrError(f'training batch lacks {", ".join(missing)}: on-the-fly degradation needs a '
                            'PairedDegradationDataset (datasets.train.type)')
-        device = self.degrader.usm.taps.device
-        gt = self.degrader.sharpen(data['gt'].to(device))
-        kernels = {k: data[k].to(device) for k in KERNEL_KEYS}
+        device = self.anchor.device
+        gt = data['gt'].to(device) if classic else self.degrader.sharpen(data['gt'].to(device))
+        kernels = {} if classic else {k: data[k].to(device) for k in KERNEL_KEYS}
         degradations = self.options.copies if self.options.grouping == 'copies' else 1
         lqs, twins, labels = [], [], []
         for copy in range(degradations):
-            kernel_set = min(copy, kernels['kernel1'].shape[1] - 1)
-            draws = self.degrader.sample(gt, *(kernels[k][:, kernel_set] for k in KERNEL_KEYS))
+            if classic:
+                draws = self.degrader.sample(gt)
+            else:
+                kernel_set = min(copy, kernels['kernel1'].shape[1] - 1)
+                draws = self.degrader.sample(gt, *(kernels[k][:, kernel_set] for k in KERNEL_KEYS))
             lqs.append(self.degrader.apply(gt, draws))
             if self.options.noise_free_twin:
                 twins.append(self.degrader.apply(gt, draws, add_noise=False))

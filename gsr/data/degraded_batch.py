@@ -50,3 +50,9 @@ class DegradedBatch:
             if n % k == 0 and content == content[:n // k] * k:
                 return k
         return 1
+
+    def first_rows(self, count: int) -> 'DegradedBatch':
+        """The first ``count`` rows (e.g. the first crop of each image in a ``shared_degradation`` batch)."""
+        return DegradedBatch(self.gt[:count], self.lq[:count], self.content[:count], self.degradation[:count],
+                             {name: t[:count] for name, t in self.labels.items()},
+                             None if self.lq_noise_free is None else self.lq_noise_free[:count])

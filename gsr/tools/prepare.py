@@ -5,6 +5,8 @@ threshold 0; BasicSR ``extract_subimages.py``) with a process pool and a progres
 ``gsr prepare lmdb --input DIR --output X.lmdb``: an LMDB in BasicSR's format (keys = file names without
 extension, percent-encoded so that any name is one ASCII token without dots; ``meta_info.txt`` with
 ``<key>.png (h,w,c) <compress>``, the shape of the stored image), its map size computed from all images.
+``gsr prepare kernel-pca --output kernel_pca.pth``: the 15-d PCA basis of 21 x 21 Gaussian kernels that
+LightBSR's degradation prior projects kernels on (``gsr/data/kernel_pca.py``), computed once from a seeded draw.
 Every source image is decoded completely before anything is written from it: a truncated or unreadable file is
 one error that names it.
 Both are resumable: finished crops / keys are skipped when the command is run again, and every file is
@@ -211,7 +213,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     lp.add_argument('--compression-level', type=int, default=1)
     lp.add_argument('--workers', type=int, default=os.cpu_count() or 1)
     lp.add_argument('--no-verify', action='store_true')
+    kp = sub.add_parser('kernel-pca', help='the kernel PCA basis of the LightBSR degradation prior')
+    kp.add_argument('--output', required=True, help='file to write (e.g. experiments/kernel_pca.pth)')
+    kp.add_argument('--samples', type=int, default=5000)
+    kp.add_argument('--kernel-size', type=int, default=21)
+    kp.add_argument('--components', type=int, default=15)
+    kp.add_argument('--l-max', type=float, default=10.0, help='largest covariance eigenvalue drawn')
+    kp.add_argument('--seed', type=int, default=0)
+    kp.add_argument('--overwrite', action='store_true')
     args = parser.parse_args(argv)
+    if args.what == 'kernel-pca':
+        from gsr.data.kernel_pca import write_kernel_pca
+        if os.path.exists(args.output) and not args.overwrite:
+            raise GsrError(f'{args.output} exists: choose another --output or pass --overwrite')
+        write_kernel_pca(args.output, args.samples, args.kernel_size, args.components, args.l_max, args.seed)
+        print(f'wrote {args.output} ({args.components} components of {args.kernel_size}x{args.kernel_size} '
+              f'kernels, {args.samples} samples, seed {args.seed})')
+        return 0
     if args.what == 'subimages':
         n = extract_subimages(args.input, args.output, args.crop_size, args.step, args.thresh_size, args.workers,
                               args.compression_level)

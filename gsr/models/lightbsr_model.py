@@ -1,0 +1,191 @@
+"""LightBSR's teacher and student as BasicSR models (Yuan et al., ICCV 2025; ``shared/research/lightbsr_and_savl.md``
+A.3 to A.5; what is the paper's and what is our reading: ``docs/LIGHTBSR.md``).
+
+Both train on HR crops degraded on the device with ``classic_degradation`` (setting 1: isotropic blur; setting 2:
+anisotropic blur + noise) and run in two stages, one option file each: ``stage: encoder`` trains the IDR encoder
+alone (teacher: the contrastive loss; student: distillation), ``stage: joint`` adds the SR L1 loss. The teacher's
+encoder sees the LR with the degradation prior (the kernel's PCA code from ``kernel_pca``, plus the noise level
+three times when there is noise); the student sees the LR only and distils the frozen teacher's IDRs.
+"""
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import torch
+from basicsr.archs import build_network
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from gsr.archs.attached_arch import backbone_of
+from gsr.data.batch_builder import DegradedBatchBuilder, batch_options
+from gsr.data.classic_degrader import ClassicDegradationOptions, ClassicDegrader
+from gsr.data.kernel_pca import load_kernel_pca, project
+from gsr.data.second_order_degrader import DegradationOptions
+from gsr.losses.loss_context import LossContext
+from gsr.models.base_model import GsrModel, GsrModelOptions, float32
+from gsr.utils.errors import GsrError
+
+STAGES = ('encoder', 'joint')
+NOISE_PRIOR_CHANNELS = 3  # the code appends the raw noise level (0-255) three times (A.3.1)
+
+
+@dataclass
+class LightBSROptions(GsrModelOptions):
+    """Top-level keys of the LightBSR models (``docs/OPTIONS.md``)."""
+    stage: str = 'joint'
+    patches: int = 1
+    classic_degradation: ClassicDegradationOptions = field(default_factory=ClassicDegradationOptions)
+    kernel_pca: Optional[str] = None
+    init_from_teacher: bool = True
+
+
+class LightBSRModel(GsrModel):
+    """What the teacher and the student share: options, rows, the degradation prior, the stage's loss terms."""
+    OPTIONS = LightBSROptions
+    PRIOR_NETWORK = 'g'  # the network whose encoder takes the prior
+
+    @classmethod
+    def validate(cls, opt: Dict[str, Any]) -> LightBSROptions:
+        options = super().validate(opt)
+        if options.stage not in STAGES:
+            raise GsrError(f'stage must be encoder or joint, got {options.stage!r}')
+        if options.patches < 1:
+            raise GsrError(f'patches must be at least 1, got {options.patches}')
+        if options.kernel_pca is None:
+            raise GsrError('kernel_pca is missing: the degradation prior projects kernels on the basis that '
+                           '`gsr prepare kernel-pca --output FILE` writes')
+        load_kernel_pca(options.kernel_pca, 'kernel_pca')
+        expected = cls.prior_channels(options)
+        given = (opt.get(f'network_{cls.PRIOR_NETWORK}') or {}).get('prior_channels', 0)
+        if given != expected:
+            raise GsrError(f'network_{cls.PRIOR_NETWORK}.prior_channels is {given}, but the prior has {expected} '
+                           f'values (the kernel code' + (' and the noise level x3)' if expected > 15 else ')'))
+        cls.batch_options(opt, options)
+        return options
+
+    @staticmethod
+    def prior_channels(options: LightBSROptions) -> int:
+        components = load_kernel_pca(options.kernel_pca, 'kernel_pca')['basis'].shape[1]
+        return components + (NOISE_PRIOR_CHANNELS if options.classic_degradation.noise > 0 else 0)
+
+    @staticmethod
+    def batch_options(opt: Dict[str, Any], options: LightBSROptions):
+        train = (opt.get('datasets') or {}).get('train') or {}
+        return batch_options(options.patches, False, DegradationOptions(), train, 'shared_degradation',
+                             options.classic_degradation)
+
+    def setup(self) -> None:
+        self.batch_builder = DegradedBatchBuilder(self.batch_options(self.opt, self.options),
+                                                  self.opt['scale']).to(self.device)
+        self.kernel_basis = load_kernel_pca(self.options.kernel_pca, 'kernel_pca')['basis'].to(self.device)
+
+    def degradation_prior(self, labels: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, P): the PCA code of each row's blur kernel, then its noise level (0-255) three times when the
+        setting has noise (A.3.1; the level is appended raw, as in the code)."""
+        degrader: ClassicDegrader = self.batch_builder.degrader
+        code = project(degrader.kernels(labels), self.kernel_basis)
+        if self.options.classic_degradation.noise > 0:
+            code = torch.cat([code, labels['noise_sigma'][:, None].expand(-1, NOISE_PRIOR_CHANNELS)], 1)
+        return code
+
+    def loss_terms(self, context: LossContext) -> 'OrderedDict[str, torch.Tensor]':
+        """``joint``: the configured pixel losses and regularizers; ``encoder``: the regularizers alone."""
+        if self.options.stage == 'joint':
+            return super().loss_terms(context)
+        return OrderedDict((name, loss(context)) for name, loss in self.regularizers.items())
+
+    def run(self, net: torch.nn.Module, lq: torch.Tensor, prior: Optional[torch.Tensor], outputs) -> Dict:
+        """``net``'s training outputs under the training precision and memory format, as float32."""
+        with self.autocast():
+            result = net(self.to_memory_format(lq), prior, outputs=outputs, patches=self.options.patches)
+        return {name: float32(t) for name, t in result.items()}
+
+
+@MODEL_REGISTRY.register()
+class LightBSRTeacherModel(LightBSRModel):
+    """The teacher: ``network_g`` is a ``LightBSR`` with ``prior_channels`` and ``contrastive: true``; its rows are
+    ``patches`` crops of each image sharing one degradation; ``InfoNCELoss`` reads ``records['contrastive']``."""
+
+    @classmethod
+    def validate(cls, opt: Dict[str, Any]) -> LightBSROptions:
+        options = super().validate(opt)
+        if options.patches < 2:
+            raise GsrError(f'patches is {options.patches}: the contrastive loss needs at least 2 crops per image '
+                           '(the positives; 4 in the code)')
+        if not (opt.get('network_g') or {}).get('contrastive', False):
+            raise GsrError('network_g.contrastive must be true for the teacher (MoCo head, key encoder, queue)')
+        if any(k.startswith('val') for k in (opt.get('datasets') or {})):
+            raise GsrError('the teacher needs the true degradation of every input, which validation sets do not '
+                           'give: remove the val datasets (validate the student)')
+        return options
+
+    def forward_train(self) -> LossContext:
+        batch = self.batch
+        outputs = ('logits', ) if self.options.stage == 'encoder' else ('logits', 'sr')
+        result = self.run(self.net_g, batch.lq, self.degradation_prior(batch.labels), outputs)
+        first = batch.first_rows(batch.lq.shape[0] // self.options.patches)
+        self.output = result.get('sr')
+        records = {'contrastive': {'logits': result['logits']}}
+        if 'ca' in result:
+            records['idr'] = {'ca': result['ca'], 'xk': result['xk']}
+        return LossContext(first, self.output, records=records)
+
+
+@MODEL_REGISTRY.register()
+class LightBSRStudentModel(LightBSRModel):
+    """The student: ``network_g`` a ``LightBSR`` without prior; ``network_teacher`` the teacher's network, loaded
+    (frozen, in eval mode) from ``path.pretrain_network_teacher``; with ``init_from_teacher`` the student starts
+    from the teacher's weights except the encoder's first conv (A.4). ``IDRDistillationLoss`` reads ``idr`` and
+    ``teacher_idr``."""
+    PRIOR_NETWORK = 'teacher'
+
+    @classmethod
+    def validate(cls, opt: Dict[str, Any]) -> LightBSROptions:
+        if 'network_teacher' not in opt:
+            raise GsrError('network_teacher is missing: the student distils a trained LightBSR teacher')
+        options = super().validate(opt)
+        path = (opt.get('path') or {}).get('pretrain_network_teacher')
+        if not path:
+            raise GsrError('path.pretrain_network_teacher is missing: give the teacher checkpoint to distil')
+        if not os.path.isfile(path):
+            raise GsrError(f'path.pretrain_network_teacher: teacher checkpoint not found: {path}')
+        if (opt.get('network_g') or {}).get('prior_channels', 0):
+            raise GsrError('network_g.prior_channels must be 0: the student sees the LR image only')
+        return options
+
+    def setup(self) -> None:
+        super().setup()
+        self.net_teacher = self.add_network('teacher', build_network(dict(self.opt['network_teacher'])))
+        self.net_teacher.requires_grad_(False)
+        fresh = self.opt['path'].get('pretrain_network_g') is None and not self.opt['path'].get('resume_state')
+        if self.is_train and self.options.init_from_teacher and fresh:
+            copied = initialise_from_teacher(backbone_of(self.get_bare_model(self.net_g)),
+                                             self.get_bare_model(self.net_teacher))
+            get_root_logger().info(f'student initialised from the teacher: {copied} tensors (all but the '
+                                   'encoder\'s first conv and the teacher-only contrastive parts)')
+
+    def init_training_settings(self) -> None:
+        super().init_training_settings()
+        self.net_teacher.eval()
+
+    def forward_train(self) -> LossContext:
+        batch = self.batch
+        with torch.no_grad():
+            teacher = self.run(self.net_teacher, batch.lq, self.degradation_prior(batch.labels), ('idr', ))
+        result = self.run(self.net_g, batch.lq, None, ('idr', ) if self.options.stage == 'encoder' else ('sr', ))
+        self.output = result.get('sr')
+        return LossContext(batch, self.output, records={'idr': {'ca': result['ca'], 'xk': result['xk']},
+                                                        'teacher_idr': teacher})
+
+
+def initialise_from_teacher(student: torch.nn.Module, teacher: torch.nn.Module) -> int:
+    """Copy every teacher tensor whose name and shape the student shares, except the encoder's first conv (its
+    input has the prior's channels in the teacher); returns how many were copied."""
+    own = student.state_dict()
+    first_conv = 'encoder.body.0.'
+    copied = {k: v for k, v in teacher.state_dict().items()
+              if k in own and own[k].shape == v.shape and not k.startswith(first_conv)}
+    own.update(copied)
+    student.load_state_dict(own)
+    return len(copied)

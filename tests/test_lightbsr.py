@@ -1,0 +1,232 @@
+"""LightBSR: architecture and its size, the classic degradations against BasicSR, kernel PCA, the MoCo queue and
+contrastive loss, distillation, student initialisation, both models through ``basicsr train`` with resume."""
+import glob
+import os
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from basicsr.models import build_model
+
+from gsr.archs.lightbsr_arch import LightBSR
+from gsr.data.classic_degrader import (ClassicDegradationOptions, ClassicDegrader, bicubic_downsample, fixed_draws,
+                                       gaussian_kernels)
+from gsr.data.degraded_batch import DegradedBatch
+from gsr.data.kernel_pca import load_kernel_pca, project, srmd_kernels, write_kernel_pca
+from gsr.losses.lightbsr_loss import IDRDistillationLoss
+from gsr.losses.loss_context import LossContext
+from gsr.models.lightbsr_model import initialise_from_teacher
+from gsr.utils.checkpoint import load_checkpoint
+from gsr.utils.errors import GsrError
+from gsr.utils.option_check import load_option_file
+from tests.conftest import REPO, run_gsr, write_yaml
+
+TINY = {'num_feat': 8, 'num_group': 1, 'num_block': 1, 'channel_idr': 8, 'encoder_widths': [8, 16, 32]}
+
+
+# ------------------------------------------------------------------------------------------------ network
+def test_student_size_is_the_codes_and_odd_sizes_run():
+    student = LightBSR()
+    count = sum(p.numel() for p in student.parameters())
+    assert abs(count - 3.26e6) / 3.26e6 < 0.05, count  # A.2.3: 3.26 M derived from the code
+    assert sum(p.numel() for p in student.sr.groups[0].blocks[0].parameters()) == 32512  # one IDR_AB (A.2.3)
+    assert sum(p.numel() for p in student.sr.groups[0].parameters()) == 328680  # one IDR_AG
+    small = LightBSR(**TINY).eval()
+    for h, w in ((23, 37), (17, 16), (9, 30)):
+        with torch.no_grad():
+            assert small(torch.rand(1, 3, h, w)).shape == (1, 3, 4 * h, 4 * w)
+
+
+def test_teacher_needs_its_prior():
+    teacher = LightBSR(**TINY, prior_channels=15)
+    with pytest.raises(ValueError, match=r'needs a degradation prior of shape \(2, 15\)'):
+        teacher(torch.rand(2, 3, 16, 16))
+    assert teacher(torch.rand(2, 3, 16, 16), torch.rand(2, 15)).shape == (2, 3, 64, 64)
+
+
+# ------------------------------------------------------------------------------------------------ degradations
+def test_batched_bicubic_equals_basicsr_imresize():
+    from basicsr.utils.matlab_functions import imresize
+    torch.manual_seed(0)
+    for h, w in ((64, 52), (37, 41)):
+        x = torch.rand(3, 3, h, w)
+        expected = torch.stack([imresize(img, 0.25) for img in x])
+        torch.testing.assert_close(bicubic_downsample(x, 4), expected, atol=1e-5, rtol=0)
+
+
+def test_kernels_equal_basicsrs_and_the_degrader_rounds_to_8_bits():
+    from basicsr.data.degradations import bivariate_Gaussian
+    kernels = gaussian_kernels(torch.tensor([2.0, 1.2]), torch.tensor([0.5, 1.2]), torch.tensor([0.3, 0.0]), 21)
+    assert np.abs(kernels[0].numpy() - bivariate_Gaussian(21, 2.0, 0.5, 0.3, isotropic=False)).max() < 1e-7
+    assert np.abs(kernels[1].numpy() - bivariate_Gaussian(21, 1.2, 1.2, 0, isotropic=True)).max() < 1e-7
+    degrader = ClassicDegrader(ClassicDegradationOptions(kernel='aniso', noise=25))
+    gt = torch.rand(4, 3, 64, 64)
+    draws = degrader.sample(gt)
+    assert set(draws) == {'sigma_x', 'sigma_y', 'theta', 'noise_sigma'} and (draws['noise_sigma'] <= 25).all()
+    lr = degrader.apply(gt, draws)
+    assert lr.shape == (4, 3, 16, 16) and torch.equal(lr * 255, (lr * 255).round())
+    clean = degrader.apply(gt, draws, add_noise=False)
+    assert (lr - clean).abs().mean() > 0.01  # noise up to 25 on most rows
+
+
+def test_kernel_pca_basis_is_orthonormal_and_codes_reconstruct(tmp_path):
+    content = write_kernel_pca(str(tmp_path / 'pca.pth'), samples=500)
+    basis = load_kernel_pca(str(tmp_path / 'pca.pth'), 'kernel_pca')['basis']
+    assert basis.shape == (441, 15) and content['components'] == 15
+    torch.testing.assert_close(basis.t() @ basis, torch.eye(15), atol=1e-5, rtol=0)
+    kernels = srmd_kernels(50, seed=1)
+    reconstructed = (project(kernels, basis) @ basis.t()).view(-1, 21, 21)
+    error = (reconstructed - kernels).flatten(1).norm(dim=1) / kernels.flatten(1).norm(dim=1)
+    assert error.mean() < 0.1  # 15 components hold these kernels to within 10 %
+    with pytest.raises(GsrError, match='kernel_pca: kernel PCA file not found'):
+        load_kernel_pca(str(tmp_path / 'missing.pth'), 'kernel_pca')
+
+
+# ------------------------------------------------------------------------------------------------ contrastive
+def test_queue_updates_and_the_contrastive_loss_falls_on_two_degradations():
+    torch.manual_seed(0)
+    net = LightBSR(**TINY, prior_channels=15, contrastive=True, dim=16, queue_size=32, momentum=0.99)
+    degrader = ClassicDegrader(ClassicDegradationOptions())
+    draws = fixed_draws([0.5, 3.5, 0.5, 3.5], [0.5, 3.5, 0.5, 3.5], [0] * 4, [0] * 4)  # two distinct blurs
+    lr = degrader.apply(torch.rand(4, 3, 128, 128), draws)
+    patches = torch.cat([lr[..., :16, :16], lr[..., 16:, 16:]])  # two crops of each image, one degradation
+    prior = project(degrader.kernels(draws), load_kernel_pca('embedded:kernel_pca', 'kernel_pca')['basis'])
+    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-3)
+    queue, key_weight = net.queue.clone(), net.key_encoder.body[0].weight.clone()
+    losses = []
+    for _ in range(60):
+        logits = net(patches, prior.repeat(2, 1), outputs=('logits', ), patches=2)['logits']
+        assert logits.shape == (2 * 4, 1 + 32)  # 2 ordered pairs x 4 images; positive + queue
+        loss = F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert int(net.queue_ptr) == 60 * 4 % 32 and not torch.equal(net.queue, queue)
+    assert not torch.equal(net.key_encoder.body[0].weight, key_weight)  # the momentum update moved the keys
+    assert np.mean(losses[-5:]) < np.mean(losses[8:13])  # once the queue is full of real keys (8 steps)
+
+
+# ------------------------------------------------------------------------------------------------ distillation
+def distillation_context(student, teacher):
+    rows = torch.arange(2)
+    batch = DegradedBatch(torch.zeros(2, 3, 64, 64), torch.zeros(2, 3, 16, 16), rows, rows)
+    return LossContext(batch, torch.zeros(2, 3, 64, 64), records={'idr': student, 'teacher_idr': teacher})
+
+
+def test_distillation_is_zero_for_equal_representations_and_positive_otherwise():
+    torch.manual_seed(0)
+    idr = {'ca': torch.randn(2, 8), 'xk': torch.randn(2, 2, 16, 16)}
+    loss = IDRDistillationLoss()
+    assert loss(distillation_context(idr, dict(idr))).abs() < 1e-6
+    other = {'ca': idr['ca'] + 0.1 * torch.randn(2, 8), 'xk': idr['xk']}
+    assert loss(distillation_context(other, idr)) > 0
+    assert loss(distillation_context(idr, {'ca': idr['ca'], 'xk': idr['xk'] + 1})) == pytest.approx(1.0)  # MSE
+
+
+def test_student_initialisation_copies_all_but_the_first_encoder_conv():
+    torch.manual_seed(0)
+    teacher = LightBSR(**TINY, prior_channels=18, contrastive=True, dim=16, queue_size=8)
+    student = LightBSR(**TINY)
+    copied = initialise_from_teacher(student, teacher)
+    own, theirs = student.state_dict(), teacher.state_dict()
+    assert copied == len(own) - 2  # every tensor but the first conv's weight and bias
+    for name, value in own.items():
+        assert torch.equal(value, theirs[name]) != name.startswith('encoder.body.0.'), name
+
+
+# ------------------------------------------------------------------------------------------------ option files
+LIGHTBSR_FILES = sorted(glob.glob(os.path.join(REPO, 'options', 'train_lightbsr_*.yml')))
+
+
+def with_local_paths(opt, tmp_path, kernel_pca):
+    """An option file's dict with its kernel PCA and teacher paths pointing at files that exist here."""
+    opt = dict(opt, kernel_pca=kernel_pca, is_train=True, dist=False, rank=0, world_size=1, num_gpu=0)
+    opt['path'] = dict(opt['path'], pretrain_network_g=None)
+    if 'network_teacher' in opt:
+        teacher = LightBSR(**{k: v for k, v in opt['network_teacher'].items() if k != 'type'})
+        torch.save({'params': teacher.state_dict()}, str(tmp_path / 'teacher.pth'))
+        opt['path']['pretrain_network_teacher'] = str(tmp_path / 'teacher.pth')
+    return opt
+
+
+@pytest.mark.parametrize('path', LIGHTBSR_FILES, ids=os.path.basename)
+def test_every_lightbsr_option_file_builds_its_model(path, tmp_path):
+    opt = with_local_paths(load_option_file(path), tmp_path, 'embedded:kernel_pca')
+    model = build_model(opt)
+    assert set(model.regularizers) == set(opt['train']['regularizers'])
+    assert sum(p.numel() for p in model.get_bare_model(model.net_g).parameters()) > 3e6
+
+
+@pytest.mark.parametrize('mistake, expected', [
+    ({'kernel_pca': None}, 'kernel_pca is missing'),
+    ({'kernel_pca': 'nowhere.pth'}, 'kernel_pca: kernel PCA file not found: nowhere.pth'),
+    ({'network_g.prior_channels': 15}, 'network_g.prior_channels is 15, but the prior has 18 values'),
+    ({'patches': 1}, 'the contrastive loss needs at least 2 crops per image'),
+    ({'stage': 'warmup'}, "stage must be encoder or joint, got 'warmup'"),
+])
+def test_teacher_option_mistakes_are_one_line(mistake, expected, tmp_path):
+    opt = load_option_file(os.path.join(REPO, 'options', 'tiny', 'train_lightbsr_teacher.yml'))
+    for dotted, value in mistake.items():
+        node, *key = dotted.split('.')
+        if key:
+            opt[node][key[0]] = value
+        else:
+            opt[node] = value
+    result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'o.yml', opt)], cwd=tmp_path)
+    assert result.returncode == 2 and expected in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().count('\n') == 0 and os.listdir(tmp_path) == ['o.yml']
+
+
+def test_student_without_its_teacher_is_one_line(tmp_path):
+    opt = load_option_file(os.path.join(REPO, 'options', 'tiny', 'train_lightbsr_student.yml'))
+    result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'o.yml', opt)], cwd=tmp_path)
+    assert result.returncode == 2
+    assert ('path.pretrain_network_teacher: teacher checkpoint not found: '
+            'experiments/tiny_lightbsr_teacher/models/net_g_latest.pth') in result.stderr
+    assert os.listdir(tmp_path) == ['o.yml']
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+def tiny(name: str, **changes):
+    opt = load_option_file(os.path.join(REPO, 'options', 'tiny', f'train_lightbsr_{name}.yml'))
+    opt['network_g'].update(TINY)
+    if 'network_teacher' in opt:
+        opt['network_teacher'].update(TINY)
+    opt['datasets']['train'].update(batch_size_per_gpu=2, gt_size=32, crop_pad_size=64)
+    opt['train']['total_iter'] = 4
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=2)
+    opt.update(changes)
+    return opt
+
+
+@pytest.mark.slow
+def test_teacher_then_student_train_through_basicsr_and_resume_the_queue(tmp_path):
+    teacher = tiny('teacher', stage='encoder', find_unused_parameters=True)
+    teacher['train'].pop('pixel_opt')
+    teacher['train']['total_iter'] = 2
+    first = run_gsr(['train', '-opt', write_yaml(tmp_path / 'teacher.yml', teacher)], cwd=tmp_path, program='basicsr')
+    assert first.returncode == 0, first.stderr[-3000:]
+    models = tmp_path / 'experiments' / 'tiny_lightbsr_teacher' / 'models'
+    saved = load_checkpoint(str(models / 'net_g_2.pth'))['params']
+    teacher['train']['total_iter'] = 4
+    resumed = run_gsr(['train', '-opt', write_yaml(tmp_path / 'teacher.yml', teacher), '--auto_resume'],
+                      cwd=tmp_path, program='basicsr')
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = load_checkpoint(str(models / 'net_g_4.pth'))['params']
+    keys_per_step = 2  # the first crop of each of the 2 images is enqueued every step
+    assert int(saved['queue_ptr']) == 2 * keys_per_step and int(final['queue_ptr']) == 4 * keys_per_step
+    # the resumed run continued the saved queue: the columns written before the kill are still there
+    assert torch.equal(final['queue'][:, :2 * keys_per_step], saved['queue'][:, :2 * keys_per_step])
+
+    student = tiny('student')
+    student['path']['pretrain_network_teacher'] = str(models / 'net_g_latest.pth')
+    student['val'].update(val_freq=4)
+    result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'student.yml', student)], cwd=tmp_path,
+                     program='basicsr')
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = open(next((tmp_path / 'experiments' / 'tiny_lightbsr_student').glob('train_*.log'))).read()
+    assert 'student initialised from the teacher' in log and '# psnr:' in log
+    assert len(re.findall(r'l_distill: [-+.e0-9]+ ', log)) == 4
