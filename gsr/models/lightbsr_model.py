@@ -45,9 +45,16 @@ class LightBSRModel(GsrModel):
     OPTIONS = LightBSROptions
     PRIOR_NETWORK = 'g'  # the network whose encoder takes the prior
 
+    @staticmethod
+    def training(opt: Dict[str, Any]) -> bool:
+        """Whether the options train (a ``train:`` block); ``basicsr test`` needs ``network_g`` alone."""
+        return bool(opt.get('train'))
+
     @classmethod
     def validate(cls, opt: Dict[str, Any]) -> LightBSROptions:
         options = super().validate(opt)
+        if not cls.training(opt):
+            return options
         if options.stage not in STAGES:
             raise GsrError(f'stage must be encoder or joint, got {options.stage!r}')
         if options.patches < 1:
@@ -76,6 +83,8 @@ class LightBSRModel(GsrModel):
                              options.classic_degradation)
 
     def setup(self) -> None:
+        if not self.training(self.opt):
+            return
         self.batch_builder = DegradedBatchBuilder(self.batch_options(self.opt, self.options),
                                                   self.opt['scale']).to(self.device)
         self.kernel_basis = load_kernel_pca(self.options.kernel_pca, 'kernel_pca')['basis'].to(self.device)
@@ -142,6 +151,8 @@ class LightBSRStudentModel(LightBSRModel):
 
     @classmethod
     def validate(cls, opt: Dict[str, Any]) -> LightBSROptions:
+        if not cls.training(opt):
+            return super().validate(opt)
         if 'network_teacher' not in opt:
             raise GsrError('network_teacher is missing: the student distils a trained LightBSR teacher')
         options = super().validate(opt)
@@ -156,6 +167,8 @@ class LightBSRStudentModel(LightBSRModel):
 
     def setup(self) -> None:
         super().setup()
+        if not self.training(self.opt):
+            return
         self.net_teacher = self.add_network('teacher', build_network(dict(self.opt['network_teacher'])))
         self.net_teacher.requires_grad_(False)
         fresh = self.opt['path'].get('pretrain_network_g') is None and not self.opt['path'].get('resume_state')

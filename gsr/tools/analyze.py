@@ -5,7 +5,10 @@ and a PNG.
   al.): the features entering the last conv, global-average-pooled per image (or per ``--crop`` LR patch),
   for images under the degradation settings (the same crops under every setting, so only the degradation
   differs); the Calinski-Harabasz index with the settings as labels
-  (lower: features cluster less by degradation) and a 2-D t-SNE plot coloured by setting.
+  (lower: features cluster less by degradation) and a 2-D t-SNE plot coloured by setting. For a ``LightBSR``
+  network the representation is its channel IDR ``ca`` instead (the discriminability claim of LightBSR, ICCV 2025),
+  and ``--protocol blind-iso`` / ``blind-aniso`` degrades with that line's known kernels instead of the eight
+  settings.
 * ``freq`` — frequency-band error (Wang et al., CVPR 2024, Fig. 2): FFT amplitude of SR and GT, mean absolute
   percentage error per radial frequency band.
 * ``dct`` — channel frequency entropy (Wang et al., CVPR 2024, Fig. 3): each feature channel's dominant DCT
@@ -32,6 +35,9 @@ from scipy.fft import dctn
 from sklearn.manifold import TSNE
 from sklearn.metrics import calinski_harabasz_score
 
+from gsr.archs.attached_arch import backbone_of
+from gsr.archs.lightbsr_arch import LightBSR
+from gsr.data.blind_protocol import PROTOCOLS, degrade_blind_file
 from gsr.data.eval_protocol import degrade_file, noise_seed, settings_list
 from gsr.utils.inference import load_network, super_resolve, to_tensor
 from gsr.utils.checkpoint import atomic_write_text
@@ -93,11 +99,16 @@ def entropy_bits(values: np.ndarray, bins: int) -> float:
 
 
 # ------------------------------------------------------------------------------------------- inputs
-def degraded_images(hr_folder: str, settings: List[str], scale: int, sigma: float, seed: int):
-    """Yield (image name, setting, LR, HR) for every image and setting (uint8 RGB)."""
+def degraded_images(hr_folder: str, settings: List[str], scale: int, sigma: float, seed: int,
+                    protocol: str = 'eight'):
+    """Yield (image name, setting, LR, HR) for every image and setting (uint8 RGB): the eight settings, or every
+    setting of a blind protocol (``gsr.data.blind_protocol``)."""
     for path in list_images(hr_folder):
         name = os.path.splitext(os.path.basename(path))[0]
-        hr, lrs = degrade_file(path, settings, scale, sigma, seed)
+        if protocol == 'eight':
+            hr, lrs = degrade_file(path, settings, scale, sigma, seed)
+        else:
+            hr, lrs = degrade_blind_file(path, protocol, scale, seed)
         for setting, lr in lrs.items():
             yield name, setting, lr, hr
 
@@ -139,12 +150,22 @@ def band_plot(curves: Dict[str, np.ndarray], xlabel: str, ylabel: str, path: str
     save_figure(fig, path)
 
 
+@torch.no_grad()
+def degradation_representation(net, tap: FeatureTap, lr: np.ndarray) -> np.ndarray:
+    """What ``ddr`` clusters: LightBSR's channel IDR, or the tapped features average-pooled."""
+    backbone = backbone_of(net)
+    if isinstance(backbone, LightBSR) and backbone.prior_channels == 0:
+        return backbone.representations(to_tensor(lr, next(net.parameters()).device))[1][0].cpu().numpy()
+    return tapped_features(net, tap, lr).mean((1, 2)).cpu().numpy()
+
+
 def run_ddr(net, tap, args, out: str) -> str:
     feats, labels = [], []
-    for name, setting, lr, _ in degraded_images(args.hr, args.settings, args.scale, args.noise_sigma, args.seed):
+    for name, setting, lr, _ in degraded_images(args.hr, args.settings, args.scale, args.noise_sigma, args.seed,
+                                                args.protocol):
         rng = np.random.default_rng(noise_seed(args.seed, name, 'crops'))  # same crops under every setting
         for piece in lr_crops(lr, args.crop, args.crops_per_image, rng):
-            feats.append(tapped_features(net, tap, piece).mean((1, 2)).cpu().numpy())
+            feats.append(degradation_representation(net, tap, piece))
             labels.append(setting)
     feats = np.stack(feats)
     chi = calinski_harabasz(feats, labels)
@@ -278,6 +299,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--hr', required=True, help='folder of HR images (e.g. datasets/Set14/HR)')
     parser.add_argument('--output', required=True, help='folder for the table and the PNG')
     parser.add_argument('--settings', nargs='+', default=['all'])
+    parser.add_argument('--protocol', default='eight', choices=['eight', *PROTOCOLS],
+                        help='ddr: the eight settings or a blind protocol\'s known kernels')
     parser.add_argument('--scale', type=int, default=4)
     parser.add_argument('--noise-sigma', type=float, default=20)
     parser.add_argument('--seed', type=int, default=0)
@@ -299,7 +322,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'wrote {args.output}')
         return 0
     net = load_network(load_option_file(args.opt), args.checkpoint, args.param_key, device())
-    tap = FeatureTap(net, args.layer)
+    if isinstance(backbone_of(net), LightBSR) and backbone_of(net).prior_channels:
+        raise GsrError('gsr analyze: this LightBSR network is a teacher, whose encoder needs the true degradation; '
+                       'analyse the student (its IDR comes from the LR image alone)')
+    idr = isinstance(backbone_of(net), LightBSR) and args.analysis == 'ddr'
+    tap = None if idr else FeatureTap(net, args.layer)
     print(ANALYSES[args.analysis](net, tap, args, args.output))
     print(f'wrote {args.output}')
     return 0

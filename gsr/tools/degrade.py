@@ -1,4 +1,8 @@
-"""``gsr degrade``: write the eight benchmark degradation sets in the published layout, with a manifest.
+"""``gsr degrade``: write benchmark degradation sets in the published layout, with a manifest.
+
+``--protocol eight`` (default): the eight settings of the alignment / Dropout papers. ``--protocol blind-iso`` /
+``blind-aniso``: the blind-SR protocols of DASR / KDSR / LightBSR (``gsr/data/blind_protocol.py``), written as
+``<output>/LR_blind_iso/<setting>/<img>.png`` (``LR_blind_aniso``), the layout BasicSR's ``PairedImageDataset`` reads.
 
 Layout: ``<output>/HR/x<scale>/<img>.png`` (mod-cropped HR) and ``<output>/LR_degra/<folder>/<img>.png`` with the
 RDSR folder names (``bicubic``, ``blur2_bicubic``, ...); ``manifest.json`` records the protocol parameters,
@@ -12,6 +16,7 @@ from typing import List, Optional
 
 from tqdm import tqdm
 
+from gsr.data import blind_protocol
 from gsr.data import eval_protocol as bd
 from gsr.utils.checkpoint import atomic_write_text
 from gsr.utils.image_io import list_images, write_image
@@ -68,18 +73,53 @@ def write_benchmark_sets(hr_folder: str,
     return os.path.join(output, 'manifest.json')
 
 
+def write_blind_sets(hr_folder: str, output: str, protocol: str, scale: int = 4, seed: int = 0,
+                     overwrite: bool = False, progress: bool = True) -> str:
+    """Write the sets of a blind protocol (module docstring); returns the manifest path."""
+    settings = blind_protocol.protocol_settings(protocol)
+    folder = 'LR_' + protocol.replace('-', '_')
+    paths = list_images(hr_folder)
+    with staged_folder(output, overwrite, inputs=[hr_folder]) as root:
+        files = {}
+        for path in tqdm(paths, desc='degrade', unit='img', disable=not progress):
+            name = os.path.splitext(os.path.basename(path))[0]
+            hr, lrs = blind_protocol.degrade_blind_file(path, protocol, scale, seed)
+            outputs = {os.path.join('HR', f'x{scale}', f'{name}.png'): hr}
+            outputs.update({os.path.join(folder, s, f'{name}.png'): lr for s, lr in lrs.items()})
+            for rel, img in outputs.items():
+                write_image(os.path.join(root, rel), img)
+                files[rel] = sha256(os.path.join(root, rel))
+        manifest = {
+            'protocol': f'{protocol} (DASR / KDSR / LightBSR test protocol), seeded noise',
+            'source': os.path.abspath(hr_folder),
+            'scale': scale,
+            'seed': seed,
+            'degradation': '21x21 Gaussian blur (reflect padding), MATLAB bicubic, Gaussian noise, 8-bit rounding',
+            'settings': {s: dict(zip(('sigma_x', 'sigma_y', 'theta_degrees', 'noise'), v), folder=f'{folder}/{s}')
+                         for s, v in settings.items()},
+            'files': dict(sorted(files.items())),
+        }
+        atomic_write_text(os.path.join(root, 'manifest.json'), json.dumps(manifest, indent=1))
+    return os.path.join(output, 'manifest.json')
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog='gsr degrade', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--hr', required=True, help='folder of HR images')
     parser.add_argument('--output', required=True, help='dataset root to create, e.g. datasets/Set5')
-    parser.add_argument('--settings', nargs='+', default=['all'], help=f'subset of: {" ".join(bd.SETTINGS)}')
+    parser.add_argument('--protocol', default='eight', choices=['eight', *blind_protocol.PROTOCOLS])
+    parser.add_argument('--settings', nargs='+', default=['all'],
+                        help=f'eight-setting protocol only, subset of: {" ".join(bd.SETTINGS)}')
     parser.add_argument('--scale', type=int, default=4)
     parser.add_argument('--noise-sigma', type=float, default=20, help='published noise-only sets before 2024-07: 40')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--overwrite', action='store_true')
     args = parser.parse_args(argv)
-    manifest = write_benchmark_sets(args.hr, args.output, args.settings, args.scale, args.noise_sigma, args.seed,
-                                    args.overwrite)
+    if args.protocol == 'eight':
+        manifest = write_benchmark_sets(args.hr, args.output, args.settings, args.scale, args.noise_sigma, args.seed,
+                                        args.overwrite)
+    else:
+        manifest = write_blind_sets(args.hr, args.output, args.protocol, args.scale, args.seed, args.overwrite)
     print(f'wrote {manifest}')
     return 0
