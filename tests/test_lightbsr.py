@@ -36,7 +36,7 @@ def test_student_size_is_the_codes_and_odd_sizes_run():
     assert sum(p.numel() for p in student.sr.groups[0].blocks[0].parameters()) == 32512  # one IDR_AB (A.2.3)
     assert sum(p.numel() for p in student.sr.groups[0].parameters()) == 328680  # one IDR_AG
     small = LightBSR(**TINY).eval()
-    for h, w in ((23, 37), (17, 16), (9, 30)):
+    for h, w in ((23, 37), (17, 16), (9, 30), (1, 1)):
         with torch.no_grad():
             assert small(torch.rand(1, 3, h, w)).shape == (1, 3, 4 * h, 4 * w)
 
@@ -320,3 +320,20 @@ def test_blind_protocol_sets_test_a_student_and_analyse_its_idr(tmp_path, small_
     assert result.returncode == 0, result.stderr[-3000:]
     table = open(tmp_path / 'ddr' / 'ddr.md').read()
     assert '| 36 | 3 | 8 |' in table and (tmp_path / 'ddr' / 'ddr_tsne.png').is_file()  # 3 images x 3 sigmas x 4
+
+
+def test_a_kernel_pca_of_another_size_or_a_teacher_of_another_configuration_is_one_line(tmp_path):
+    write_kernel_pca(str(tmp_path / 'pca11.pth'), samples=200, size=11)
+    opt = load_option_file(os.path.join(REPO, 'options', 'tiny', 'train_lightbsr_teacher.yml'))
+    opt['kernel_pca'] = str(tmp_path / 'pca11.pth')
+    result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'o.yml', opt)], cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().count('\n') == 0
+    assert 'is a basis of 11x11 kernels, but classic_degradation.kernel_size is 21' in result.stderr
+    student = load_option_file(os.path.join(REPO, 'options', 'tiny', 'train_lightbsr_student.yml'))
+    other = LightBSR(**dict(TINY, prior_channels=18, contrastive=True, dim=32, queue_size=64))  # narrower teacher
+    torch.save({'params': other.state_dict()}, str(tmp_path / 'other.pth'))
+    student['path']['pretrain_network_teacher'] = str(tmp_path / 'other.pth')
+    result = run_gsr(['train', '-opt', write_yaml(tmp_path / 's.yml', student)], cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().count('\n') == 0
+    assert "other.pth is not a teacher of network_teacher's configuration (missing keys: " in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ['o.yml', 'other.pth', 'pca11.pth', 's.yml']

@@ -23,6 +23,7 @@ from gsr.data.classic_degrader import ClassicDegradationOptions, ClassicDegrader
 from gsr.data.kernel_pca import load_kernel_pca, project
 from gsr.data.second_order_degrader import DegradationOptions
 from gsr.losses.loss_context import LossContext
+from gsr.utils.checkpoint import network_weights, state_dict_mismatch
 from gsr.models.base_model import GsrModel, GsrModelOptions, float32
 from gsr.utils.errors import GsrError
 
@@ -62,7 +63,13 @@ class LightBSRModel(GsrModel):
         if options.kernel_pca is None:
             raise GsrError('kernel_pca is missing: the degradation prior projects kernels on the basis that '
                            '`gsr prepare kernel-pca --output FILE` writes')
-        load_kernel_pca(options.kernel_pca, 'kernel_pca')
+        basis = load_kernel_pca(options.kernel_pca, 'kernel_pca')['basis']
+        size = options.classic_degradation.kernel_size
+        if basis.shape[0] != size * size:
+            side = int(round(basis.shape[0]**0.5))
+            raise GsrError(f'kernel_pca: {options.kernel_pca} is a basis of {side}x{side} kernels, but '
+                           f'classic_degradation.kernel_size is {size}: write one with `gsr prepare kernel-pca '
+                           f'--kernel-size {size}`')
         expected = cls.prior_channels(options)
         given = (opt.get(f'network_{cls.PRIOR_NETWORK}') or {}).get('prior_channels', 0)
         if given != expected:
@@ -161,6 +168,13 @@ class LightBSRStudentModel(LightBSRModel):
             raise GsrError('path.pretrain_network_teacher is missing: give the teacher checkpoint to distil')
         if not os.path.isfile(path):
             raise GsrError(f'path.pretrain_network_teacher: teacher checkpoint not found: {path}')
+        with torch.device('meta'):
+            teacher = build_network(dict(opt['network_teacher']))
+        weights = network_weights(path, opt['path'].get('param_key_teacher', 'params'))
+        mismatch = state_dict_mismatch(teacher.state_dict(), weights)
+        if mismatch:
+            raise GsrError(f'path.pretrain_network_teacher: {path} is not a teacher of network_teacher\'s '
+                           f'configuration ({mismatch})')
         if (opt.get('network_g') or {}).get('prior_channels', 0):
             raise GsrError('network_g.prior_channels must be 0: the student sees the LR image only')
         return options
