@@ -42,8 +42,10 @@ def train(name: str, seed: int, execution: dict, iters: int, work: str) -> tuple
     checkpoint = os.path.join(work, 'experiments', tag, 'models', 'net_g_latest.pth')
     start = time.perf_counter()
     if not os.path.isfile(checkpoint):
-        subprocess.run([sys.executable, '-m', 'gsr.cli', 'train', '-opt', option_file], cwd=work, check=True,
-                       stdout=subprocess.DEVNULL)
+        result = subprocess.run([sys.executable, '-m', 'gsr.cli', 'train', '-opt', option_file], cwd=work,
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SystemExit(f'training {name} failed:\n{result.stderr[-3000:]}')
     return checkpoint, option_file, time.perf_counter() - start
 
 

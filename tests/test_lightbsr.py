@@ -337,3 +337,43 @@ def test_a_kernel_pca_of_another_size_or_a_teacher_of_another_configuration_is_o
     assert result.returncode == 2 and result.stderr.strip().count('\n') == 0
     assert "other.pth is not a teacher of network_teacher's configuration (missing keys: " in result.stderr
     assert sorted(os.listdir(tmp_path)) == ['o.yml', 'other.pth', 'pca11.pth', 's.yml']
+
+
+@pytest.mark.slow
+def test_teacher_trains_under_torchrun_with_both_ranks_keys_in_one_queue(tmp_path):
+    """Two gloo ranks: DDP synchronises the gradients of what ``forward`` computes (SR and logits), and every
+    rank's keys are enqueued, so the queue pointer advances by the keys of both ranks."""
+    import subprocess
+    import sys
+    from tests.test_distributed import free_port
+    opt = tiny('teacher', name='ddp_teacher')
+    opt['train']['total_iter'] = 2
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port()}', '-m',
+           'gsr.train', '-opt', write_yaml(tmp_path / 't.yml', opt), '--launcher', 'pytorch']
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert result.returncode == 0, result.stderr[-4000:]
+    params = load_checkpoint(str(tmp_path / 'experiments' / 'ddp_teacher' / 'models' / 'net_g_2.pth'))['params']
+    assert int(params['queue_ptr']) == 2 * 2 * 2  # 2 steps x 2 ranks x 2 images' first crops
+
+
+def test_a_teacher_trains_on_the_real_esrgan_pipeline_with_its_prior(photo_folder):
+    """Without classic_degradation -> gsr's second-order pipeline; the prior is the first-order kernel's PCA code and
+    six noise / JPEG values in [0, 1]."""
+    from basicsr.utils import set_random_seed
+    from tests.test_model import fixed_batch
+    opt = tiny('teacher', is_train=True, dist=False, rank=0, world_size=1)
+    opt.pop('classic_degradation')
+    opt['network_g']['prior_channels'] = 21
+    opt['datasets']['train'].update(kernel_sets=1, crop_pad_size=80)
+    set_random_seed(0)
+    model = build_model(opt)
+    model.feed_data(fixed_batch(photo_folder, opt))
+    prior = model.degradation_prior(model.batch.labels)
+    assert prior.shape == (4, 21) and model.batch.labels['kernel1'].shape == (4, 441)
+    assert (prior[:, 15:] >= 0).all() and (prior[:, 15:] <= 1).all() and prior[:, 17].min() >= 0.3  # JPEG >= 30
+    model.optimize_parameters(1)
+    assert set(model.log_dict) == {'l_pix', 'l_contrast', 'l_total'} and np.isfinite(model.log_dict['l_total'])
+    opt['network_g']['prior_channels'] = 18
+    with pytest.raises(GsrError, match='prior has 21 values .*noise1_sigma, noise1_poisson_scale, jpeg1_quality'):
+        build_model(opt)

@@ -62,6 +62,11 @@ class DegradedBatchBuilder(torch.nn.Module):
                          SecondOrderDegrader(options.degradation, scale))
         self.register_buffer('anchor', torch.zeros(0), persistent=False)  # follows .to(device)
 
+    def degrades(self, data: Dict[str, Any]) -> bool:
+        """Whether ``data`` is a batch this builder degrades: HR crops (``classic``) or HR crops with the
+        Real-ESRGAN kernels of a ``PairedDegradationDataset``."""
+        return 'gt' in data and (self.options.classic is not None or 'kernel1' in data)
+
     @torch.no_grad()
     def forward(self, data: Dict[str, torch.Tensor]) -> DegradedBatch:
         classic = self.options.classic is not None

@@ -13,8 +13,9 @@ class DegradedBatch:
 
     ``content[i] == content[j]``: rows i and j show the same HR crop (the paired copies of Wang et al.).
     ``degradation[i] == degradation[j]``: rows i and j carry the same degradation draws (the positives of a
-    contrastive degradation encoder). ``labels`` holds, per name, either a per-sample tensor ``(N,)`` or a
-    per-pixel map ``(N, C, h, w)`` at LQ resolution (cropped together with ``lq``). ``lq_noise_free`` is the
+    contrastive degradation encoder). ``labels`` holds, per name, a per-sample value ``(N,)``, a per-sample
+    vector ``(N, D)`` (e.g. a flattened blur kernel) or a per-pixel map ``(N, C, h, w)`` at LQ resolution (cropped
+    together with ``lq``). ``lq_noise_free`` is the
     noise-free twin: the same draws applied with every noise step skipped.
     """
     gt: torch.Tensor
@@ -32,9 +33,9 @@ class DegradedBatch:
         if self.lq_noise_free is not None and self.lq_noise_free.shape != self.lq.shape:
             raise GsrError(f'degraded batch: twin {tuple(self.lq_noise_free.shape)} != lq {tuple(self.lq.shape)}')
         for name, t in self.labels.items():
-            if t.shape[0] != n or t.dim() not in (1, 4) or (t.dim() == 4 and t.shape[-2:] != lq_hw):
-                raise GsrError(f'degraded batch: label {name!r} has shape {tuple(t.shape)}; labels are (N,) per '
-                               f'sample or (N, C, {lq_hw[0]}, {lq_hw[1]}) per pixel, with N = {n}')
+            if t.shape[0] != n or t.dim() not in (1, 2, 4) or (t.dim() == 4 and t.shape[-2:] != lq_hw):
+                raise GsrError(f'degraded batch: label {name!r} has shape {tuple(t.shape)}; labels are (N,) or (N, D) '
+                               f'per sample or (N, C, {lq_hw[0]}, {lq_hw[1]}) per pixel, with N = {n}')
 
     @classmethod
     def of_pairs(cls, lq: torch.Tensor, gt: torch.Tensor) -> 'DegradedBatch':

@@ -259,5 +259,6 @@ class SecondOrderDegrader(torch.nn.Module):
 
     @staticmethod
     def labels(p: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """The per-sample label tensors of a draw (everything but the kernels themselves)."""
-        return {k: v for k, v in p.items() if v.dim() == 1}
+        """The per-sample label tensors of a draw, and the first-order blur kernel flattened, ``kernel1``
+        (N, 21 * 21): what a degradation prior projects (LightBSR's kernel PCA code)."""
+        return {**{k: v for k, v in p.items() if v.dim() == 1}, 'kernel1': p['kernel1'].flatten(1)}

@@ -196,8 +196,8 @@ class GsrModel(SRModel):
 
     # ------------------------------------------------------------------------------------------- data
     def feed_data(self, data: Dict[str, Any]) -> None:
-        """Degrade on the device when the batch carries kernels and the model has a builder; else use ``lq``."""
-        if self.batch_builder is not None and 'kernel1' in data:
+        """Degrade on the device when the model has a builder and the batch is what it degrades; else use ``lq``."""
+        if self.batch_builder is not None and self.batch_builder.degrades(data):
             self.batch = self.batch_builder(data)
             self.lq, self.gt = self.batch.lq, self.batch.gt
         elif 'lq' in data:

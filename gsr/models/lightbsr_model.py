@@ -2,7 +2,8 @@
 A.3 to A.5; what is the paper's and what is our reading: ``docs/LIGHTBSR.md``).
 
 Both train on HR crops degraded on the device with ``classic_degradation`` (setting 1: isotropic blur; setting 2:
-anisotropic blur + noise) and run in two stages, one option file each: ``stage: encoder`` trains the IDR encoder
+anisotropic blur + noise) or, without ``classic_degradation``, with gsr's Real-ESRGAN second-order pipeline
+(``degradation:``; the default), and run in two stages, one option file each: ``stage: encoder`` trains the IDR encoder
 alone (teacher: the contrastive loss; student: distillation), ``stage: joint`` adds the SR L1 loss. The teacher's
 encoder sees the LR with the degradation prior (the kernel's PCA code from ``kernel_pca``, plus the noise level
 three times when there is noise); the student sees the LR only and distils the frozen teacher's IDRs.
@@ -29,6 +30,9 @@ from gsr.utils.errors import GsrError
 
 STAGES = ('encoder', 'joint')
 NOISE_PRIOR_CHANNELS = 3  # the code appends the raw noise level (0-255) three times (A.3.1)
+# the second-order pipeline's prior after the kernel code: each stage's Gaussian sigma, Poisson scale, JPEG quality
+SECOND_ORDER_PRIOR = ('noise1_sigma', 'noise1_poisson_scale', 'jpeg1_quality', 'noise2_sigma', 'noise2_poisson_scale',
+                      'jpeg2_quality')
 
 
 @dataclass
@@ -36,7 +40,8 @@ class LightBSROptions(GsrModelOptions):
     """Top-level keys of the LightBSR models (``docs/OPTIONS.md``)."""
     stage: str = 'joint'
     patches: int = 1
-    classic_degradation: ClassicDegradationOptions = field(default_factory=ClassicDegradationOptions)
+    classic_degradation: Optional[ClassicDegradationOptions] = None  # None: the second-order pipeline
+    degradation: DegradationOptions = field(default_factory=DegradationOptions)
     kernel_pca: Optional[str] = None
     init_from_teacher: bool = True
 
@@ -64,29 +69,42 @@ class LightBSRModel(GsrModel):
             raise GsrError('kernel_pca is missing: the degradation prior projects kernels on the basis that '
                            '`gsr prepare kernel-pca --output FILE` writes')
         basis = load_kernel_pca(options.kernel_pca, 'kernel_pca')['basis']
-        size = options.classic_degradation.kernel_size
+        size = options.classic_degradation.kernel_size if options.classic_degradation else 21  # Real-ESRGAN's
         if basis.shape[0] != size * size:
             side = int(round(basis.shape[0]**0.5))
-            raise GsrError(f'kernel_pca: {options.kernel_pca} is a basis of {side}x{side} kernels, but '
-                           f'classic_degradation.kernel_size is {size}: write one with `gsr prepare kernel-pca '
+            raise GsrError(f'kernel_pca: {options.kernel_pca} is a basis of {side}x{side} kernels, but the '
+                           f'degradation\'s kernels are {size}x{size}: write one with `gsr prepare kernel-pca '
                            f'--kernel-size {size}`')
         expected = cls.prior_channels(options)
         given = (opt.get(f'network_{cls.PRIOR_NETWORK}') or {}).get('prior_channels', 0)
         if given != expected:
             raise GsrError(f'network_{cls.PRIOR_NETWORK}.prior_channels is {given}, but the prior has {expected} '
-                           f'values (the kernel code' + (' and the noise level x3)' if expected > 15 else ')'))
+                           f'values ({cls.prior_description(options)})')
         cls.batch_options(opt, options)
         return options
 
     @staticmethod
-    def prior_channels(options: LightBSROptions) -> int:
-        components = load_kernel_pca(options.kernel_pca, 'kernel_pca')['basis'].shape[1]
-        return components + (NOISE_PRIOR_CHANNELS if options.classic_degradation.noise > 0 else 0)
+    def prior_extra(options: LightBSROptions) -> int:
+        """Prior values after the kernel code: the noise level x3 (classic, with noise), or the second-order
+        pipeline's six noise / JPEG values."""
+        if options.classic_degradation is None:
+            return len(SECOND_ORDER_PRIOR)
+        return NOISE_PRIOR_CHANNELS if options.classic_degradation.noise > 0 else 0
+
+    @classmethod
+    def prior_channels(cls, options: LightBSROptions) -> int:
+        return load_kernel_pca(options.kernel_pca, 'kernel_pca')['basis'].shape[1] + cls.prior_extra(options)
+
+    @classmethod
+    def prior_description(cls, options: LightBSROptions) -> str:
+        extra = {0: '', NOISE_PRIOR_CHANNELS: ' and the noise level x3',
+                 len(SECOND_ORDER_PRIOR): ' and ' + ', '.join(SECOND_ORDER_PRIOR)}[cls.prior_extra(options)]
+        return f'the kernel\'s PCA code{extra}'
 
     @staticmethod
     def batch_options(opt: Dict[str, Any], options: LightBSROptions):
         train = (opt.get('datasets') or {}).get('train') or {}
-        return batch_options(options.patches, False, DegradationOptions(), train, 'shared_degradation',
+        return batch_options(options.patches, False, options.degradation, train, 'shared_degradation',
                              options.classic_degradation)
 
     def setup(self) -> None:
@@ -97,8 +115,16 @@ class LightBSRModel(GsrModel):
         self.kernel_basis = load_kernel_pca(self.options.kernel_pca, 'kernel_pca')['basis'].to(self.device)
 
     def degradation_prior(self, labels: Dict[str, torch.Tensor]) -> torch.Tensor:
-        """(N, P): the PCA code of each row's blur kernel, then its noise level (0-255) three times when the
-        setting has noise (A.3.1; the level is appended raw, as in the code)."""
+        """(N, P): the PCA code of each row's blur kernel, then (classic, with noise) its noise level (0-255)
+        three times, appended raw as in the code (A.3.1); or (second-order pipeline, our reading, A.9) the PCA code of
+        the first-order kernel and each stage's Gaussian sigma, Poisson scale and JPEG quality, each divided by
+        the upper end of its range in ``degradation:`` so that it lies in [0, 1]."""
+        if self.options.classic_degradation is None:
+            o = self.options.degradation
+            code = project(labels['kernel1'].view(-1, 21, 21), self.kernel_basis)
+            tops = (o.noise_range[1], o.poisson_scale_range[1], 100., o.noise_range2[1], o.poisson_scale_range2[1],
+                    100.)
+            return torch.cat([code] + [labels[k][:, None] / top for k, top in zip(SECOND_ORDER_PRIOR, tops)], 1)
         degrader: ClassicDegrader = self.batch_builder.degrader
         code = project(degrader.kernels(labels), self.kernel_basis)
         if self.options.classic_degradation.noise > 0:
