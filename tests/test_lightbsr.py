@@ -205,7 +205,7 @@ def tiny(name: str, **changes):
 
 
 @pytest.mark.slow
-def test_teacher_then_student_train_through_basicsr_and_resume_the_queue(tmp_path):
+def test_teacher_then_student_train_through_basicsr_and_resume_the_queue(tmp_path, small_photo_folder):
     teacher = tiny('teacher', stage='encoder', find_unused_parameters=True)
     teacher['train'].pop('pixel_opt')
     teacher['train']['total_iter'] = 2
@@ -225,13 +225,25 @@ def test_teacher_then_student_train_through_basicsr_and_resume_the_queue(tmp_pat
 
     student = tiny('student')
     student['path']['pretrain_network_teacher'] = str(models / 'net_g_latest.pth')
-    student['val'].update(val_freq=4)
-    result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'student.yml', student)], cwd=tmp_path,
-                     program='basicsr')
+    student['val'].update(val_freq=2)
+    student['train']['total_iter'] = 2
+    for total_iter, flags in ((2, []), (4, ['--auto_resume'])):
+        student['train']['total_iter'] = total_iter
+        result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'student.yml', student)] + flags, cwd=tmp_path,
+                         program='basicsr')
+        assert result.returncode == 0, result.stderr[-3000:]
+    first, resumed = (open(p).read() for p in sorted((tmp_path / 'experiments' / 'tiny_lightbsr_student').glob(
+        'train_*.log')))
+    assert 'student initialised from the teacher' in first and '# psnr:' in first
+    assert 'Resuming training from epoch' in resumed and 'student initialised' not in resumed  # resumed weights
+    assert len(re.findall(r'l_distill: [-+.e0-9]+ ', first + resumed)) == 4
+
+    # the teacher's IDR under the blind-iso kernels, each with its prior (noise 0 in this protocol)
+    result = run_gsr(['analyze', 'ddr', '-opt', str(tmp_path / 'teacher.yml'), '--checkpoint',
+                      str(models / 'net_g_latest.pth'), '--param-key', 'params', '--hr', small_photo_folder,
+                      '--protocol', 'blind-iso', '--crop', '16', '--output', str(tmp_path / 'ddr')], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    log = open(next((tmp_path / 'experiments' / 'tiny_lightbsr_student').glob('train_*.log'))).read()
-    assert 'student initialised from the teacher' in log and '# psnr:' in log
-    assert len(re.findall(r'l_distill: [-+.e0-9]+ ', log)) == 4
+    assert 'Calinski-Harabasz' in open(tmp_path / 'ddr' / 'ddr.md').read()
 
 
 # ------------------------------------------------------------------------------------------------ protocol, analysis

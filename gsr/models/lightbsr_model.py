@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional
 import torch
 from basicsr.archs import build_network
 from basicsr.utils import get_root_logger
-from basicsr.utils.registry import MODEL_REGISTRY
+from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 
 from gsr.archs.attached_arch import backbone_of
 from gsr.data.batch_builder import DegradedBatchBuilder, batch_options
@@ -125,11 +125,7 @@ class LightBSRModel(GsrModel):
             tops = (o.noise_range[1], o.poisson_scale_range[1], 100., o.noise_range2[1], o.poisson_scale_range2[1],
                     100.)
             return torch.cat([code] + [labels[k][:, None] / top for k, top in zip(SECOND_ORDER_PRIOR, tops)], 1)
-        degrader: ClassicDegrader = self.batch_builder.degrader
-        code = project(degrader.kernels(labels), self.kernel_basis)
-        if self.options.classic_degradation.noise > 0:
-            code = torch.cat([code, labels['noise_sigma'][:, None].expand(-1, NOISE_PRIOR_CHANNELS)], 1)
-        return code
+        return classic_prior(labels, self.kernel_basis, self.options.classic_degradation)
 
     def loss_terms(self, context: LossContext) -> 'OrderedDict[str, torch.Tensor]':
         """``joint``: the configured pixel losses and regularizers; ``encoder``: the regularizers alone."""
@@ -194,8 +190,9 @@ class LightBSRStudentModel(LightBSRModel):
             raise GsrError('path.pretrain_network_teacher is missing: give the teacher checkpoint to distil')
         if not os.path.isfile(path):
             raise GsrError(f'path.pretrain_network_teacher: teacher checkpoint not found: {path}')
-        with torch.device('meta'):
-            teacher = build_network(dict(opt['network_teacher']))
+        config = dict(opt['network_teacher'])
+        with torch.device('meta'):  # not build_network: its log line would set up BasicSR's logger before its file
+            teacher = ARCH_REGISTRY.get(config.pop('type'))(**config)
         weights = network_weights(path, opt['path'].get('param_key_teacher', 'params'))
         mismatch = state_dict_mismatch(teacher.state_dict(), weights)
         if mismatch:
@@ -242,3 +239,13 @@ def initialise_from_teacher(student: torch.nn.Module, teacher: torch.nn.Module) 
     own.update(copied)
     student.load_state_dict(own)
     return len(copied)
+
+
+def classic_prior(draws: Dict[str, torch.Tensor], basis: torch.Tensor,
+                  options: ClassicDegradationOptions) -> torch.Tensor:
+    """The classic settings' prior of ``ClassicDegrader`` draws: the kernel's PCA code, then (with noise) the noise
+    level three times (``LightBSRModel.degradation_prior``)."""
+    code = project(ClassicDegrader(options).kernels(draws), basis.to(draws['sigma_x'].device))
+    if options.noise > 0:
+        code = torch.cat([code, draws['noise_sigma'][:, None].expand(-1, NOISE_PRIOR_CHANNELS)], 1)
+    return code

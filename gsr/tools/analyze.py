@@ -8,7 +8,7 @@ and a PNG.
   (lower: features cluster less by degradation) and a 2-D t-SNE plot coloured by setting. For a ``LightBSR``
   network the representation is its channel IDR ``ca`` instead (the discriminability claim of LightBSR, ICCV 2025),
   and ``--protocol blind-iso`` / ``blind-aniso`` degrades with that line's known kernels instead of the eight
-  settings.
+  settings; a teacher's encoder receives each setting's prior (kernel PCA code, noise), as in its training.
 * ``freq`` — frequency-band error (Wang et al., CVPR 2024, Fig. 2): FFT amplitude of SR and GT, mean absolute
   percentage error per radial frequency band.
 * ``dct`` — channel frequency entropy (Wang et al., CVPR 2024, Fig. 3): each feature channel's dominant DCT
@@ -151,21 +151,41 @@ def band_plot(curves: Dict[str, np.ndarray], xlabel: str, ylabel: str, path: str
 
 
 @torch.no_grad()
-def degradation_representation(net, tap: FeatureTap, lr: np.ndarray) -> np.ndarray:
-    """What ``ddr`` clusters: LightBSR's channel IDR, or the tapped features average-pooled."""
-    backbone = backbone_of(net)
-    if isinstance(backbone, LightBSR) and backbone.prior_channels == 0:
-        return backbone.representations(to_tensor(lr, next(net.parameters()).device))[1][0].cpu().numpy()
+def degradation_representation(net, tap: Optional[FeatureTap], lr: np.ndarray,
+                               prior: Optional[torch.Tensor] = None) -> np.ndarray:
+    """What ``ddr`` clusters: LightBSR's channel IDR (a teacher's with the setting's ``prior``), or the tapped
+    features average-pooled."""
+    if tap is None:
+        x = to_tensor(lr, next(net.parameters()).device)
+        return backbone_of(net).representations(x, prior)[1][0].cpu().numpy()
     return tapped_features(net, tap, lr).mean((1, 2)).cpu().numpy()
+
+
+def teacher_priors(opt: Dict, protocol: str) -> Dict[str, torch.Tensor]:
+    """A LightBSR teacher's prior for every setting of a blind protocol (the settings' kernels and noise are
+    known), computed as in training from the option file's ``kernel_pca`` and ``classic_degradation``."""
+    from gsr.data.blind_protocol import protocol_settings
+    from gsr.data.classic_degrader import ClassicDegradationOptions, fixed_draws
+    from gsr.data.kernel_pca import load_kernel_pca
+    from gsr.models.lightbsr_model import classic_prior
+    from gsr.utils.options import options_from_dict
+    if protocol == 'eight' or not opt.get('classic_degradation'):
+        raise GsrError('gsr analyze ddr: a LightBSR teacher needs its prior, known here for --protocol blind-iso or '
+                       'blind-aniso and a teacher trained with classic_degradation')
+    options = options_from_dict(ClassicDegradationOptions, opt['classic_degradation'], 'classic_degradation')
+    basis = load_kernel_pca(opt.get('kernel_pca') or '', 'kernel_pca')['basis']
+    return {name: classic_prior(fixed_draws(*([v] for v in setting)), basis, options)
+            for name, setting in protocol_settings(protocol).items()}
 
 
 def run_ddr(net, tap, args, out: str) -> str:
     feats, labels = [], []
+    priors = getattr(args, 'priors', {})
     for name, setting, lr, _ in degraded_images(args.hr, args.settings, args.scale, args.noise_sigma, args.seed,
                                                 args.protocol):
         rng = np.random.default_rng(noise_seed(args.seed, name, 'crops'))  # same crops under every setting
         for piece in lr_crops(lr, args.crop, args.crops_per_image, rng):
-            feats.append(degradation_representation(net, tap, piece))
+            feats.append(degradation_representation(net, tap, piece, priors.get(setting)))
             labels.append(setting)
     feats = np.stack(feats)
     chi = calinski_harabasz(feats, labels)
@@ -321,11 +341,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(STANDALONE[args.analysis](args, args.output))
         print(f'wrote {args.output}')
         return 0
-    net = load_network(load_option_file(args.opt), args.checkpoint, args.param_key, device())
-    if isinstance(backbone_of(net), LightBSR) and backbone_of(net).prior_channels:
-        raise GsrError('gsr analyze: this LightBSR network is a teacher, whose encoder needs the true degradation; '
-                       'analyse the student (its IDR comes from the LR image alone)')
-    idr = isinstance(backbone_of(net), LightBSR) and args.analysis == 'ddr'
+    opt = load_option_file(args.opt)
+    net = load_network(opt, args.checkpoint, args.param_key, device())
+    idr = isinstance(backbone_of(net), LightBSR)
+    if idr and args.analysis != 'ddr':
+        raise GsrError(f'gsr analyze {args.analysis}: not defined for LightBSR networks (ddr analyses their IDR)')
+    if idr and backbone_of(net).prior_channels:
+        args.priors = {k: v.to(device()) for k, v in teacher_priors(opt, args.protocol).items()}
     tap = None if idr else FeatureTap(net, args.layer)
     print(ANALYSES[args.analysis](net, tap, args, args.output))
     print(f'wrote {args.output}')
