@@ -56,6 +56,7 @@ def training_models(device: torch.device, batch: int, kernel_pca: str, teacher_p
     from basicsr.models import build_model
     common = {'num_gpu': 1 if device.type == 'cuda' else 0, 'is_train': True, 'dist': False, 'rank': 0,
               'world_size': 1, 'scale': 4, 'kernel_pca': kernel_pca, 'stage': 'joint',
+              'classic_degradation': {'kernel': 'iso'},
               'datasets': {'train': {'gt_size': 256, 'kernel_sets': 1, 'batch_size_per_gpu': batch}}}
     train = {'optim_g': {'type': 'Adam', 'lr': 2e-4, 'betas': [0.9, 0.99]},
              'scheduler': {'type': 'MultiStepLR', 'milestones': [10**6]}, 'pixel_opt': {'type': 'L1Loss'}}
@@ -68,11 +69,11 @@ def training_models(device: torch.device, batch: int, kernel_pca: str, teacher_p
                        train=dict(train, regularizers={'l_distill': {'type': 'IDRDistillationLoss'}}))
     paired_opt = dict(common, model_type='GeneralizableSRModel', paired=True, network_g=dict(SRRESNET), path={},
                       train=train)
-    paired_opt.pop('kernel_pca')
-    paired_opt.pop('stage')
+    for key in ('kernel_pca', 'stage', 'classic_degradation'):
+        paired_opt.pop(key)
     paired_opt['datasets'] = {'train': {'gt_size': 256, 'kernel_sets': 2, 'batch_size_per_gpu': batch // 2}}
-    return {'LightBSR teacher (B images x 4 crops)': (teacher, 4), 'LightBSR student (B crops)': (
-        build_model(student_opt), 1), 'paired SRResNet (B/2 crops x 2 copies)': (build_model(paired_opt), 1)}
+    return {'LightBSR teacher (B images x 4 crops)': teacher, 'LightBSR student (B crops)': build_model(student_opt),
+            'paired SRResNet (B/2 crops x 2 copies)': build_model(paired_opt)}
 
 
 def feed(model, rows: int, device: torch.device) -> None:
@@ -93,8 +94,8 @@ def training_table(device: torch.device, batch: int, repeats: int) -> None:
                                  os.path.join(folder, 'teacher.pth'))
         times = {name: [] for name in models}
         for it in range(1, repeats + 2):
-            for name, (model, patches) in models.items():
-                feed(model, batch * patches, device)
+            for name, model in models.items():
+                feed(model, batch, device)  # B HR crops; the teacher's builder cuts its 4 crops from each
                 t = timed(lambda: model.optimize_parameters(it), device)
                 if it > 1:
                     times[name].append(t)
