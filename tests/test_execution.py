@@ -15,12 +15,14 @@ from gsr.utils.inference import super_resolve_tensor
 from tests.conftest import run_gsr, tiny_options, write_yaml
 
 CUDA_ONLY = pytest.mark.skipif(not torch.cuda.is_available(), reason='fp16 autocast exists only on CUDA; no GPU here')
-TINY_ARCHS = {  # small configurations of the four backbones gsr's option files train
+TINY_ARCHS = {  # small configurations of the networks gsr's option files train
     'MSRResNet': {'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1, 'upscale': 4},
     'RRDBNet': {'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'num_grow_ch': 4},
     'MSRN': {'type': 'MSRN', 'num_feat': 8, 'num_block': 1},
     'SwinIR': {'type': 'SwinIR', 'upscale': 4, 'img_size': 8, 'window_size': 4, 'embed_dim': 12, 'depths': [1],
                'num_heads': [2], 'mlp_ratio': 2, 'upsampler': 'pixelshuffle'},
+    'LightBSR': {'type': 'LightBSR', 'num_feat': 8, 'num_group': 1, 'num_block': 1, 'channel_idr': 8,
+                 'encoder_widths': [8, 16, 32]},  # the student: LR only
 }  # yapf: disable
 
 
@@ -196,6 +198,20 @@ def test_infer_with_bf16_and_channels_last(tmp_path, small_photo_folder):
     result = run_gsr(['infer', '-opt', option_file, '--checkpoint', checkpoint, '--input', small_photo_folder,
                       '--output', str(tmp_path / 'fp16'), '--precision', 'fp16', '--device', 'cpu'], cwd=tmp_path)
     assert result.returncode == 2 and 'gsr: error: --precision: fp16 autocast needs a CUDA device' in result.stderr
+
+
+def test_evaluate_takes_the_precision_and_keys_its_cache_on_it(tmp_path, small_photo_folder):
+    from gsr.tools.evaluate import load_config, result_id
+    opt = tiny_options(small_photo_folder, small_photo_folder)
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(network_from_options(opt), tmp_path / 'net.pth')
+    config = {'datasets': {'photos': small_photo_folder}, 'device': 'cpu', 'output': str(tmp_path / 'out'),
+              'models': {'m': {'option_file': write_yaml(tmp_path / 'o.yml', opt), 'checkpoint': checkpoint}}}
+    path = write_yaml(tmp_path / 'evaluate.yml', config)
+    fp32, bf16 = load_config(path), load_config(path, {'precision': 'bf16'})
+    assert bf16['execution'].precision == 'bf16' and result_id(fp32, 'm') != result_id(bf16, 'm')
+    result = run_gsr(['evaluate', path, '--precision', 'fp16'], cwd=tmp_path)
+    assert result.returncode == 2 and 'evaluate.yml: precision: fp16 autocast needs a CUDA device' in result.stderr
 
 
 # ------------------------------------------------------------------------------------------------ export

@@ -192,8 +192,8 @@ def test_student_without_its_teacher_is_one_line(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ end to end
-def tiny(name: str, **changes):
-    opt = load_option_file(os.path.join(REPO, 'options', 'tiny', f'train_lightbsr_{name}.yml'))
+def tiny(role: str, **changes):
+    opt = load_option_file(os.path.join(REPO, 'options', 'tiny', f'train_lightbsr_{role}.yml'))
     opt['network_g'].update(TINY)
     if 'network_teacher' in opt:
         opt['network_teacher'].update(TINY)
@@ -340,7 +340,7 @@ def test_a_kernel_pca_of_another_size_or_a_teacher_of_another_configuration_is_o
     opt['kernel_pca'] = str(tmp_path / 'pca11.pth')
     result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'o.yml', opt)], cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.strip().count('\n') == 0
-    assert 'is a basis of 11x11 kernels, but classic_degradation.kernel_size is 21' in result.stderr
+    assert "is a basis of 11x11 kernels, but the degradation's kernels are 21x21" in result.stderr
     student = load_option_file(os.path.join(REPO, 'options', 'tiny', 'train_lightbsr_student.yml'))
     other = LightBSR(**dict(TINY, prior_channels=18, contrastive=True, dim=32, queue_size=64))  # narrower teacher
     torch.save({'params': other.state_dict()}, str(tmp_path / 'other.pth'))

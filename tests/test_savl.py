@@ -1,0 +1,53 @@
+"""SAVL (our reading, docs/SAVL.md): the estimator's receptive field and clamping, the closed-form KL."""
+import torch
+
+from gsr.archs.savl_arch import SAVLDegrader, SAVLEstimator
+from gsr.losses.savl_loss import gaussian_kl
+
+
+def test_the_estimators_receptive_field_is_13x13():
+    torch.manual_seed(0)
+    estimator = SAVLEstimator(num_feat=8, latent_dim=4)
+    assert estimator.receptive_field == 13
+    lr = torch.rand(1, 3, 32, 32, requires_grad=True)
+    mean, log_var = estimator(lr)
+    assert mean.shape == log_var.shape == (1, 4, 32, 32)
+    (mean[0, :, 16, 16].sum() + log_var[0, :, 16, 16].sum()).backward()
+    reached = lr.grad[0].abs().sum(0) > 0
+    rows, cols = torch.nonzero(reached, as_tuple=True)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (10, 22, 10, 22)  # 16 +- 6: exactly 13 x 13
+    assert reached[10:23, 10:23].float().mean() > 0.9
+
+
+def test_an_overflowing_log_variance_is_clamped():
+    estimator = SAVLEstimator(num_feat=8, latent_dim=4)
+    with torch.no_grad():
+        estimator.log_var.bias.fill_(1e4)
+    _, log_var = estimator(torch.rand(1, 3, 8, 8))
+    assert log_var.max() == 10.0
+    r = SAVLEstimator.sample(torch.zeros_like(log_var), log_var)
+    assert torch.isfinite(r).all() and torch.isfinite(gaussian_kl(torch.zeros_like(log_var), log_var)).all()
+
+
+def test_kl_closed_form_matches_a_monte_carlo_estimate():
+    torch.manual_seed(0)
+    mean = torch.randn(1, 3, 1, 1)
+    log_var = torch.randn(1, 3, 1, 1) * 0.5
+    samples = SAVLEstimator.sample(mean.expand(200000, -1, -1, -1), log_var.expand(200000, -1, -1, -1))
+    var = log_var.exp()
+    log_q = (-0.5 * ((samples - mean)**2 / var + log_var + torch.log(torch.tensor(2 * torch.pi)))).sum(1)
+    log_p = (-0.5 * (samples**2 + torch.log(torch.tensor(2 * torch.pi)))).sum(1)
+    monte_carlo = (log_q - log_p).mean()
+    closed = gaussian_kl(mean, log_var, 'sum')[0, 0, 0]
+    assert abs(float(monte_carlo - closed)) < 0.02 * float(closed) + 1e-3, (float(monte_carlo), float(closed))
+    assert torch.allclose(gaussian_kl(mean, log_var, 'mean'), gaussian_kl(mean, log_var, 'sum') / 3)
+    assert gaussian_kl(torch.zeros(1, 2, 1, 1), torch.zeros(1, 2, 1, 1)).abs().max() == 0  # q = prior
+
+
+def test_the_re_degrader_reconstructs_at_lr_size_and_uses_the_representation():
+    torch.manual_seed(0)
+    degrader = SAVLDegrader(num_feat=8, latent_dim=4, num_block=2)
+    content = torch.rand(2, 3, 16, 16)
+    out = degrader(content, torch.zeros(2, 4, 16, 16))
+    assert out.shape == content.shape
+    assert not torch.allclose(out, degrader(content, torch.randn(2, 4, 16, 16)))
