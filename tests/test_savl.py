@@ -51,3 +51,20 @@ def test_the_re_degrader_reconstructs_at_lr_size_and_uses_the_representation():
     out = degrader(content, torch.zeros(2, 4, 16, 16))
     assert out.shape == content.shape
     assert not torch.allclose(out, degrader(content, torch.randn(2, 4, 16, 16)))
+
+
+def test_the_kl_loss_weights_and_warms_up():
+    from gsr.data.degraded_batch import DegradedBatch
+    from gsr.losses.loss_context import LossContext
+    from gsr.losses.savl_loss import SAVLKLLoss
+    torch.manual_seed(0)
+    mean, log_var = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    rows = torch.arange(2)
+    context = LossContext(DegradedBatch(torch.zeros(2, 3, 32, 32), torch.zeros(2, 3, 8, 8), rows, rows),
+                          torch.zeros(2, 3, 32, 32), records={'savl': {'mean': mean, 'log_var': log_var}})
+    full = gaussian_kl(mean, log_var).mean()
+    loss = SAVLKLLoss(loss_weight=1e-3, lambda_mis=1.0, warmup_iter=100)
+    context.iteration = 50
+    assert torch.isclose(loss(context), 1e-3 * 2 * 0.5 * full)
+    context.iteration = 500
+    assert torch.isclose(loss(context), 1e-3 * 2 * full)

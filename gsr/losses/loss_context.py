@@ -26,6 +26,7 @@ class LossContext:
     twin_features: Dict[str, torch.Tensor] = field(default_factory=dict)
     records: Dict[str, Dict[str, torch.Tensor]] = field(default_factory=dict)
     twin_records: Dict[str, Dict[str, torch.Tensor]] = field(default_factory=dict)
+    iteration: int = 0  # the training iteration (set by ``GsrModel.optimize_parameters``; loss warm-ups read it)
     _pairs: Dict[str, FeaturePair] = field(default_factory=dict, repr=False)
 
     @property

@@ -1,5 +1,10 @@
 """SAVL's variational terms (ICLR 2026, OpenReview IOmPy7P1y4; our reading, ``docs/SAVL.md``)."""
 import torch
+from basicsr.utils.registry import LOSS_REGISTRY
+from torch import nn
+
+from gsr.losses.feature_alignment_loss import check_choice
+from gsr.losses.loss_context import LossContext
 
 
 def gaussian_kl(mean: torch.Tensor, log_var: torch.Tensor, dim_reduction: str = 'mean') -> torch.Tensor:
@@ -8,3 +13,21 @@ def gaussian_kl(mean: torch.Tensor, log_var: torch.Tensor, dim_reduction: str = 
     returns (N, h, w), summed over the D dimensions or (``dim_reduction='mean'``) averaged over them."""
     kl = 0.5 * (mean.pow(2) + log_var.exp() - log_var - 1)
     return kl.sum(1) if dim_reduction == 'sum' else kl.mean(1)
+
+
+@LOSS_REGISTRY.register()
+class SAVLKLLoss(nn.Module):
+    """The mutual-information suppression term of SAVL's objective (B.2, PROPOSAL B.7.3):
+    ``loss_weight * (1 + lambda_mis) * min(1, iteration / warmup_iter) * mean over rows and pixels of gaussian_kl``,
+    on the posterior the model records as ``context.records['savl']`` (``mean``, ``log_var``)."""
+
+    def __init__(self, loss_weight: float = 1e-3, lambda_mis: float = 0.0, dim_reduction: str = 'mean',
+                 warmup_iter: int = 0):
+        super().__init__()
+        self.loss_weight, self.lambda_mis, self.warmup_iter = float(loss_weight), float(lambda_mis), int(warmup_iter)
+        self.dim_reduction = check_choice('SAVLKLLoss.dim_reduction', dim_reduction, ('mean', 'sum'))
+
+    def forward(self, context: LossContext) -> torch.Tensor:
+        warmup = min(1.0, context.iteration / self.warmup_iter) if self.warmup_iter > 0 else 1.0
+        kl = gaussian_kl(context.record('savl', 'mean'), context.record('savl', 'log_var'), self.dim_reduction)
+        return self.loss_weight * (1 + self.lambda_mis) * warmup * kl.mean()

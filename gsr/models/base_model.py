@@ -253,7 +253,9 @@ class GsrModel(SRModel):
     def optimize_parameters(self, current_iter: int) -> None:
         for optimizer in self.optimizers:
             optimizer.zero_grad()
-        terms = self.loss_terms(self.forward_train())
+        context = self.forward_train()
+        context.iteration = current_iter
+        terms = self.loss_terms(context)
         total = sum(terms.values())
         terms['l_total'] = total
         self.log_dict = self.reduce_loss_dict({k: v.detach() for k, v in terms.items()})
