@@ -20,7 +20,7 @@ from gsr.utils.checkpoint import atomic_write
 from gsr.utils.default_data import materialize
 from gsr.utils.errors import GsrError
 from gsr.utils.image_io import read_image_uint8_rgb
-from gsr.utils.inference import load_network, pad_to_multiple, size_multiple, to_tensor
+from gsr.utils.inference import add_network_arguments, load_network, pad_to_multiple, size_multiple, to_tensor
 from gsr.utils.option_check import load_option_file
 
 DEFAULT_OPSET = 18
@@ -121,10 +121,8 @@ def verify_onnx(path: str, net: nn.Module, images: List[Tuple[str, np.ndarray]],
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog='gsr export', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('-opt', required=True, help='option file whose network_g describes the checkpoint')
-    parser.add_argument('--checkpoint', required=True)
+    add_network_arguments(parser)
     parser.add_argument('--output', required=True, help='the .onnx file to write')
-    parser.add_argument('--param-key', default='params_ema', choices=['params_ema', 'params'])
     parser.add_argument('--opset', type=int, default=DEFAULT_OPSET)
     parser.add_argument('--image', help='LR image to check the export on (default: an embedded photo)')
     parser.add_argument('--tolerance', type=float, default=1e-3,

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from gsr.utils.errors import GsrError
 from gsr.utils.execution import add_execution_arguments, execution_from_arguments, inference_network
 from gsr.utils.image_io import list_images, read_image_uint8_rgb, write_image
-from gsr.utils.inference import load_network, super_resolve
+from gsr.utils.inference import add_network_arguments, load_network, super_resolve
 from gsr.utils.option_check import load_option_file
 from gsr.utils.staging import staged_folder
 
@@ -36,11 +36,9 @@ def output_names(paths: List[str]) -> Dict[str, str]:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog='gsr infer', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('-opt', required=True, help='option file whose network_g describes the checkpoint')
-    parser.add_argument('--checkpoint', required=True)
+    add_network_arguments(parser)
     parser.add_argument('--input', required=True, help='folder of LR images')
     parser.add_argument('--output', required=True, help='folder to create')
-    parser.add_argument('--param-key', default='params_ema', choices=['params_ema', 'params'])
     parser.add_argument('--tile', type=int, default=0, help='input tile size (0: whole image)')
     parser.add_argument('--tile-pad', type=int, default=16)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')

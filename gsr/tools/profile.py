@@ -18,7 +18,7 @@ from gsr.archs.attached_arch import network_from_options
 from gsr.utils.checkpoint import atomic_write_text, load_network_checkpoint
 from gsr.utils.errors import GsrError
 from gsr.utils.execution import add_execution_arguments, execution_from_arguments, inference_network
-from gsr.utils.inference import pad_to_multiple, size_multiple
+from gsr.utils.inference import add_network_arguments, pad_to_multiple, size_multiple
 from gsr.utils.option_check import load_option_file
 from gsr.utils.profiling import (flop_count, inference_times, parameter_count, peak_memory_mb, reset_peak_memory,
                                  rss_mb)
@@ -77,9 +77,7 @@ def report(f: Dict[str, Any]) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog='gsr profile', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('-opt', required=True, help='option file whose network_g (and attach:) is profiled')
-    parser.add_argument('--checkpoint', help='weights to load (optional)')
-    parser.add_argument('--param-key', default='params_ema', choices=['params_ema', 'params'])
+    add_network_arguments(parser, checkpoint_required=False)
     parser.add_argument('--lr-size', type=lr_size, default=[180, 320], help='LR input HxW (default 180x320)')
     parser.add_argument('--runs', type=int, default=5)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')

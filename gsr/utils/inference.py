@@ -3,6 +3,7 @@
 Validation during training (``GsrModel.test``), ``gsr infer``, ``gsr evaluate``, ``gsr analyze`` and the demo
 all go through ``run_piece``: whole images or tiles, on float batches or uint8 images.
 """
+import argparse
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
@@ -23,6 +24,15 @@ def load_network(opt: Dict[str, Any],
     net = network_from_options(opt, for_inference=True)
     load_network_checkpoint(net, checkpoint, param_key)
     return net.eval().to(device or torch.device('cpu'))
+
+
+def add_network_arguments(parser: argparse.ArgumentParser, checkpoint_required: bool = True) -> None:
+    """``-opt``, ``--checkpoint`` and ``--param-key``: the trained network a command runs."""
+    parser.add_argument('-opt', required=True, help='option file whose network_g describes the checkpoint')
+    parser.add_argument('--checkpoint', required=checkpoint_required,
+                        help='the trained weights' + ('' if checkpoint_required else ' (optional)'))
+    parser.add_argument('--param-key', default='params_ema', choices=['params_ema', 'params'],
+                        help='params_ema (falling back to params) or params')
 
 
 def to_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
