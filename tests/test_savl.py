@@ -68,3 +68,31 @@ def test_the_kl_loss_weights_and_warms_up():
     assert torch.isclose(loss(context), 1e-3 * 2 * 0.5 * full)
     context.iteration = 500
     assert torch.isclose(loss(context), 1e-3 * 2 * full)
+
+
+# ------------------------------------------------------------------------------------------------ SR network
+SMALL = {'num_feat': 16, 'depths': (2, ), 'num_heads': 2, 'window_size': 4, 'latent_dim': 8, 'estimator_feat': 8}
+
+
+def test_paper_configuration_size_and_any_lr_size_runs_through_inference():
+    from gsr.archs.savl_net_arch import SAVLNet
+    from gsr.utils.inference import super_resolve_tensor
+    count = sum(p.numel() for p in SAVLNet().parameters())
+    assert abs(count - 14.0e6) / 14.0e6 < 0.05, count
+    torch.manual_seed(0)
+    net = SAVLNet(**SMALL).eval()
+    assert super_resolve_tensor(net, torch.rand(1, 3, 13, 10), 4).shape == (1, 3, 52, 40)  # padded to the window
+
+
+def test_both_modulations_are_the_identity_at_initialisation_and_act_once_trained():
+    from gsr.archs.savl_net_arch import HybridAttentionBlock, severity_map
+    torch.manual_seed(0)
+    for mode in ('bias', 'multiply'):
+        block = HybridAttentionBlock(16, 8, 4, 2, 2, mode).eval()
+        x, mean = torch.rand(2, 16, 8, 8), torch.randn(2, 8, 8, 8)
+        flat, varied = torch.zeros(2, 1, 8, 8), severity_map(torch.randn(2, 8, 8, 8))
+        with torch.no_grad():
+            assert torch.equal(block.modulation(x, mean), x)  # channel path: scale 2 sigmoid(0) = 1
+            torch.testing.assert_close(block(x, mean, varied), block(x, mean, flat))  # spatial path: gamma = 0
+            block.attention.gamma.fill_(2.0)
+            assert (block(x, mean, varied) - block(x, mean, flat)).abs().max() > 1e-4
