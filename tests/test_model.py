@@ -202,10 +202,11 @@ def test_regularizer_gradient_reaches_the_backbone(loss):
 
 
 TINY_FILES = sorted(glob.glob(os.path.join(REPO, 'options', 'tiny', '*.yml')))
-NEEDS_A_TEACHER = 'train_lightbsr_student.yml'  # trained end to end after the tiny teacher in test_lightbsr
+# these start from another tiny run's checkpoint; test_lightbsr / test_savl train them end to end after it
+NEEDS_A_CHECKPOINT = ('train_lightbsr_student.yml', 'train_savl_b.yml')
 
 
-@pytest.mark.parametrize('path', [p for p in TINY_FILES if not p.endswith(NEEDS_A_TEACHER)], ids=os.path.basename)
+@pytest.mark.parametrize('path', [p for p in TINY_FILES if not p.endswith(NEEDS_A_CHECKPOINT)], ids=os.path.basename)
 def test_every_tiny_option_file_passes_the_check_and_builds(path):
     """options/tiny: embedded data, CPU, one per trainable system (the TFD ones train end to end in test_tfd)."""
     from gsr.utils.option_check import check_options
@@ -220,4 +221,4 @@ def test_every_tiny_option_file_passes_the_check_and_builds(path):
 def test_tiny_files_cover_each_trainable_system():
     names = {os.path.basename(p) for p in TINY_FILES}
     assert {f'train_srresnet_{v}.yml' for v in ('baseline', 'dropout', 'align', 'tfd', 'tfd_align')} <= names
-    assert {'train_lightbsr_teacher.yml', NEEDS_A_TEACHER} <= names
+    assert {'train_lightbsr_teacher.yml', 'train_savl_a.yml', *NEEDS_A_CHECKPOINT} <= names

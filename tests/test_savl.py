@@ -1,4 +1,7 @@
 """SAVL (our reading, docs/SAVL.md): the estimator's receptive field and clamping, the closed-form KL."""
+import os
+
+import pytest
 import torch
 
 from gsr.archs.savl_arch import SAVLDegrader, SAVLEstimator
@@ -96,3 +99,84 @@ def test_both_modulations_are_the_identity_at_initialisation_and_act_once_traine
             torch.testing.assert_close(block(x, mean, varied), block(x, mean, flat))  # spatial path: gamma = 0
             block.attention.gamma.fill_(2.0)
             assert (block(x, mean, varied) - block(x, mean, flat)).abs().max() > 1e-4
+
+
+# ------------------------------------------------------------------------------------------------ model
+def tiny_savl(stage: str, **changes):
+    import os
+    from gsr.utils.option_check import load_option_file
+    from tests.conftest import REPO
+    opt = load_option_file(os.path.join(REPO, 'options', 'tiny', f'train_savl_{stage}.yml'))
+    opt['datasets']['train'].update(batch_size_per_gpu=2, gt_size=32, crop_pad_size=80)
+    opt['train']['total_iter'] = 4
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=2)
+    opt['val']['val_freq'] = 4
+    opt.update(changes)
+    return opt
+
+
+def test_stage_b_leaves_the_estimator_unchanged(tmp_path, photo_folder):
+    from basicsr.models import build_model
+    from basicsr.utils import set_random_seed
+    from gsr.utils.checkpoint import checkpoint_entries
+    from tests.test_model import fixed_batch
+    runtime = {'is_train': True, 'dist': False, 'rank': 0, 'world_size': 1}
+    set_random_seed(0)
+    stage_a = build_model(tiny_savl('a', **runtime))
+    batch = fixed_batch(photo_folder, stage_a.opt)
+    stage_a.feed_data(batch)
+    stage_a.optimize_parameters(1)
+    assert {'l_pix', 'l_rec', 'l_kl'} <= set(stage_a.log_dict)
+    torch.save(checkpoint_entries(stage_a.get_bare_model(stage_a.net_g), 'params'), str(tmp_path / 'a.pth'))
+    opt = tiny_savl('b', **runtime)
+    opt['path']['pretrain_network_g'] = str(tmp_path / 'a.pth')
+    stage_b = build_model(opt)
+    net = stage_b.get_bare_model(stage_b.net_g).backbone
+    estimator = {k: v.clone() for k, v in net.estimator.state_dict().items()}
+    head = net.conv_first.weight.clone()
+    for it in range(1, 4):
+        stage_b.feed_data(batch)
+        stage_b.optimize_parameters(it)
+    assert all(torch.equal(v, net.estimator.state_dict()[k]) for k, v in estimator.items())
+    assert not torch.equal(head, net.conv_first.weight) and set(stage_b.log_dict) == {'l_pix', 'l_total'}
+    assert not hasattr(stage_b, 'net_degrader')
+
+
+def test_stage_b_without_a_stage_a_checkpoint_is_one_line(tmp_path):
+    import os
+    from tests.conftest import run_gsr, write_yaml
+    opt = tiny_savl('b')
+    opt['path']['pretrain_network_g'] = None
+    result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'b.yml', opt)], cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().count('\n') == 0
+    assert 'stage sr (B) fine-tunes the SR network of a stage-A run: set path.pretrain_network_g' in result.stderr
+    assert os.listdir(tmp_path) == ['b.yml']
+
+
+@pytest.mark.slow
+def test_both_stages_train_resume_and_test_through_basicsr(tmp_path):
+    import re
+    from gsr.utils.checkpoint import load_checkpoint
+    from tests.conftest import run_gsr, write_yaml
+    opt = tiny_savl('a')
+    for total_iter, flags in ((2, []), (4, ['--auto_resume'])):
+        opt['train']['total_iter'] = total_iter
+        result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'a.yml', opt)] + flags, cwd=tmp_path,
+                         program='basicsr')
+        assert result.returncode == 0, result.stderr[-3000:]
+    folder = tmp_path / 'experiments' / 'tiny_savl_a'
+    logs = [open(p).read() for p in sorted(folder.glob('train_*.log'))]
+    assert len(logs) == 2 and 'Resuming training from epoch' in logs[1]
+    assert len(re.findall(r'l_kl: [-+.e0-9]+ ', logs[1])) == 2
+    assert {'net_g_4.pth', 'net_degrader_4.pth'} <= set(os.listdir(folder / 'models'))
+    assert 'params' in load_checkpoint(str(folder / 'models' / 'net_degrader_4.pth'))
+    stage_b = tiny_savl('b')
+    stage_b['path']['pretrain_network_g'] = str(folder / 'models' / 'net_g_4.pth')
+    result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'b.yml', stage_b)], cwd=tmp_path, program='basicsr')
+    assert result.returncode == 0, result.stderr[-3000:]
+    test = {k: v for k, v in stage_b.items() if k not in ('train', 'logger')}
+    test.update(name='tiny_savl_test', datasets={'test_1': dict(stage_b['datasets']['val'], name='embedded_b+n')})
+    test['path'] = {'pretrain_network_g': str(tmp_path / 'experiments' / 'tiny_savl_b' / 'models' / 'net_g_latest.pth')}
+    result = run_gsr(['test', '-opt', write_yaml(tmp_path / 't.yml', test)], cwd=tmp_path, program='basicsr')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert '# psnr:' in open(next((tmp_path / 'results' / 'tiny_savl_test').glob('test_*.log'))).read()

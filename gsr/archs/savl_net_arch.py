@@ -184,10 +184,13 @@ class SAVLNet(nn.Module):
         self.upsample = nn.Sequential(*upsample)
         self.conv_last = nn.Conv2d(num_feat, 3, 3, padding=1)
 
-    def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        """The LR size must be a multiple of ``window_size`` (gsr's inference pads to it, ``size_multiple``)."""
+    def forward(self, lr: torch.Tensor, with_posterior: bool = False):
+        """The SR image; with ``with_posterior`` (training, so that DDP sees the estimator's outputs) also the
+        posterior ``(sr, mean, log_var)``. The LR size must be a multiple of ``window_size`` (gsr's inference pads
+        to it, ``size_multiple``)."""
         mean, log_var = self.estimator(lr)
-        return self.super_resolve(lr, mean, log_var)
+        sr = self.super_resolve(lr, mean, log_var)
+        return (sr, mean, log_var) if with_posterior else sr
 
     def super_resolve(self, lr: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
         severity = severity_map(log_var)

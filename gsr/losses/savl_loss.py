@@ -31,3 +31,18 @@ class SAVLKLLoss(nn.Module):
         warmup = min(1.0, context.iteration / self.warmup_iter) if self.warmup_iter > 0 else 1.0
         kl = gaussian_kl(context.record('savl', 'mean'), context.record('savl', 'log_var'), self.dim_reduction)
         return self.loss_weight * (1 + self.lambda_mis) * warmup * kl.mean()
+
+
+@LOSS_REGISTRY.register()
+class SAVLReconstructionLoss(nn.Module):
+    """The likelihood term: ``loss_weight * mean |y_hat - y|``, the re-degrader's reconstruction of the LR image
+    from the content and a posterior sample against the LR image itself (a Laplacian likelihood;
+    ``context.records['savl']``: ``reconstruction``, ``target``)."""
+
+    def __init__(self, loss_weight: float = 1.0):
+        super().__init__()
+        self.loss_weight = float(loss_weight)
+
+    def forward(self, context: LossContext) -> torch.Tensor:
+        reconstruction, target = context.record('savl', 'reconstruction'), context.record('savl', 'target')
+        return self.loss_weight * (reconstruction - target).abs().mean()
