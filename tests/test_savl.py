@@ -180,3 +180,32 @@ def test_both_stages_train_resume_and_test_through_basicsr(tmp_path):
     result = run_gsr(['test', '-opt', write_yaml(tmp_path / 't.yml', test)], cwd=tmp_path, program='basicsr')
     assert result.returncode == 0, result.stderr[-3000:]
     assert '# psnr:' in open(next((tmp_path / 'results' / 'tiny_savl_test').glob('test_*.log'))).read()
+
+
+# ------------------------------------------------------------------------------------------------ spatial protocol
+def test_spatial_sets_have_true_maps_and_the_variance_analysis_reads_them(tmp_path, small_photo_folder):
+    import json
+    import numpy as np
+    from gsr.archs.attached_arch import network_from_options
+    from gsr.tools.degrade import write_spatial_sets
+    from gsr.utils.checkpoint import checkpoint_entries
+    from tests.conftest import run_gsr, write_yaml
+    manifest = json.load(open(write_spatial_sets(small_photo_folder, str(tmp_path / 'sets'), progress=False)))
+    assert manifest['families'] == ['gradient', 'blobs', 'halves']
+    noise = np.load(next((tmp_path / 'sets' / 'maps_spatial' / 'gradient').glob('*_noise_sigma.npy')))
+    assert noise.min() == 0 and abs(noise.max() - 30) < 1e-4  # the map spans [0, max_noise]
+    opt = tiny_savl('a')
+    torch.manual_seed(0)
+    torch.save(checkpoint_entries(network_from_options(opt), 'params'), str(tmp_path / 'net.pth'))
+    args = ['analyze', 'variance', '-opt', write_yaml(tmp_path / 'a.yml', opt), '--checkpoint',
+            str(tmp_path / 'net.pth'), '--param-key', 'params', '--hr', small_photo_folder, '--sets',
+            str(tmp_path / 'sets')]
+    result = run_gsr(args + ['--output', str(tmp_path / 'out')], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = open(tmp_path / 'out' / 'variance.md').read()
+    assert table.count('| 3 |') == 3 and len(list((tmp_path / 'out').glob('variance_*.png'))) == 3
+    victim = next((tmp_path / 'sets' / 'maps_spatial' / 'halves').glob('*_blur_sigma.npy'))
+    np.save(victim, np.zeros((3, 3), np.float32))
+    result = run_gsr(args + ['--output', str(tmp_path / 'out2')], cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().count('\n') == 0
+    assert 'is 3x3 but its LR image is' in result.stderr and 'the map folder does not match its images' in result.stderr

@@ -18,6 +18,9 @@ and a PNG.
   summarised): for each single degradation (blur, noise, jpeg), the cosine similarity between the tapped features
   of the clean LR and of the degraded LR of the same image, averaged over images, for each of ``--checkpoints`` (in
   training order) -> one curve per degradation.
+* ``variance`` — SAVL (ICLR 2026, our reading): does the inferred per-pixel variance follow the true local
+  degradation? Correlation with the true noise and blur maps of the spatial protocol, per map family, a linear
+  read-out of the posterior mean, and PNGs (LR | true noise map | inferred variance).
 * ``spectrum`` — why noise differs (same paper): the radially averaged power spectrum of (degraded LR − clean LR)
   for each single degradation: flat for i.i.d. noise, band-limited for blur and JPEG. Needs no network.
 
@@ -43,7 +46,7 @@ from gsr.utils.inference import load_network, super_resolve, to_tensor
 from gsr.utils.checkpoint import atomic_write_text
 from gsr.utils.errors import GsrError
 from gsr.utils.feature_tap import FeatureTap
-from gsr.utils.image_io import list_images
+from gsr.utils.image_io import list_images, read_image_uint8_rgb
 from gsr.utils.option_check import load_option_file
 from gsr.utils.plotting import pyplot, save_figure
 
@@ -300,11 +303,73 @@ def run_spectrum(args, out: str) -> str:
     return table
 
 
+def spatial_samples(args):
+    """(family, image name, LR uint8, true maps) of the spatial protocol: read from ``--sets`` (a ``gsr degrade
+    --protocol spatial`` folder, its maps checked against its images) or generated from ``--hr``."""
+    from gsr.data import spatial_protocol
+    for family in spatial_protocol.FAMILIES:
+        if args.sets:
+            folder = os.path.join(args.sets, 'LR_spatial', family)
+            lrs = {os.path.splitext(os.path.basename(p))[0]: read_image_uint8_rgb(p) for p in list_images(folder)}
+            maps = spatial_protocol.load_true_maps(os.path.join(args.sets, 'maps_spatial', family), list(lrs),
+                                                   {n: lr.shape[:2] for n, lr in lrs.items()})
+            for name, lr in lrs.items():
+                yield family, name, lr, maps[name]
+        else:
+            for path in list_images(args.hr):
+                _, lr, maps = spatial_protocol.degrade_spatial_file(path, family, args.scale, args.seed)
+                yield family, os.path.splitext(os.path.basename(path))[0], lr, maps
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    return float((a * b).sum() / max(np.sqrt((a * a).sum() * (b * b).sum()), 1e-12))
+
+
+@torch.no_grad()
+def run_variance(net, tap, args, out: str) -> str:
+    """SAVL: per-pixel Pearson correlation of the inferred variance (sigma^2 averaged over the latent dims) with
+    the true noise and blur maps of the spatial protocol, per map family (mean over images), and of a linear read-out
+    of the posterior mean (least squares over all pixels of the family, in-sample R^2 with the noise map)."""
+    estimator = backbone_of(net).estimator
+    rows, shown = [], set()
+    by_family: Dict[str, Dict[str, list]] = OrderedDict()
+    for family, name, lr, maps in spatial_samples(args):
+        mean, log_var = estimator(to_tensor(lr, next(net.parameters()).device))
+        variance = log_var.exp().mean(1)[0].cpu().numpy()
+        stats = by_family.setdefault(family, {'noise': [], 'blur': [], 'mean': [], 'target': []})
+        stats['noise'].append(correlation(variance, maps['noise_sigma']))
+        stats['blur'].append(correlation(variance, maps['blur_sigma']))
+        stats['mean'].append(mean[0].flatten(1).t().cpu().numpy())
+        stats['target'].append(maps['noise_sigma'].ravel())
+        if family not in shown:
+            shown.add(family)
+            fig, axes = pyplot().subplots(1, 3, figsize=(9, 3))
+            panels = (('LR', lr), ('true noise sigma', maps['noise_sigma']), ('inferred variance', variance))
+            for ax, (title, img) in zip(axes, panels):
+                ax.imshow(img, cmap=None if img.ndim == 3 else 'magma')
+                ax.set_title(title, fontsize=8)
+                ax.axis('off')
+            save_figure(fig, os.path.join(out, f'variance_{family}_{name}.png'))
+    for family, stats in by_family.items():
+        features = np.concatenate(stats['mean'])
+        target = np.concatenate(stats['target'])
+        design = np.concatenate([features, np.ones((len(features), 1))], 1)
+        fit = design @ np.linalg.lstsq(design, target, rcond=None)[0]
+        r2 = 1 - ((target - fit)**2).sum() / max(((target - target.mean())**2).sum(), 1e-12)
+        rows.append([family, len(stats['noise']), float(np.mean(stats['noise'])), float(np.mean(stats['blur'])),
+                     float(r2)])
+    table = markdown(['map family', 'images', 'corr(variance, noise map)', 'corr(variance, blur map)',
+                      'R^2 of a linear read-out of the mean -> noise map'], rows)
+    atomic_write_text(os.path.join(out, 'variance.md'), table)
+    return table
+
+
 def device() -> torch.device:
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
 
-ANALYSES = {'ddr': run_ddr, 'freq': run_freq, 'dct': run_dct}
+ANALYSES = {'ddr': run_ddr, 'freq': run_freq, 'dct': run_dct, 'variance': run_variance}
 STANDALONE = {'cossim': run_cossim, 'spectrum': run_spectrum}  # their own network loading, or none
 
 
@@ -319,6 +384,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--hr', required=True, help='folder of HR images (e.g. datasets/Set14/HR)')
     parser.add_argument('--output', required=True, help='folder for the table and the PNG')
     parser.add_argument('--settings', nargs='+', default=['all'])
+    parser.add_argument('--sets', help='variance: a `gsr degrade --protocol spatial` folder (default: from --hr)')
     parser.add_argument('--protocol', default='eight', choices=['eight', *PROTOCOLS],
                         help='ddr: the eight settings or a blind protocol\'s known kernels')
     parser.add_argument('--scale', type=int, default=4)
@@ -343,12 +409,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     opt = load_option_file(args.opt)
     net = load_network(opt, args.checkpoint, args.param_key, device())
+    if args.analysis == 'variance' and not hasattr(backbone_of(net), 'estimator'):
+        raise GsrError('gsr analyze variance needs a network with a SAVL estimator (network_g type SAVLNet)')
     idr = isinstance(backbone_of(net), LightBSR)
     if idr and args.analysis != 'ddr':
         raise GsrError(f'gsr analyze {args.analysis}: not defined for LightBSR networks (ddr analyses their IDR)')
     if idr and backbone_of(net).prior_channels:
         args.priors = {k: v.to(device()) for k, v in teacher_priors(opt, args.protocol).items()}
-    tap = None if idr else FeatureTap(net, args.layer)
+    tap = None if idr or args.analysis == 'variance' else FeatureTap(net, args.layer)
     print(ANALYSES[args.analysis](net, tap, args, args.output))
     print(f'wrote {args.output}')
     return 0

@@ -3,6 +3,9 @@
 ``--protocol eight`` (default): the eight settings of the alignment / Dropout papers. ``--protocol blind-iso`` /
 ``blind-aniso``: the blind-SR protocols of DASR / KDSR / LightBSR (``gsr/data/blind_protocol.py``), written as
 ``<output>/LR_blind_iso/<setting>/<img>.png`` (``LR_blind_aniso``), the layout BasicSR's ``PairedImageDataset`` reads.
+``--protocol spatial``: blur and noise varying smoothly across each image (``gsr/data/spatial_protocol.py``), one
+folder per map family, ``<output>/LR_spatial/<family>/<img>.png`` with the true per-pixel maps in
+``<output>/maps_spatial/<family>/<img>_{blur_sigma,noise_sigma}.npy``.
 
 Layout: ``<output>/HR/x<scale>/<img>.png`` (mod-cropped HR) and ``<output>/LR_degra/<folder>/<img>.png`` with the
 RDSR folder names (``bicubic``, ``blur2_bicubic``, ...); ``manifest.json`` records the protocol parameters,
@@ -14,10 +17,12 @@ import json
 import os
 from typing import List, Optional
 
+import numpy as np
 from tqdm import tqdm
 
 from gsr.data import blind_protocol
 from gsr.data import eval_protocol as bd
+from gsr.data import spatial_protocol
 from gsr.utils.checkpoint import atomic_write_text
 from gsr.utils.image_io import list_images, write_image
 from gsr.utils.staging import staged_folder
@@ -103,12 +108,46 @@ def write_blind_sets(hr_folder: str, output: str, protocol: str, scale: int = 4,
     return os.path.join(output, 'manifest.json')
 
 
+def write_spatial_sets(hr_folder: str, output: str, scale: int = 4, seed: int = 0, overwrite: bool = False,
+                       progress: bool = True) -> str:
+    """Write the spatially varying sets with their true maps (module docstring); returns the manifest path."""
+    paths = list_images(hr_folder)
+    with staged_folder(output, overwrite, inputs=[hr_folder]) as root:
+        files = {}
+        for path in tqdm(paths, desc='degrade', unit='img', disable=not progress):
+            name = os.path.splitext(os.path.basename(path))[0]
+            for family in spatial_protocol.FAMILIES:
+                hr, lr, maps = spatial_protocol.degrade_spatial_file(path, family, scale, seed)
+                images = {os.path.join('HR', f'x{scale}', f'{name}.png'): hr,
+                          os.path.join('LR_spatial', family, f'{name}.png'): lr}
+                for rel, img in images.items():
+                    write_image(os.path.join(root, rel), img)
+                for kind, values in maps.items():
+                    rel = os.path.join('maps_spatial', family, f'{name}_{kind}.npy')
+                    os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
+                    np.save(os.path.join(root, rel), values)
+                for rel in list(images) + [os.path.join('maps_spatial', family, f'{name}_{k}.npy') for k in maps]:
+                    files[rel] = sha256(os.path.join(root, rel))
+        manifest = {
+            'protocol': 'spatial: blur and noise varying across the image, with the true maps (docs/SAVL.md)',
+            'source': os.path.abspath(hr_folder),
+            'scale': scale,
+            'seed': seed,
+            'families': list(spatial_protocol.FAMILIES),
+            'blur_levels': list(spatial_protocol.BLUR_LEVELS),
+            'max_noise': spatial_protocol.MAX_NOISE,
+            'files': dict(sorted(files.items())),
+        }
+        atomic_write_text(os.path.join(root, 'manifest.json'), json.dumps(manifest, indent=1))
+    return os.path.join(output, 'manifest.json')
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog='gsr degrade', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--hr', required=True, help='folder of HR images')
     parser.add_argument('--output', required=True, help='dataset root to create, e.g. datasets/Set5')
-    parser.add_argument('--protocol', default='eight', choices=['eight', *blind_protocol.PROTOCOLS])
+    parser.add_argument('--protocol', default='eight', choices=['eight', *blind_protocol.PROTOCOLS, 'spatial'])
     parser.add_argument('--settings', nargs='+', default=['all'],
                         help=f'eight-setting protocol only, subset of: {" ".join(bd.SETTINGS)}')
     parser.add_argument('--scale', type=int, default=4)
@@ -119,6 +158,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.protocol == 'eight':
         manifest = write_benchmark_sets(args.hr, args.output, args.settings, args.scale, args.noise_sigma, args.seed,
                                         args.overwrite)
+    elif args.protocol == 'spatial':
+        manifest = write_spatial_sets(args.hr, args.output, args.scale, args.seed, args.overwrite)
     else:
         manifest = write_blind_sets(args.hr, args.output, args.protocol, args.scale, args.seed, args.overwrite)
     print(f'wrote {manifest}')
