@@ -15,7 +15,7 @@ import argparse
 import hashlib
 import json
 import os
-from typing import List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 from tqdm import tqdm
@@ -33,6 +33,28 @@ def sha256(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
+def write_sets(hr_folder: str, output: str, outputs_of: Callable[[str, str], Dict[str, np.ndarray]],
+               manifest: Dict[str, Any], overwrite: bool = False, progress: bool = True) -> str:
+    """Write, for every HR image, the files ``outputs_of(path, name)`` returns (relative path -> 8-bit RGB image,
+    or a float map for ``.npy`` paths) into ``output`` (staged: it appears only when complete), then
+    ``manifest.json``: ``manifest``, the source folder and the sha256 of every file. Returns the manifest path."""
+    paths = list_images(hr_folder)
+    with staged_folder(output, overwrite, inputs=[hr_folder]) as root:
+        files = {}
+        for path in tqdm(paths, desc='degrade', unit='img', disable=not progress):
+            for rel, data in outputs_of(path, os.path.splitext(os.path.basename(path))[0]).items():
+                full = os.path.join(root, rel)
+                if rel.endswith('.npy'):
+                    os.makedirs(os.path.dirname(full), exist_ok=True)
+                    np.save(full, data)
+                else:
+                    write_image(full, data)
+                files[rel] = sha256(full)
+        content = dict(manifest, source=os.path.abspath(hr_folder), files=dict(sorted(files.items())))
+        atomic_write_text(os.path.join(root, 'manifest.json'), json.dumps(content, indent=1))
+    return os.path.join(output, 'manifest.json')
+
+
 def write_benchmark_sets(hr_folder: str,
                          output: str,
                          settings: List[str],
@@ -41,41 +63,27 @@ def write_benchmark_sets(hr_folder: str,
                          seed: int = 0,
                          overwrite: bool = False,
                          progress: bool = True) -> str:
-    """Write the sets (see module docstring); returns the manifest path."""
+    """Write the eight-setting sets (see module docstring); returns the manifest path."""
     settings = bd.settings_list(settings)
-    paths = list_images(hr_folder)
-    with staged_folder(output, overwrite, inputs=[hr_folder]) as root:
-        files = {}
-        for path in tqdm(paths, desc='degrade', unit='img', disable=not progress):
-            name = os.path.splitext(os.path.basename(path))[0]
-            hr, lrs = bd.degrade_file(path, settings, scale, noise_sigma, seed)
-            outputs = {os.path.join('HR', f'x{scale}', f'{name}.png'): hr}
-            for setting, lr in lrs.items():
-                outputs[os.path.join('LR_degra', bd.folder_name(setting, noise_sigma), f'{name}.png')] = lr
-            for rel, img in outputs.items():
-                write_image(os.path.join(root, rel), img)
-                files[rel] = sha256(os.path.join(root, rel))
-        manifest = {
-            'protocol': 'Kong et al. CVPR 2022 (RDSR add_degradations.py), seeded noise',
-            'source': os.path.abspath(hr_folder),
-            'scale': scale,
-            'noise_sigma': noise_sigma,
-            'seed': seed,
-            'blur': {
-                'ksize': bd.BLUR_KSIZE,
-                'sigma': bd.BLUR_SIGMA,
-                'impl': 'cv2.GaussianBlur on HR'
-            },
-            'downsample': 'PIL bicubic to (w/scale, h/scale)',
-            'jpeg_quality': bd.JPEG_QUALITY,
-            'settings': {
-                s: bd.folder_name(s, noise_sigma)
-                for s in settings
-            },
-            'files': dict(sorted(files.items())),
-        }
-        atomic_write_text(os.path.join(root, 'manifest.json'), json.dumps(manifest, indent=1))
-    return os.path.join(output, 'manifest.json')
+
+    def outputs_of(path: str, name: str) -> Dict[str, np.ndarray]:
+        hr, lrs = bd.degrade_file(path, settings, scale, noise_sigma, seed)
+        outputs = {os.path.join('HR', f'x{scale}', f'{name}.png'): hr}
+        outputs.update({os.path.join('LR_degra', bd.folder_name(s, noise_sigma), f'{name}.png'): lr
+                        for s, lr in lrs.items()})
+        return outputs
+
+    manifest = {
+        'protocol': 'Kong et al. CVPR 2022 (RDSR add_degradations.py), seeded noise',
+        'scale': scale,
+        'noise_sigma': noise_sigma,
+        'seed': seed,
+        'blur': {'ksize': bd.BLUR_KSIZE, 'sigma': bd.BLUR_SIGMA, 'impl': 'cv2.GaussianBlur on HR'},
+        'downsample': 'PIL bicubic to (w/scale, h/scale)',
+        'jpeg_quality': bd.JPEG_QUALITY,
+        'settings': {s: bd.folder_name(s, noise_sigma) for s in settings},
+    }
+    return write_sets(hr_folder, output, outputs_of, manifest, overwrite, progress)
 
 
 def write_blind_sets(hr_folder: str, output: str, protocol: str, scale: int = 4, seed: int = 0,
@@ -83,63 +91,46 @@ def write_blind_sets(hr_folder: str, output: str, protocol: str, scale: int = 4,
     """Write the sets of a blind protocol (module docstring); returns the manifest path."""
     settings = blind_protocol.protocol_settings(protocol)
     folder = 'LR_' + protocol.replace('-', '_')
-    paths = list_images(hr_folder)
-    with staged_folder(output, overwrite, inputs=[hr_folder]) as root:
-        files = {}
-        for path in tqdm(paths, desc='degrade', unit='img', disable=not progress):
-            name = os.path.splitext(os.path.basename(path))[0]
-            hr, lrs = blind_protocol.degrade_blind_file(path, protocol, scale, seed)
-            outputs = {os.path.join('HR', f'x{scale}', f'{name}.png'): hr}
-            outputs.update({os.path.join(folder, s, f'{name}.png'): lr for s, lr in lrs.items()})
-            for rel, img in outputs.items():
-                write_image(os.path.join(root, rel), img)
-                files[rel] = sha256(os.path.join(root, rel))
-        manifest = {
-            'protocol': f'{protocol} (DASR / KDSR / LightBSR test protocol), seeded noise',
-            'source': os.path.abspath(hr_folder),
-            'scale': scale,
-            'seed': seed,
-            'degradation': '21x21 Gaussian blur (reflect padding), MATLAB bicubic, Gaussian noise, 8-bit rounding',
-            'settings': {s: dict(zip(('sigma_x', 'sigma_y', 'theta_degrees', 'noise'), v), folder=f'{folder}/{s}')
-                         for s, v in settings.items()},
-            'files': dict(sorted(files.items())),
-        }
-        atomic_write_text(os.path.join(root, 'manifest.json'), json.dumps(manifest, indent=1))
-    return os.path.join(output, 'manifest.json')
+
+    def outputs_of(path: str, name: str) -> Dict[str, np.ndarray]:
+        hr, lrs = blind_protocol.degrade_blind_file(path, protocol, scale, seed)
+        outputs = {os.path.join('HR', f'x{scale}', f'{name}.png'): hr}
+        outputs.update({os.path.join(folder, s, f'{name}.png'): lr for s, lr in lrs.items()})
+        return outputs
+
+    manifest = {
+        'protocol': f'{protocol} (DASR / KDSR / LightBSR test protocol), seeded noise',
+        'scale': scale,
+        'seed': seed,
+        'degradation': '21x21 Gaussian blur (reflect padding), MATLAB bicubic, Gaussian noise, 8-bit rounding',
+        'settings': {s: dict(zip(('sigma_x', 'sigma_y', 'theta_degrees', 'noise'), v), folder=f'{folder}/{s}')
+                     for s, v in settings.items()},
+    }
+    return write_sets(hr_folder, output, outputs_of, manifest, overwrite, progress)
 
 
 def write_spatial_sets(hr_folder: str, output: str, scale: int = 4, seed: int = 0, overwrite: bool = False,
                        progress: bool = True) -> str:
     """Write the spatially varying sets with their true maps (module docstring); returns the manifest path."""
-    paths = list_images(hr_folder)
-    with staged_folder(output, overwrite, inputs=[hr_folder]) as root:
-        files = {}
-        for path in tqdm(paths, desc='degrade', unit='img', disable=not progress):
-            name = os.path.splitext(os.path.basename(path))[0]
-            for family in spatial_protocol.FAMILIES:
-                hr, lr, maps = spatial_protocol.degrade_spatial_file(path, family, scale, seed)
-                images = {os.path.join('HR', f'x{scale}', f'{name}.png'): hr,
-                          os.path.join('LR_spatial', family, f'{name}.png'): lr}
-                for rel, img in images.items():
-                    write_image(os.path.join(root, rel), img)
-                for kind, values in maps.items():
-                    rel = os.path.join('maps_spatial', family, f'{name}_{kind}.npy')
-                    os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
-                    np.save(os.path.join(root, rel), values)
-                for rel in list(images) + [os.path.join('maps_spatial', family, f'{name}_{k}.npy') for k in maps]:
-                    files[rel] = sha256(os.path.join(root, rel))
-        manifest = {
-            'protocol': 'spatial: blur and noise varying across the image, with the true maps (docs/SAVL.md)',
-            'source': os.path.abspath(hr_folder),
-            'scale': scale,
-            'seed': seed,
-            'families': list(spatial_protocol.FAMILIES),
-            'blur_levels': list(spatial_protocol.BLUR_LEVELS),
-            'max_noise': spatial_protocol.MAX_NOISE,
-            'files': dict(sorted(files.items())),
-        }
-        atomic_write_text(os.path.join(root, 'manifest.json'), json.dumps(manifest, indent=1))
-    return os.path.join(output, 'manifest.json')
+
+    def outputs_of(path: str, name: str) -> Dict[str, np.ndarray]:
+        outputs = {}
+        for family in spatial_protocol.FAMILIES:
+            hr, lr, maps = spatial_protocol.degrade_spatial_file(path, family, scale, seed)
+            outputs[os.path.join('HR', f'x{scale}', f'{name}.png')] = hr
+            outputs[os.path.join('LR_spatial', family, f'{name}.png')] = lr
+            outputs.update({os.path.join('maps_spatial', family, f'{name}_{k}.npy'): v for k, v in maps.items()})
+        return outputs
+
+    manifest = {
+        'protocol': 'spatial: blur and noise varying across the image, with the true maps (docs/SAVL.md)',
+        'scale': scale,
+        'seed': seed,
+        'families': list(spatial_protocol.FAMILIES),
+        'blur_levels': list(spatial_protocol.BLUR_LEVELS),
+        'max_noise': spatial_protocol.MAX_NOISE,
+    }
+    return write_sets(hr_folder, output, outputs_of, manifest, overwrite, progress)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
