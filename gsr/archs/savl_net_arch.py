@@ -4,6 +4,7 @@ variance-derived severity map. The paper builds on HAT; its layer details are no
 PROPOSAL of ``shared/research/lightbsr_and_savl.md`` B.7.4, our reading (``docs/SAVL.md``): Swin-style (shifted)
 window attention with a relative position bias and HAT's parallel channel-attention conv branch; no OCAB.
 """
+import functools
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -142,8 +143,10 @@ class ChannelAttention(nn.Module):
         return x * self.body(x)
 
 
+@functools.lru_cache(maxsize=16)
 def shift_mask(h: int, w: int, size: int, shift: int, device: torch.device) -> Optional[torch.Tensor]:
-    """Swin's mask for shifted windows: -100 between positions that come from different regions after the roll."""
+    """Swin's mask for shifted windows: -100 between positions that come from different regions after the roll
+    (cached: every shifted block of a forward pass uses the same one)."""
     if not shift:
         return None
     regions = torch.zeros(1, 1, h, w, device=device)

@@ -20,7 +20,7 @@ from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 
 from gsr.archs.attached_arch import backbone_of
 from gsr.data.batch_builder import DegradedBatchBuilder, batch_options
-from gsr.data.classic_degrader import ClassicDegradationOptions, ClassicDegrader
+from gsr.data.classic_degrader import ClassicDegradationOptions, gaussian_kernels
 from gsr.data.kernel_pca import load_kernel_pca, project
 from gsr.data.second_order_degrader import DegradationOptions
 from gsr.losses.loss_context import LossContext
@@ -75,7 +75,7 @@ class LightBSRModel(GsrModel):
             raise GsrError(f'kernel_pca: {options.kernel_pca} is a basis of {side}x{side} kernels, but the '
                            f'degradation\'s kernels are {size}x{size}: write one with `gsr prepare kernel-pca '
                            f'--kernel-size {size}`')
-        expected = cls.prior_channels(options)
+        expected = basis.shape[1] + cls.prior_extra(options)
         given = (opt.get(f'network_{cls.PRIOR_NETWORK}') or {}).get('prior_channels', 0)
         if given != expected:
             raise GsrError(f'network_{cls.PRIOR_NETWORK}.prior_channels is {given}, but the prior has {expected} '
@@ -91,15 +91,11 @@ class LightBSRModel(GsrModel):
             return len(SECOND_ORDER_PRIOR)
         return NOISE_PRIOR_CHANNELS if options.classic_degradation.noise > 0 else 0
 
-    @classmethod
-    def prior_channels(cls, options: LightBSROptions) -> int:
-        return load_kernel_pca(options.kernel_pca, 'kernel_pca')['basis'].shape[1] + cls.prior_extra(options)
-
-    @classmethod
-    def prior_description(cls, options: LightBSROptions) -> str:
-        extra = {0: '', NOISE_PRIOR_CHANNELS: ' and the noise level x3',
-                 len(SECOND_ORDER_PRIOR): ' and ' + ', '.join(SECOND_ORDER_PRIOR)}[cls.prior_extra(options)]
-        return f'the kernel\'s PCA code{extra}'
+    @staticmethod
+    def prior_description(options: LightBSROptions) -> str:
+        if options.classic_degradation is None:
+            return 'the kernel\'s PCA code and ' + ', '.join(SECOND_ORDER_PRIOR)
+        return 'the kernel\'s PCA code' + (' and the noise level x3' if options.classic_degradation.noise > 0 else '')
 
     @staticmethod
     def batch_options(opt: Dict[str, Any], options: LightBSROptions):
@@ -245,7 +241,8 @@ def classic_prior(draws: Dict[str, torch.Tensor], basis: torch.Tensor,
                   options: ClassicDegradationOptions) -> torch.Tensor:
     """The classic settings' prior of ``ClassicDegrader`` draws: the kernel's PCA code, then (with noise) the noise
     level three times (``LightBSRModel.degradation_prior``)."""
-    code = project(ClassicDegrader(options).kernels(draws), basis.to(draws['sigma_x'].device))
+    kernels = gaussian_kernels(draws['sigma_x'], draws['sigma_y'], draws['theta'], options.kernel_size)
+    code = project(kernels, basis.to(kernels.device))
     if options.noise > 0:
         code = torch.cat([code, draws['noise_sigma'][:, None].expand(-1, NOISE_PRIOR_CHANNELS)], 1)
     return code

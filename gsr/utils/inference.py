@@ -77,10 +77,11 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return torch.cat([x, x.flip(-1)], -1)[..., :w + (-w) % multiple]
 
 
-def run_piece(net: nn.Module, piece: torch.Tensor, scale: int, inner: Box, padded: Box) -> torch.Tensor:
-    """The network's output for ``piece`` (the padded box), cut to the inner box; the piece is first padded to the
-    network's ``size_multiple``. The output must be ``scale`` times the input, or tiles would be placed wrongly."""
-    extended = pad_to_multiple(piece, size_multiple(net))
+def run_piece(net: nn.Module, piece: torch.Tensor, scale: int, inner: Box, padded: Box, multiple: int) -> torch.Tensor:
+    """The network's output for ``piece`` (the padded box), cut to the inner box; the piece is first padded to
+    ``multiple`` (the network's ``size_multiple``). The output must be ``scale`` times the input, or tiles would be
+    placed wrongly."""
+    extended = pad_to_multiple(piece, multiple)
     out = net(extended)
     if out.shape[-2:] != tuple(scale * s for s in extended.shape[-2:]):
         raise GsrError(f'the network turns a {tuple(extended.shape[-2:])} input into {tuple(out.shape[-2:])}, which '
@@ -94,12 +95,13 @@ def super_resolve_tensor(net: nn.Module, lq: torch.Tensor, scale: int, tile: int
                          tile_pad: int = 16) -> torch.Tensor:
     """SR of an (N, 3, h, w) float batch on its device, whole or in tiles (validation during training)."""
     n, c, h, w = lq.shape
+    multiple = size_multiple(net)
     if tile <= 0:
-        return run_piece(net, lq, scale, (0, 0, h, w), (0, 0, h, w))
+        return run_piece(net, lq, scale, (0, 0, h, w), (0, 0, h, w), multiple)
     out = lq.new_empty(n, c, h * scale, w * scale)
     for inner, padded in tiles(h, w, tile, tile_pad):
         out[..., inner[0] * scale:inner[2] * scale, inner[1] * scale:inner[3] * scale] = run_piece(
-            net, lq[..., padded[0]:padded[2], padded[1]:padded[3]], scale, inner, padded)
+            net, lq[..., padded[0]:padded[2], padded[1]:padded[3]], scale, inner, padded, multiple)
     return out
 
 
@@ -108,11 +110,11 @@ def super_resolve(net: nn.Module, lr: np.ndarray, scale: int, tile: int = 0, til
     """SR of one uint8 RGB image on the network's device; returns uint8 RGB (``gsr infer``, ``gsr evaluate``,
     ``gsr analyze``, the demo). With ``tile > 0`` each tile goes to the device on its own and its result is written
     straight into the uint8 output, so memory beyond that output is bounded by the tile size."""
-    device = next(net.parameters()).device
+    device, multiple = next(net.parameters()).device, size_multiple(net)
     h, w = lr.shape[:2]
     out = np.empty((h * scale, w * scale, 3), np.uint8)
     for inner, padded in tiles(h, w, tile, tile_pad):
         piece = to_tensor(lr[padded[0]:padded[2], padded[1]:padded[3]], device)
         out[inner[0] * scale:inner[2] * scale, inner[1] * scale:inner[3] * scale] = to_uint8(
-            run_piece(net, piece, scale, inner, padded))
+            run_piece(net, piece, scale, inner, padded, multiple))
     return out
