@@ -186,7 +186,7 @@ def test_student_without_its_teacher_is_one_line(tmp_path):
     opt = load_option_file(os.path.join(REPO, 'options', 'tiny', 'train_lightbsr_student.yml'))
     result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'o.yml', opt)], cwd=tmp_path)
     assert result.returncode == 2
-    assert ('path.pretrain_network_teacher: teacher checkpoint not found: '
+    assert ('path.pretrain_network_teacher: checkpoint not found: '
             'experiments/tiny_lightbsr_teacher/models/net_g_latest.pth') in result.stderr
     assert os.listdir(tmp_path) == ['o.yml']
 

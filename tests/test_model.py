@@ -16,8 +16,10 @@ from gsr.utils.feature_tap import FeatureTap
 from gsr.utils.option_check import load_option_file
 from tests.conftest import REPO, run_gsr, tiny_options, write_yaml
 
-# LightBSR's option files need a kernel PCA file and a teacher checkpoint: tests/test_lightbsr.py builds them
-OPTION_FILES = sorted(p for p in glob.glob(os.path.join(REPO, 'options', 't*_*.yml')) if 'lightbsr' not in p)
+# LightBSR's and SAVL's option files need checkpoints (a teacher, a stage A): tests/test_lightbsr.py and
+# tests/test_savl.py build them
+OPTION_FILES = sorted(p for p in glob.glob(os.path.join(REPO, 'options', 't*_*.yml'))
+                      if 'lightbsr' not in p and 'savl' not in p)
 TINY_NETS = {
     'MSRResNet': {
         'num_feat': 8,

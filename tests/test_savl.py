@@ -209,3 +209,145 @@ def test_spatial_sets_have_true_maps_and_the_variance_analysis_reads_them(tmp_pa
     result = run_gsr(args + ['--output', str(tmp_path / 'out2')], cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.strip().count('\n') == 0
     assert 'is 3x3 but its LR image is' in result.stderr and 'the map folder does not match its images' in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------ CLUB ablation
+def test_club_bound_on_a_known_gaussian_pair_and_on_independent_codes():
+    """r = z + N(0, s^2) with z ~ N(0, 1) and q the true conditional N(z, s^2): CLUB's expected value is
+    (Var r + Var z) / (2 s^2) - 1/2 = 4.0 per dimension for s = 0.5 (above the true I = 1/2 log 5 = 0.80); for r
+    independent of z it is 0 in expectation."""
+    import math
+    from gsr.losses.savl_loss import club_bound
+    torch.manual_seed(0)
+    z = torch.randn(8, 4, 32, 32)
+    s = 0.5
+    r = z + s * torch.randn_like(z)
+    log_var = torch.full_like(z, math.log(s * s))
+    bound = club_bound(r, z, log_var).item()
+    assert abs(bound - 4.0) < 0.1 and bound > 0.5 * math.log(5)
+    independent = club_bound(torch.randn_like(z), z, torch.zeros_like(z)).item()
+    assert abs(independent) < 0.05
+
+
+def test_club_loss_trains_the_code_against_the_bound_and_the_conditional_to_fit():
+    from gsr.losses.loss_context import LossContext
+    from gsr.losses.savl_loss import SAVLCLUBLoss
+    torch.manual_seed(0)
+    r = torch.randn(2, 4, 8, 8, requires_grad=True)
+    mean, log_var = torch.randn(2, 4, 8, 8, requires_grad=True), torch.zeros(2, 4, 8, 8, requires_grad=True)
+    for loss_weight, likelihood_weight in ((1.0, 0.0), (0.0, 1.0)):
+        for t in (r, mean, log_var):
+            t.grad = None
+        records = {'representation': r, 'club_mean': mean, 'club_log_var': log_var}
+        context = LossContext(None, None, records={'savl': records})
+        SAVLCLUBLoss(loss_weight, likelihood_weight)(context).backward()
+        moves = [t.grad is not None and bool(t.grad.abs().sum() > 0) for t in (r, mean, log_var)]
+        code_moves, conditional_moves = moves[0], moves[1] and moves[2]
+        assert (code_moves, conditional_moves) == ((True, False) if loss_weight else (False, True))
+
+
+def test_club_variant_trains_its_conditional_with_a_deterministic_code(photo_folder):
+    from basicsr.models import build_model
+    from tests.test_model import fixed_batch
+    opt = tiny_savl('a', is_train=True, dist=False, rank=0, world_size=1, posterior='deterministic',
+                    network_club={'type': 'CLUBConditional', 'num_feat': 8, 'latent_dim': 8, 'num_layers': 2})
+    opt['train']['optim_club'] = dict(opt['train']['optim_g'])
+    opt['train']['regularizers'] = {'l_rec': {'type': 'SAVLReconstructionLoss'},
+                                    'l_club': {'type': 'SAVLCLUBLoss', 'loss_weight': 1e-2}}
+    torch.manual_seed(0)
+    model = build_model(opt)
+    club = {k: v.clone() for k, v in model.net_club.state_dict().items()}
+    batch = fixed_batch(photo_folder, opt)
+    for it in range(1, 3):
+        model.feed_data(batch)
+        model.optimize_parameters(it)
+    assert {'l_pix', 'l_rec', 'l_club'} <= set(model.log_dict) and 'l_kl' not in model.log_dict
+    assert any(not torch.equal(v, model.net_club.state_dict()[k]) for k, v in club.items())
+
+
+@pytest.mark.parametrize('change, expected', [
+    ({'posterior': 'sampled'}, "posterior must be variational or deterministic, got 'sampled'"),
+    ({'posterior': 'deterministic'}, 'train.regularizers.l_kl: SAVLKLLoss bounds a variational posterior'),
+    ({'regularizers': {'l_club': {'type': 'SAVLCLUBLoss'}}}, 'train.regularizers.l_club: SAVLCLUBLoss needs '
+     'network_club'),
+    ({'network_club': {'type': 'CLUBConditional'}}, 'train.optim_club is missing'),
+])
+def test_savl_option_mistakes_are_one_line(tmp_path, change, expected):
+    from tests.conftest import run_gsr, write_yaml
+    opt = tiny_savl('a')
+    if 'regularizers' in change:
+        opt['train']['regularizers'] = change['regularizers']
+    else:
+        opt.update(change)
+    result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'a.yml', opt)], cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().count('\n') == 0, result.stderr
+    assert expected in result.stderr
+    assert os.listdir(tmp_path) == ['a.yml']
+
+
+def test_stage_b_with_a_checkpoint_of_another_configuration_is_one_line(tmp_path):
+    from gsr.archs.savl_net_arch import SAVLNet
+    from tests.conftest import run_gsr, write_yaml
+    other = SAVLNet(num_feat=8, depths=[1], num_heads=2, window_size=8, latent_dim=8, estimator_feat=8)
+    torch.save({'params': other.state_dict()}, str(tmp_path / 'other.pth'))
+    opt = tiny_savl('b')
+    opt['path']['pretrain_network_g'] = str(tmp_path / 'other.pth')
+    result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'b.yml', opt)], cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().count('\n') == 0, result.stderr
+    assert "other.pth is not a stage-A checkpoint of network_g's configuration (" in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ['b.yml', 'other.pth']
+
+
+# ------------------------------------------------------------------------------------------------ option files
+def savl_option(name: str, tmp_path):
+    """An option file of options/ as a runtime dict; stage B's checkpoint is a fresh network of its configuration."""
+    from gsr.archs.attached_arch import backbone_of, network_from_options
+    from gsr.utils.option_check import load_option_file
+    from tests.conftest import REPO
+    opt = load_option_file(os.path.join(REPO, 'options', name))
+    opt.update(num_gpu=0, dist=False, rank=0, world_size=1, is_train=name.startswith('train'))
+    if opt.get('stage') == 'sr' or not opt['is_train']:
+        path = str(tmp_path / 'stage_a.pth')
+        torch.save({opt['path'].get('param_key_g', 'params'): backbone_of(network_from_options(opt)).state_dict()},
+                   path)
+        opt['path']['pretrain_network_g'] = path
+    return opt
+
+
+@pytest.mark.parametrize('name', ['train_savl_a.yml', 'train_savl_b.yml', 'train_savl_a_no_mis.yml',
+                                  'train_savl_a_club.yml'])
+def test_every_savl_training_file_builds_its_paper_size_model(name, tmp_path):
+    from basicsr.models import build_model
+    opt = savl_option(name, tmp_path)
+    model = build_model(opt)
+    assert set(model.regularizers) == set(opt['train'].get('regularizers') or {})
+    assert 14.0e6 < sum(p.numel() for p in model.get_bare_model(model.net_g).parameters()) < 14.4e6
+    assert hasattr(model, 'net_club') == ('club' in name)
+    assert hasattr(model, 'net_degrader') == (name != 'train_savl_b.yml')
+
+
+@pytest.mark.parametrize('name', ['test_savl.yml', 'test_savl_spatial.yml', 'test_savl_real.yml'])
+def test_every_savl_test_file_evaluates_its_sets(name, tmp_path, small_photo_folder):
+    """Each test file's model (a tiny SAVLNet in place of the paper's) and the first two of its dataset blocks, the
+    paired ones pointed at a `gsr degrade --protocol spatial` folder, through BasicSR's validation step."""
+    from basicsr.data import build_dataset
+    from basicsr.models import build_model
+    from gsr.tools.degrade import write_spatial_sets
+    opt = savl_option(name, tmp_path)
+    opt['network_g'].update(num_feat=8, depths=[1], num_heads=2, window_size=8, latent_dim=8, estimator_feat=8)
+    opt['path']['pretrain_network_g'] = None
+    model = build_model(opt)
+    assert len(opt['datasets']) == {'test_savl.yml': 40, 'test_savl_spatial.yml': 9, 'test_savl_real.yml': 3}[name]
+    sets = str(tmp_path / 'spatial')
+    write_spatial_sets(small_photo_folder, sets, progress=False)
+    for ds_opt in list(opt['datasets'].values())[:2]:
+        ds_opt = dict(ds_opt, phase='test', scale=4)
+        if ds_opt['type'] == 'PairedImageDataset':
+            lq = os.path.join(sets, 'LR_spatial', 'blobs')
+            ds_opt.update(dataroot_gt=os.path.join(sets, 'HR', 'x4'), dataroot_lq=lq)
+        else:
+            ds_opt['dataroot_gt'] = small_photo_folder
+        item = build_dataset(ds_opt)[0]
+        model.feed_data({'lq': item['lq'][None], 'gt': item['gt'][None]})
+        model.test()
+        assert model.output.shape == item['gt'][None].shape

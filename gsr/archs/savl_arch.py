@@ -76,3 +76,27 @@ class SAVLDegrader(nn.Module):
         for block in self.blocks:
             x = block(x, r)
         return content + self.tail(x)
+
+
+@ARCH_REGISTRY.register()
+class CLUBConditional(nn.Module):
+    """CLUB's variational conditional q(r | z) (Cheng et al., ICML 2020) for the ablation "w/o SAVL + CLUB" (SAVL
+    Tab. 1; its layers are our reading): a per-pixel Gaussian over the representation r given the content z (the
+    HR image downsampled to the LR size), ``num_layers`` 3x3 convs then 1x1 heads for the mean and the log-variance
+    (clamped as the estimator's). Training only."""
+
+    def __init__(self, num_in_ch: int = 3, num_feat: int = 32, latent_dim: int = 64, num_layers: int = 3,
+                 log_var_range: Tuple[float, float] = (-10.0, 10.0)):
+        super().__init__()
+        layers = [conv3x3(num_in_ch, num_feat)]
+        for _ in range(num_layers - 1):
+            layers += [nn.LeakyReLU(0.1, True), conv3x3(num_feat, num_feat)]
+        self.body = nn.Sequential(*layers, nn.LeakyReLU(0.1, True))
+        self.mean = nn.Conv2d(num_feat, latent_dim, 1)
+        self.log_var = nn.Conv2d(num_feat, latent_dim, 1)
+        self.log_var_range = tuple(log_var_range)
+
+    def forward(self, content: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, log_var)`` of q(r | z), each (N, latent_dim, h, w)."""
+        feat = self.body(content)
+        return self.mean(feat), self.log_var(feat).clamp(*self.log_var_range)

@@ -46,3 +46,40 @@ class SAVLReconstructionLoss(nn.Module):
     def forward(self, context: LossContext) -> torch.Tensor:
         reconstruction, target = context.record('savl', 'reconstruction'), context.record('savl', 'target')
         return self.loss_weight * (reconstruction - target).abs().mean()
+
+
+def gaussian_log_likelihood(r: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """log N(r; mean, diag exp(log_var)) per latent dimension, without the constant -1/2 log 2 pi."""
+    return -0.5 * ((r - mean).pow(2) / log_var.exp() + log_var)
+
+
+def club_bound(r: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor, dim_reduction: str = 'mean'):
+    """CLUB's upper bound on I(r; z) (Cheng et al., ICML 2020, Eq. 8, sampled version), per pixel:
+    ``E_{p(r,z)} log q(r|z) - E_{p(r)p(z)} log q(r|z)``, the second expectation over pairs made by one random
+    permutation of all N h w pixels of the batch. ``r``, ``mean``, ``log_var``: (N, D, h, w); returns a scalar."""
+    positive = gaussian_log_likelihood(r, mean, log_var)
+    flat = r.permute(0, 2, 3, 1).reshape(-1, r.shape[1])
+    shuffled = flat[torch.randperm(len(flat), device=r.device)].reshape(r.shape[0], r.shape[2], r.shape[3], -1)
+    negative = gaussian_log_likelihood(shuffled.permute(0, 3, 1, 2), mean, log_var)
+    gap = positive - negative
+    return (gap.sum(1) if dim_reduction == 'sum' else gap.mean(1)).mean()
+
+
+@LOSS_REGISTRY.register()
+class SAVLCLUBLoss(nn.Module):
+    """MI suppression by CLUB instead of the KL (the ablation "w/o SAVL + CLUB" of SAVL Tab. 1; our reading):
+    ``loss_weight * club_bound(r, q(.|z))`` with q's outputs detached (the estimator lowers the bound) plus
+    ``likelihood_weight * mean(-log q(r.detach() | z))`` (q learns the conditional; CLUB's alternating fit, done in
+    the same step). Records ``context.records['savl']``: ``representation`` r, ``club_mean``, ``club_log_var``."""
+
+    def __init__(self, loss_weight: float = 1e-3, likelihood_weight: float = 1.0, dim_reduction: str = 'mean'):
+        super().__init__()
+        self.loss_weight, self.likelihood_weight = float(loss_weight), float(likelihood_weight)
+        self.dim_reduction = check_choice('SAVLCLUBLoss.dim_reduction', dim_reduction, ('mean', 'sum'))
+
+    def forward(self, context: LossContext) -> torch.Tensor:
+        r = context.record('savl', 'representation')
+        mean, log_var = context.record('savl', 'club_mean'), context.record('savl', 'club_log_var')
+        bound = club_bound(r, mean.detach(), log_var.detach(), self.dim_reduction)
+        fit = -gaussian_log_likelihood(r.detach(), mean, log_var).mean()
+        return self.loss_weight * bound + self.likelihood_weight * fit

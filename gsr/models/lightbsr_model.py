@@ -8,7 +8,6 @@ alone (teacher: the contrastive loss; student: distillation), ``stage: joint`` a
 encoder sees the LR with the degradation prior (the kernel's PCA code from ``kernel_pca``, plus the noise level
 three times when there is noise); the student sees the LR only and distils the frozen teacher's IDRs.
 """
-import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
@@ -24,7 +23,7 @@ from gsr.data.classic_degrader import ClassicDegradationOptions, gaussian_kernel
 from gsr.data.kernel_pca import load_kernel_pca, project
 from gsr.data.second_order_degrader import DegradationOptions
 from gsr.losses.loss_context import LossContext
-from gsr.utils.checkpoint import network_weights, state_dict_mismatch
+from gsr.utils.checkpoint import require_weights_of
 from gsr.models.base_model import GsrModel, GsrModelOptions, float32
 from gsr.utils.errors import GsrError
 
@@ -184,16 +183,11 @@ class LightBSRStudentModel(LightBSRModel):
         path = (opt.get('path') or {}).get('pretrain_network_teacher')
         if not path:
             raise GsrError('path.pretrain_network_teacher is missing: give the teacher checkpoint to distil')
-        if not os.path.isfile(path):
-            raise GsrError(f'path.pretrain_network_teacher: teacher checkpoint not found: {path}')
         config = dict(opt['network_teacher'])
         with torch.device('meta'):  # not build_network: its log line would set up BasicSR's logger before its file
             teacher = ARCH_REGISTRY.get(config.pop('type'))(**config)
-        weights = network_weights(path, opt['path'].get('param_key_teacher', 'params'))
-        mismatch = state_dict_mismatch(teacher.state_dict(), weights)
-        if mismatch:
-            raise GsrError(f'path.pretrain_network_teacher: {path} is not a teacher of network_teacher\'s '
-                           f'configuration ({mismatch})')
+        require_weights_of(teacher, path, opt['path'].get('param_key_teacher', 'params'),
+                           'path.pretrain_network_teacher', 'a teacher of network_teacher\'s configuration')
         if (opt.get('network_g') or {}).get('prior_channels', 0):
             raise GsrError('network_g.prior_channels must be 0: the student sees the LR image only')
         return options

@@ -6,30 +6,40 @@ only, optimised with ``train.optim_degrader``, saved and resumed the BasicSR way
 everything: the SR L1 (``pixel_opt``), the re-degrader's reconstruction of the LR image from the content (the HR
 crop, MATLAB-bicubic downsampled) and a posterior sample (``SAVLReconstructionLoss``), and the weighted KL
 (``SAVLKLLoss``). ``stage: sr`` (stage B) freezes the estimator, drops the re-degrader and fine-tunes the SR network;
-it starts from a stage-A checkpoint. Rows come from gsr's Real-ESRGAN second-order pipeline, one copy per crop.
+it starts from a stage-A checkpoint (checked against ``network_g`` before anything is created). Rows come from gsr's
+Real-ESRGAN second-order pipeline, one copy per crop.
+
+The ablations of SAVL Tab. 1 (our reading): ``posterior: deterministic`` feeds the re-degrader the mean itself
+instead of a sample ("deterministic code, no SAVL"; without ``SAVLKLLoss`` nothing suppresses the mutual
+information); with ``network_club`` (a ``CLUBConditional``, ``train.optim_club``) and ``SAVLCLUBLoss`` the
+information the code shares with the content is suppressed by CLUB instead ("w/o SAVL + CLUB").
 """
 from dataclasses import dataclass, field
 from typing import Any, Dict
 
+import torch
 from basicsr.archs import build_network
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from gsr.archs.attached_arch import backbone_of
+from gsr.archs.attached_arch import backbone_of, network_from_options
 from gsr.archs.savl_arch import SAVLEstimator
 from gsr.data.batch_builder import DegradedBatchBuilder, batch_options
 from gsr.data.classic_degrader import bicubic_downsample
 from gsr.data.second_order_degrader import DegradationOptions
 from gsr.losses.loss_context import LossContext
 from gsr.models.base_model import GsrModel, GsrModelOptions, float32
+from gsr.utils.checkpoint import require_weights_of
 from gsr.utils.errors import GsrError
 
 STAGES = ('joint', 'sr')
+POSTERIORS = ('variational', 'deterministic')
 
 
 @dataclass
 class SAVLOptions(GsrModelOptions):
     """Top-level keys of ``SAVLModel`` (``docs/OPTIONS.md``)."""
     stage: str = 'joint'
+    posterior: str = 'variational'
     degradation: DegradationOptions = field(default_factory=DegradationOptions)
 
 
@@ -45,15 +55,44 @@ class SAVLModel(GsrModel):
             raise GsrError(f'stage must be joint (stage A) or sr (stage B), got {options.stage!r}')
         if (opt.get('network_g') or {}).get('type') != 'SAVLNet':
             raise GsrError('network_g.type must be SAVLNet (the estimator and the modulated SR network)')
+        if options.posterior not in POSTERIORS:
+            raise GsrError(f'posterior must be variational or deterministic, got {options.posterior!r}')
         if not opt.get('train'):
             return options
-        if options.stage == 'joint' and 'network_degrader' not in opt:
-            raise GsrError('network_degrader is missing: stage joint trains the re-degrader (type SAVLDegrader)')
-        if options.stage == 'sr' and not (opt.get('path') or {}).get('pretrain_network_g'):
-            raise GsrError('stage sr (B) fine-tunes the SR network of a stage-A run: set path.pretrain_network_g to '
-                           'its checkpoint (the estimator is frozen, so it must be trained already)')
+        if options.stage == 'joint':
+            cls.check_stage_a(opt, options)
+        else:
+            cls.check_stage_b(opt)
         cls.batch_options(opt, options)
         return options
+
+    @staticmethod
+    def check_stage_a(opt: Dict[str, Any], options: SAVLOptions) -> None:
+        if 'network_degrader' not in opt:
+            raise GsrError('network_degrader is missing: stage joint trains the re-degrader (type SAVLDegrader)')
+        losses = {name: (cfg or {}).get('type') for name, cfg in (opt['train'].get('regularizers') or {}).items()}
+        for name, kind in losses.items():
+            if kind == 'SAVLCLUBLoss' and 'network_club' not in opt:
+                raise GsrError(f'train.regularizers.{name}: SAVLCLUBLoss needs network_club (a CLUBConditional) '
+                               'and train.optim_club')
+            if kind == 'SAVLKLLoss' and options.posterior == 'deterministic':
+                raise GsrError(f'train.regularizers.{name}: SAVLKLLoss bounds a variational posterior; with '
+                               'posterior: deterministic there is none (use SAVLCLUBLoss or no MI term)')
+        if 'network_club' in opt and not opt['train'].get('optim_club'):
+            raise GsrError('train.optim_club is missing: network_club is trained with its own optimizer')
+
+    @staticmethod
+    def check_stage_b(opt: Dict[str, Any]) -> None:
+        """Stage B starts from a stage-A checkpoint of the same ``network_g``: one line if it is absent or another
+        configuration's."""
+        path = (opt.get('path') or {}).get('pretrain_network_g')
+        if not path:
+            raise GsrError('stage sr (B) fine-tunes the SR network of a stage-A run: set path.pretrain_network_g to '
+                           'its checkpoint (the estimator is frozen, so it must be trained already)')
+        with torch.device('meta'):
+            expected = backbone_of(network_from_options(opt))  # what a checkpoint stores under params
+        require_weights_of(expected, path, opt['path'].get('param_key_g', 'params'), 'path.pretrain_network_g',
+                           'a stage-A checkpoint of network_g\'s configuration')
 
     @staticmethod
     def batch_options(opt: Dict[str, Any], options: SAVLOptions):
@@ -66,6 +105,8 @@ class SAVLModel(GsrModel):
                                                   self.opt['scale']).to(self.device)
         if self.options.stage == 'joint':
             self.net_degrader = self.add_network('degrader', build_network(dict(self.opt['network_degrader'])))
+            if 'network_club' in self.opt:
+                self.net_club = self.add_network('club', build_network(dict(self.opt['network_club'])))
         else:
             backbone_of(self.net_g).estimator.requires_grad_(False)
 
@@ -81,8 +122,13 @@ class SAVLModel(GsrModel):
         records = {'mean': float32(mean), 'log_var': float32(log_var)}
         if self.options.stage == 'joint':
             content = bicubic_downsample(batch.gt, self.opt['scale'])
+            code = SAVLEstimator.sample(mean, log_var) if self.options.posterior == 'variational' else mean
             with self.autocast():
-                reconstruction = self.net_degrader(content, SAVLEstimator.sample(mean, log_var))
-            records.update(reconstruction=float32(reconstruction), target=batch.lq)
+                reconstruction = self.net_degrader(content, code)
+            records.update(reconstruction=float32(reconstruction), target=batch.lq, representation=float32(code))
+            if hasattr(self, 'net_club'):
+                with self.autocast():
+                    club_mean, club_log_var = self.net_club(content)
+                records.update(club_mean=float32(club_mean), club_log_var=float32(club_log_var))
         self.output = float32(sr)
         return LossContext(batch, self.output, records={'savl': records})

@@ -120,6 +120,16 @@ def network_weights(path: str, param_key: str = 'params') -> 'OrderedDict[str, t
     return checkpoint_entry(load_checkpoint(path), path, param_key)
 
 
+def require_weights_of(net: torch.nn.Module, path: str, param_key: str, key: str, what: str) -> None:
+    """One line naming ``key`` when ``path`` is missing or its weights do not fit ``net`` (which may live on the
+    meta device: only names and shapes are compared)."""
+    if not os.path.isfile(path):
+        raise GsrError(f'{key}: checkpoint not found: {path}')
+    mismatch = state_dict_mismatch(net.state_dict(), network_weights(path, param_key))
+    if mismatch:
+        raise GsrError(f'{key}: {path} is not {what} ({mismatch})')
+
+
 def checkpoint_entry(state: Mapping[str, Any], path: str, param_key: str) -> 'OrderedDict[str, torch.Tensor]':
     """``network_weights`` of an already loaded checkpoint."""
     if param_key is not None:
