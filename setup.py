@@ -9,7 +9,7 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(include=('gsr', 'gsr.*')),
     include_package_data=True,
-    package_data={'gsr': ['options/*.yml']},
+    package_data={'gsr': ['options/*.yml', 'pretrained/*.pth', 'pretrained/manifest.json']},
     python_requires='>=3.9',
     # torch and torchvision are installed first by the Makefile (CPU or CUDA build, see docs/INSTALL.md);
     # basicsr needs torch at build time, so it is installed with --no-build-isolation after torch.

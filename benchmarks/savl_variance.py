@@ -12,42 +12,55 @@ import tempfile
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def tiny_stage_a(**changes):
+    """``options/tiny/train_savl_a.yml`` on the embedded training photos as a runtime dict, with ``changes``."""
+    import gsr  # noqa: F401
+    from gsr.utils.default_data import materialize
+    from gsr.utils.option_check import load_option_file
+    opt = load_option_file(os.path.join(REPO, 'options', 'tiny', 'train_savl_a.yml'))
+    opt['datasets']['train']['dataroot_gt'] = materialize()['train']
+    opt.update(is_train=True, dist=False, rank=0, world_size=1, **changes)
+    return opt
+
+
+def trained(opt, iterations: int, before=None):
+    """The model of ``opt`` (seed 0) after ``iterations`` steps; ``before(model)`` is called at initialisation."""
+    from basicsr.models import build_model
+    from basicsr.utils import set_random_seed
+    from gsr.data.paired_degradation_dataset import PairedDegradationDataset
+    set_random_seed(0)
+    model = build_model(opt)
+    if before is not None:
+        before(model)
+    dataset = PairedDegradationDataset(dict(opt['datasets']['train'], phase='train', scale=4))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=opt['datasets']['train']['batch_size_per_gpu'],
+                                         shuffle=True)
+    it = 0
+    while it < iterations:
+        for data in loader:
+            it += 1
+            model.feed_data(data)
+            model.optimize_parameters(it)
+            if it == iterations:
+                break
+    return model
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--iterations', type=int, default=600)
     args = parser.parse_args()
-    import gsr  # noqa: F401
-    from basicsr.models import build_model
-    from basicsr.utils import set_random_seed
-    from gsr.data.paired_degradation_dataset import PairedDegradationDataset
     from gsr.tools.analyze import run_variance
     from gsr.utils.default_data import materialize
-    from gsr.utils.option_check import load_option_file
-    opt = load_option_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'options',
-                                        'tiny', 'train_savl_a.yml'))
-    folders = materialize()
-    opt['datasets']['train']['dataroot_gt'] = folders['train']
-    opt.update(is_train=True, dist=False, rank=0, world_size=1)
-    set_random_seed(0)
-    model = build_model(opt)
-    dataset = PairedDegradationDataset(dict(opt['datasets']['train'], phase='train', scale=4))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=opt['datasets']['train']['batch_size_per_gpu'],
-                                         shuffle=True)
-    measure = argparse.Namespace(sets=None, hr=folders['val'], scale=4, seed=0)
+    measure = argparse.Namespace(sets=None, hr=materialize()['val'], scale=4, seed=0)
     with tempfile.TemporaryDirectory() as out:
-        print('at initialisation\n' + run_variance(model.net_g, None, measure, out))
-        it = 0
-        while it < args.iterations:
-            for data in loader:
-                it += 1
-                model.feed_data(data)
-                model.optimize_parameters(it)
-                if it == args.iterations:
-                    break
-        print(f'after {it} iterations (last losses: {dict(model.log_dict)})\n' +
+        model = trained(tiny_stage_a(), args.iterations,
+                        lambda m: print('at initialisation\n' + run_variance(m.net_g, None, measure, out)))
+        print(f'after {args.iterations} iterations (last losses: {dict(model.log_dict)})\n' +
               run_variance(model.net_g, None, measure, out))
 
 

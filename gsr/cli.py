@@ -13,8 +13,9 @@ SUBCOMMANDS = {
     'prepare': ('gsr.tools.prepare', 'prepare training data: `prepare subimages` and `prepare lmdb`'),
     'evaluate': ('gsr.tools.evaluate', 'models x datasets x eight settings -> PSNR/SSIM/LPIPS tables'),
     'infer': ('gsr.tools.infer', 'super-resolve a folder of images (tiled)'),
-    'analyze': ('gsr.tools.analyze', 'analyses: `analyze ddr`, `freq`, `dct`, `cossim`, `spectrum`'),
+    'analyze': ('gsr.tools.analyze', 'analyses: ddr, freq, dct, cossim, variance, leakage, spectrum'),
     'export': ('gsr.tools.export', 'checkpoint -> ONNX (dynamic size), checked against PyTorch with onnxruntime'),
+    'repro': ('gsr.tools.repro', 'the reproduction study: train variants x seeds, benchmark, test the claims'),
     'profile': ('gsr.tools.profile', 'parameters, FLOPs, inference time and peak memory of an option file\'s network'),
 }
 

@@ -100,3 +100,45 @@ def test_torchrun_resumes_after_one_rank_is_killed(tmp_path, small_photo_folder)
     log = open(sorted((tmp_path / 'experiments' / 'killed').glob('train_*.log'))[-1]).read()
     assert 'Resuming training from epoch' in log and f'iter: {done}.' in log
     assert f'{done + 4}.state' in os.listdir(states)
+
+
+def _global_statistics_rank(rank: int, store: str, features, out: str) -> None:
+    from types import SimpleNamespace
+
+    import torch
+    import torch.distributed as dist
+    from gsr.losses.feature_alignment_loss import FeatureAlignmentLoss
+    from gsr.losses.statistics import FeaturePair
+    dist.init_process_group('gloo', init_method=f'file://{store}', rank=rank, world_size=2)
+    try:
+        b = features.shape[0] // 2  # [copy1; copy2] of 4 crops: rank r holds crops 2r, 2r + 1 of both copies
+        local = torch.cat([features[2 * rank:2 * rank + 2], features[b + 2 * rank:b + 2 * rank + 2]]).clone()
+        local.requires_grad_(True)
+        loss = FeatureAlignmentLoss(mode='official', reduction='sum')
+        value = loss(SimpleNamespace(pair=lambda: FeaturePair(local, across_ranks=True)))
+        value.backward()
+        torch.save({'value': value.detach(), 'grad': local.grad}, f'{out}.{rank}')
+    finally:
+        dist.destroy_process_group()
+
+
+def test_global_batch_statistics_give_the_single_process_loss_and_gradient(tmp_path):
+    """``batch_statistics: global``: two gloo ranks with 2 crops each compute the alignment loss of all 4 crops,
+    and each rank's gradient (averaged by DDP: divided by 2) is the single-process gradient of its rows."""
+    from types import SimpleNamespace
+
+    import torch
+    import torch.multiprocessing as mp
+    from gsr.losses.feature_alignment_loss import FeatureAlignmentLoss
+    from gsr.losses.statistics import FeaturePair
+    torch.manual_seed(0)
+    features = torch.randn(8, 6, 5, 5)
+    mp.spawn(_global_statistics_rank, args=(str(tmp_path / 'store'), features, str(tmp_path / 'out')), nprocs=2)
+    single = features.clone().requires_grad_(True)
+    value = FeatureAlignmentLoss(mode='official', reduction='sum')(SimpleNamespace(pair=lambda: FeaturePair(single)))
+    value.backward()
+    for rank in range(2):
+        result = torch.load(str(tmp_path / f'out.{rank}'), weights_only=True)
+        torch.testing.assert_close(result['value'], value.detach())
+        rows = torch.cat([single.grad[2 * rank:2 * rank + 2], single.grad[4 + 2 * rank:4 + 2 * rank + 2]])
+        torch.testing.assert_close(result['grad'] / 2, rows)

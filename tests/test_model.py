@@ -224,3 +224,25 @@ def test_tiny_files_cover_each_trainable_system():
     names = {os.path.basename(p) for p in TINY_FILES}
     assert {f'train_srresnet_{v}.yml' for v in ('baseline', 'dropout', 'align', 'tfd', 'tfd_align')} <= names
     assert {'train_lightbsr_teacher.yml', 'train_savl_a.yml', *NEEDS_A_CHECKPOINT} <= names
+
+
+def test_gradient_ratio_is_logged_and_scales_with_the_regularizer_weight(photo_folder):
+    """``train.gradient_ratio_freq``: the regularizer's gradient at the tap relative to the pixel loss's; the same
+    step with the weight doubled doubles it, and steps off the frequency log nothing."""
+    ratios = []
+    for weight in (1.0, 2.0):
+        opt = tiny_options(photo_folder, photo_folder)
+        opt.update(is_train=True, dist=False, rank=0, world_size=1)
+        opt['train']['regularizers'] = {'l_align': {'type': 'FeatureAlignmentLoss', 'loss_weight': weight}}
+        opt['train'].update(gradient_ratio_freq=2, ema_decay=0)
+        torch.manual_seed(0)
+        model = build_model(opt)
+        model.feed_data(fixed_batch(photo_folder, opt))
+        model.optimize_parameters(1)
+        assert 'grad_l_align' not in model.log_dict
+        torch.manual_seed(0)
+        model = build_model(opt)
+        model.feed_data(fixed_batch(photo_folder, opt))
+        model.optimize_parameters(2)
+        ratios.append(model.log_dict['grad_l_align'])
+    assert ratios[0] > 0 and abs(ratios[1] / ratios[0] - 2) < 1e-3, ratios

@@ -88,17 +88,18 @@ def test_paper_configuration_size_and_any_lr_size_runs_through_inference():
 
 
 def test_both_modulations_are_the_identity_at_initialisation_and_act_once_trained():
-    from gsr.archs.savl_net_arch import HybridAttentionBlock, severity_map
+    from gsr.archs.savl_net_arch import HybridAttentionBlock, severity_map, shift_mask
     torch.manual_seed(0)
+    mask = shift_mask(8, 8, 4, 2, torch.device('cpu'))
     for mode in ('bias', 'multiply'):
         block = HybridAttentionBlock(16, 8, 4, 2, 2, mode).eval()
         x, mean = torch.rand(2, 16, 8, 8), torch.randn(2, 8, 8, 8)
         flat, varied = torch.zeros(2, 1, 8, 8), severity_map(torch.randn(2, 8, 8, 8))
         with torch.no_grad():
             assert torch.equal(block.modulation(x, mean), x)  # channel path: scale 2 sigmoid(0) = 1
-            torch.testing.assert_close(block(x, mean, varied), block(x, mean, flat))  # spatial path: gamma = 0
+            torch.testing.assert_close(block(x, mean, varied, mask), block(x, mean, flat, mask))  # gamma = 0
             block.attention.gamma.fill_(2.0)
-            assert (block(x, mean, varied) - block(x, mean, flat)).abs().max() > 1e-4
+            assert (block(x, mean, varied, mask) - block(x, mean, flat, mask)).abs().max() > 1e-4
 
 
 # ------------------------------------------------------------------------------------------------ model
@@ -351,3 +352,24 @@ def test_every_savl_test_file_evaluates_its_sets(name, tmp_path, small_photo_fol
         model.feed_data({'lq': item['lq'][None], 'gt': item['gt'][None]})
         model.test()
         assert model.output.shape == item['gt'][None].shape
+
+
+# ------------------------------------------------------------------------------------------------ export
+def test_savl_net_exports_with_dynamic_size_and_without_the_re_degrader(tmp_path):
+    """The inference network (estimator + SR network, modulations switched on) exports to ONNX once and matches
+    PyTorch at two sizes (the second not a multiple of the window: padded inside the graph); the re-degrader of
+    stage A is not part of it."""
+    import onnx
+    from gsr.archs.attached_arch import network_from_options
+    from gsr.tools.export import ExportedNetwork, check_images, export_onnx, verify_onnx
+    torch.manual_seed(0)
+    opt = tiny_savl('a')
+    net = ExportedNetwork(network_from_options(opt, for_inference=True), 4).eval()
+    for name, p in net.named_parameters():
+        if name.endswith('gamma') or 'modulation.mlp.2' in name:
+            p.data.normal_(0, 0.3)
+    export_onnx(net, torch.rand(1, 3, 24, 20), str(tmp_path / 'savl.onnx'), 18)
+    differences = verify_onnx(str(tmp_path / 'savl.onnx'), net, check_images(None, 4), 1e-3)
+    assert len(differences) == 2 and max(differences.values()) < 1e-3
+    names = [t.name for t in onnx.load(str(tmp_path / 'savl.onnx')).graph.initializer]
+    assert any('estimator' in n for n in names) and not any('degrader' in n for n in names)

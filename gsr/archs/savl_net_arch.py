@@ -4,7 +4,6 @@ variance-derived severity map. The paper builds on HAT; its layer details are no
 PROPOSAL of ``shared/research/lightbsr_and_savl.md`` B.7.4, our reading (``docs/SAVL.md``): Swin-style (shifted)
 window attention with a relative position bias and HAT's parallel channel-attention conv branch; no OCAB.
 """
-import functools
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -113,7 +112,8 @@ class HybridAttentionBlock(nn.Module):
         hidden = int(num_feat * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(num_feat, hidden), nn.GELU(), nn.Linear(hidden, num_feat))
 
-    def forward(self, x: torch.Tensor, mean: torch.Tensor, severity: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mean: torch.Tensor, severity: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``mask``: ``shift_mask`` of the feature size, used by the shifted blocks."""
         x = self.modulation(x, mean)
         n, c, h, w = x.shape
         normed = self.norm1(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
@@ -122,7 +122,7 @@ class HybridAttentionBlock(nn.Module):
             shifted = torch.roll(normed, (-self.shift, -self.shift), (2, 3))
             sev = torch.roll(severity, (-self.shift, -self.shift), (2, 3))
         out = self.attention(windows(shifted, self.window_size), windows(sev, self.window_size)[..., 0],
-                             shift_mask(h, w, self.window_size, self.shift, x.device))
+                             mask if self.shift else None)
         out = merge_windows(out, self.window_size, (n, c, h, w))
         if self.shift:
             out = torch.roll(out, (self.shift, self.shift), (2, 3))
@@ -143,18 +143,16 @@ class ChannelAttention(nn.Module):
         return x * self.body(x)
 
 
-@functools.lru_cache(maxsize=16)
-def shift_mask(h: int, w: int, size: int, shift: int, device: torch.device) -> Optional[torch.Tensor]:
-    """Swin's mask for shifted windows: -100 between positions that come from different regions after the roll
-    (cached: every shifted block of a forward pass uses the same one)."""
-    if not shift:
-        return None
-    regions = torch.zeros(1, 1, h, w, device=device)
-    label = 0
-    for rows in (slice(0, -size), slice(-size, -shift), slice(-shift, None)):
-        for cols in (slice(0, -size), slice(-size, -shift), slice(-shift, None)):
-            regions[..., rows, cols] = label
-            label += 1
+def shift_mask(h: int, w: int, size: int, shift: int, device: torch.device) -> torch.Tensor:
+    """Swin's mask for shifted windows: -100 between positions that come from different regions after the roll.
+    Built from index comparisons (rows and columns in [0, h - size), [h - size, h - shift), [h - shift, h) are
+    regions 0, 1, 2), so an exported graph keeps height and width dynamic. (nW, size^2, size^2)."""
+
+    def region(n: int) -> torch.Tensor:
+        index = torch.arange(n, device=device)
+        return (index >= n - size).long() + (index >= n - shift).long()
+
+    regions = (region(h)[:, None] * 3 + region(w)[None, :]).float()[None, None]
     ids = windows(regions, size)[..., 0]
     return (ids[:, :, None] != ids[:, None, :]).float() * -100.0
 
@@ -198,11 +196,12 @@ class SAVLNet(nn.Module):
     def super_resolve(self, lr: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
         severity = severity_map(log_var)
         feat = self.conv_first(lr * self.img_range)
+        mask = shift_mask(lr.shape[2], lr.shape[3], self.window_size, self.window_size // 2, lr.device)
         x = feat
         for blocks, conv in zip(self.groups, self.group_convs):
             y = x
             for block in blocks:
-                y = block(y, mean, severity)
+                y = block(y, mean, severity, mask)
             x = x + conv(y)
         x = feat + self.conv_after_body(x)
         return self.conv_last(self.upsample(x)) / self.img_range

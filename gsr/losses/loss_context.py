@@ -27,6 +27,7 @@ class LossContext:
     records: Dict[str, Dict[str, torch.Tensor]] = field(default_factory=dict)
     twin_records: Dict[str, Dict[str, torch.Tensor]] = field(default_factory=dict)
     iteration: int = 0  # the training iteration (set by ``GsrModel.optimize_parameters``; loss warm-ups read it)
+    across_ranks: bool = False  # batch statistics of ``pair()`` over every rank (``batch_statistics: global``)
     _pairs: Dict[str, FeaturePair] = field(default_factory=dict, repr=False)
 
     @property
@@ -47,7 +48,7 @@ class LossContext:
             if self.batch.copies() != 2:
                 raise GsrError('this regularizer compares two degraded copies of each crop, but the training batch '
                                'is not paired (set paired: true and train on a PairedDegradationDataset)')
-            self._pairs[tap] = FeaturePair(self.features[tap])
+            self._pairs[tap] = FeaturePair(self.features[tap], self.across_ranks)
         return self._pairs[tap]
 
 

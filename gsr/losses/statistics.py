@@ -14,10 +14,10 @@ class FeaturePair:
     copy separately in each loss costs several extra passes over the feature map in the backward pass.
     """
 
-    def __init__(self, stacked: torch.Tensor):
+    def __init__(self, stacked: torch.Tensor, across_ranks: bool = False):
         if stacked.dim() != 4 or stacked.shape[0] % 2:
             raise GsrError(f'FeaturePair needs (2B, C, H, W) features, got {tuple(stacked.shape)}')
-        self.stacked = stacked
+        self.stacked, self.across_ranks = stacked, across_ranks
         self._pooled: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
 
     @property
@@ -26,14 +26,29 @@ class FeaturePair:
         return self.stacked.chunk(2)
 
     def pooled(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample global average pools of both copies, each (B, C)."""
+        """Per-sample global average pools of both copies, each (B, C); with ``across_ranks`` the rows of every
+        process of the group, (N B, C) (``gathered_pairs``)."""
         if self._pooled is None:
-            self._pooled = self.stacked.mean(dim=(2, 3)).chunk(2)
+            pooled = self.stacked.mean(dim=(2, 3))
+            self._pooled = (gathered_pairs(pooled) if self.across_ranks else pooled).chunk(2)
         return self._pooled
 
     def pooled_centered(self, center: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
         """The pools with each copy's mean over the batch subtracted (when ``center``)."""
         return tuple(p - p.mean(dim=0, keepdim=True) if center else p for p in self.pooled())
+
+
+def gathered_pairs(stacked: torch.Tensor) -> torch.Tensor:
+    """``[copy1; copy2]`` rows (2B, C) of every rank as one ``[copy1 of all ranks; copy2 of all ranks]`` (2NB, C),
+    differentiable (``torch.distributed.nn``): every rank then computes the loss of the whole global batch, and
+    all_gather's backward sums each rank's gradient of it, so after DDP's average the parameters receive the
+    single-process gradient of the global batch. Unchanged outside a process group of several ranks."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return stacked
+    from torch.distributed.nn.functional import all_gather
+    firsts, seconds = zip(*(part.chunk(2) for part in all_gather(stacked)))
+    return torch.cat(firsts + seconds)
 
 
 def rank_one_discrepancy(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from torch import nn
 from gsr.archs.attached_arch import AttachedNetwork, network_from_options
 from gsr.data.batch_builder import DegradedBatchBuilder
 from gsr.data.degraded_batch import DegradedBatch
-from gsr.losses.loss_context import LossContext
+from gsr.losses.loss_context import MAIN_TAP, LossContext
 from gsr.utils.checkpoint import training_states
 from gsr.utils.errors import GsrError, NonFiniteLossError
 from gsr.utils.execution import (EXECUTION_KEYS, ExecutionOptions, autocast, compile_in_place, device_type_of,
@@ -38,7 +38,7 @@ from gsr.utils.options import options_from_dict, unknown_keys_error
 
 # ``train:`` keys a gsr model reads (``optim_<name>`` keys are allowed as well)
 TRAIN_KEYS = ('ema_decay', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt', 'regularizers',
-              'max_nonfinite_steps') + EXECUTION_KEYS
+              'max_nonfinite_steps', 'gradient_ratio_freq') + EXECUTION_KEYS
 # what a scheduler's state holds about the run's progress; the rest of it is the schedule, taken from the options
 SCHEDULER_PROGRESS = ('last_epoch', '_step_count', '_last_lr', 'base_lrs', '_get_lr_called_within_step', 'verbose')
 # top-level keys BasicSR itself reads or adds (``network_*`` keys are allowed as well)
@@ -164,6 +164,7 @@ class GsrModel(SRModel):
         if self.cri_pix is None and self.cri_perceptual is None and not self.regularizers:
             raise GsrError('train: no loss configured (pixel_opt, perceptual_opt or regularizers)')
         self.max_nonfinite_steps = int(train_opt.get('max_nonfinite_steps', 10))
+        self.gradient_ratio_freq = int(train_opt.get('gradient_ratio_freq', 0))
         self.nonfinite_in_row = 0
         # fp16's narrow range needs loss scaling; bf16 has fp32's range and needs none (the scaler is then a no-op)
         self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.train_execution.precision == 'fp16')
@@ -258,7 +259,10 @@ class GsrModel(SRModel):
         terms = self.loss_terms(context)
         total = sum(terms.values())
         terms['l_total'] = total
-        self.log_dict = self.reduce_loss_dict({k: v.detach() for k, v in terms.items()})
+        logged = {k: v.detach() for k, v in terms.items()}
+        if self.gradient_ratio_freq and current_iter % self.gradient_ratio_freq == 0:
+            logged.update(self.gradient_ratios(terms))
+        self.log_dict = self.reduce_loss_dict(logged)
         if not self.loss_is_finite(total, current_iter):
             return
         self.grad_scaler.scale(total).backward()
@@ -267,6 +271,24 @@ class GsrModel(SRModel):
         self.grad_scaler.update()
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
+
+    def gradient_ratios(self, terms: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """``grad_<term>``: the norm of each regularizer's gradient with respect to the main tap's features divided
+        by the pixel loss's (``train.gradient_ratio_freq``: every that many iterations; 0: never). Does a
+        regularizer act at all? A ratio of 1e-6 says its released weight leaves it inert at this scale."""
+        tap = self.taps.get(MAIN_TAP)
+        feats = tap.features if tap is not None else None  # the tensor the network used (the context holds row views)
+        if feats is None or 'l_pix' not in terms or not feats.requires_grad:
+            return {}
+
+        def norm(term: torch.Tensor) -> torch.Tensor:
+            grad = torch.autograd.grad(term, feats, retain_graph=True, allow_unused=True)[0]
+            return grad.float().norm() if grad is not None else torch.zeros((), device=feats.device)
+
+        reference = norm(terms['l_pix'])
+        if reference == 0:  # the pixel loss does not reach the tapped tensor (e.g. a float32 copy under autocast)
+            return {}
+        return {f'grad_{name}': (norm(terms[name]) / reference).detach() for name in self.regularizers}
 
     @torch.no_grad()
     def model_ema(self, decay: float = 0.999) -> None:

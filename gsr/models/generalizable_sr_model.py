@@ -7,7 +7,7 @@ from basicsr.utils.registry import LOSS_REGISTRY, MODEL_REGISTRY
 from gsr.archs.attached_arch import AttachedNetwork
 from gsr.data.batch_builder import DegradedBatchBuilder, batch_options
 from gsr.data.second_order_degrader import DegradationOptions
-from gsr.losses.loss_context import MAIN_TAP
+from gsr.losses.loss_context import MAIN_TAP, LossContext
 from gsr.models.base_model import GsrModel, GsrModelOptions
 from gsr.utils.errors import GsrError
 from gsr.utils.feature_tap import FeatureTap
@@ -34,6 +34,7 @@ class GeneralizableSROptions(GsrModelOptions):
     degradation: DegradationOptions = field(default_factory=DegradationOptions)
     feature_tap: FeatureTapOptions = field(default_factory=FeatureTapOptions)
     dropout: Optional[DropoutOptions] = None
+    batch_statistics: str = 'local'
 
 
 @MODEL_REGISTRY.register()
@@ -53,6 +54,8 @@ class GeneralizableSRModel(GsrModel):
         options = super().validate(opt)
         if options.dropout is not None and 'dropout' in options.attach:
             raise GsrError('attach.dropout: the name is taken by the top-level dropout: block; rename the entry')
+        if options.batch_statistics not in ('local', 'global'):
+            raise GsrError(f'batch_statistics must be local or global, got {options.batch_statistics!r}')
         cls.batch_options(opt, options)
         for name, cfg in ((opt.get('train') or {}).get('regularizers') or {}).items():
             cls.check_regularizer(f'train.regularizers.{name}', cfg, opt, options)
@@ -99,3 +102,9 @@ class GeneralizableSRModel(GsrModel):
         regularizers = (self.opt.get('train') or {}).get('regularizers') or {}
         self.forward_twin = any(getattr(LOSS_REGISTRY.get(cfg['type']), 'needs_twin', False)
                                 for cfg in regularizers.values())
+
+    def forward_train(self) -> LossContext:
+        """The base step; with ``batch_statistics: global`` the pair statistics span every rank's rows."""
+        context = super().forward_train()
+        context.across_ranks = self.options.batch_statistics == 'global'
+        return context

@@ -1,5 +1,5 @@
-"""``gsr analyze {ddr,freq,dct,cossim,spectrum}``: the analyses of the generalizable-SR literature, each a table
-and a PNG.
+"""``gsr analyze {ddr,freq,dct,cossim,variance,leakage,spectrum}``: the analyses of the generalizable-SR
+literature, each a table and a PNG.
 
 * ``ddr`` — deep degradation representation (Liu et al., arXiv 2108.00406; used by Kong et al. and Wang et
   al.): the features entering the last conv, global-average-pooled per image (or per ``--crop`` LR patch),
@@ -21,6 +21,11 @@ and a PNG.
 * ``variance`` — SAVL (ICLR 2026, our reading): does the inferred per-pixel variance follow the true local
   degradation? Correlation with the true noise and blur maps of the spatial protocol, per map family, a linear
   read-out of the posterior mean, and PNGs (LR | true noise map | inferred variance).
+* ``leakage`` — SAVL (ICLR 2026, our reading): how much of the image content the degradation representation
+  carries, and how much of the degradation. For each of ``--checkpoints``: the posterior mean, global-average-pooled
+  over LR crops of every ``--hr`` image under five noise levels; a linear probe (logistic regression) of the scene
+  (which image; tested on crop positions it was not trained on: content leakage, lower is better) and of the noise
+  level (tested on images it was not trained on: higher is better), as SAVL's Scene-ID and noise-level accuracies.
 * ``spectrum`` — why noise differs (same paper): the radially averaged power spectrum of (degraded LR − clean LR)
   for each single degradation: flat for i.i.d. noise, band-limited for blur and JPEG. Needs no network.
 
@@ -181,7 +186,8 @@ def teacher_priors(opt: Dict, protocol: str) -> Dict[str, torch.Tensor]:
             for name, setting in protocol_settings(protocol).items()}
 
 
-def run_ddr(net, tap, args, out: str) -> str:
+def ddr_features(net, tap, args) -> Tuple[np.ndarray, List[str]]:
+    """The DDR of every crop (rows) and its setting (labels); the same crops under every setting."""
     feats, labels = [], []
     priors = getattr(args, 'priors', {})
     for name, setting, lr, _ in degraded_images(args.hr, args.settings, args.scale, args.noise_sigma, args.seed,
@@ -190,19 +196,28 @@ def run_ddr(net, tap, args, out: str) -> str:
         for piece in lr_crops(lr, args.crop, args.crops_per_image, rng):
             feats.append(degradation_representation(net, tap, piece, priors.get(setting)))
             labels.append(setting)
-    feats = np.stack(feats)
+    return np.stack(feats), labels
+
+
+def tsne_embedding(feats: np.ndarray, seed: int) -> np.ndarray:
+    return TSNE(2, perplexity=min(30., (len(feats) - 1) / 3), init='pca', random_state=seed).fit_transform(feats)
+
+
+def run_ddr(net, tap, args, out: str) -> str:
+    feats, labels = ddr_features(net, tap, args)
     chi = calinski_harabasz(feats, labels)
-    embedded = TSNE(
-        2, perplexity=min(30., (len(feats) - 1) / 3), init='pca', random_state=args.seed).fit_transform(feats)
+    embedded = tsne_embedding(feats, args.seed)
     fig, ax = pyplot().subplots(figsize=(5, 4.5))
     for setting in OrderedDict.fromkeys(labels):
         pts = embedded[np.array(labels) == setting]
         ax.scatter(pts[:, 0], pts[:, 1], s=12, label=setting)
-    ax.set_title(f'DDR t-SNE, CHI = {chi:.2f}')
+    chi_tsne = calinski_harabasz(embedded, labels)
+    ax.set_title(f'DDR t-SNE, CHI = {chi:.2f} (features), {chi_tsne:.2f} (t-SNE)')
     ax.legend(fontsize=7, markerscale=1.5)
     save_figure(fig, os.path.join(out, 'ddr_tsne.png'))
-    table = markdown(['samples', 'settings', 'feature dim', 'Calinski-Harabasz index'],
-                     [[len(feats), len(set(labels)), feats.shape[1], chi]])
+    table = markdown(['samples', 'settings', 'feature dim', 'Calinski-Harabasz index (pooled features)',
+                      'Calinski-Harabasz index (2-D t-SNE)'],
+                     [[len(feats), len(set(labels)), feats.shape[1], chi, chi_tsne]])
     atomic_write_text(os.path.join(out, 'ddr.md'), table)
     return table
 
@@ -243,21 +258,30 @@ def feature_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a.flatten()[None], b.flatten()[None]).item())
 
 
+def cossim_per_image(net, tap: FeatureTap, images: List[Dict[str, np.ndarray]]) -> Dict[str, List[float]]:
+    """For each single degradation, the cosine similarity of the tapped features of each image's clean LR and its
+    degraded LR (``images``: setting -> LR per image, from ``degrade_file``)."""
+    values: Dict[str, List[float]] = OrderedDict((s, []) for s in SINGLE)
+    for lrs in images:
+        clean = tapped_features(net, tap, lrs['clean'])
+        for setting in SINGLE:
+            values[setting].append(feature_cosine(clean, tapped_features(net, tap, lrs[setting])))
+    return values
+
+
+def cossim_images(args) -> List[Dict[str, np.ndarray]]:
+    return [degrade_file(path, ['clean'] + list(SINGLE), args.scale, args.noise_sigma, args.seed)[1]
+            for path in list_images(args.hr)]
+
+
 def run_cossim(args, out: str) -> str:
     opt = load_option_file(args.opt)
-    images = [degrade_file(path, ['clean'] + list(SINGLE), args.scale, args.noise_sigma, args.seed)[1]
-              for path in list_images(args.hr)]
+    images = cossim_images(args)
     curves: Dict[str, List[float]] = OrderedDict((s, []) for s in SINGLE)
     for checkpoint in args.checkpoints:
         net = load_network(opt, checkpoint, args.param_key, device())
-        tap = FeatureTap(net, args.layer)
-        sums = {s: [] for s in SINGLE}
-        for lrs in images:
-            clean = tapped_features(net, tap, lrs['clean'])
-            for setting in SINGLE:
-                sums[setting].append(feature_cosine(clean, tapped_features(net, tap, lrs[setting])))
-        for setting in SINGLE:
-            curves[setting].append(float(np.mean(sums[setting])))
+        for setting, values in cossim_per_image(net, FeatureTap(net, args.layer), images).items():
+            curves[setting].append(float(np.mean(values)))
     fig, ax = pyplot().subplots(figsize=(5.5, 3.5))
     for setting, values in curves.items():
         ax.plot(np.arange(1, len(values) + 1), values, marker='o', label=setting)
@@ -321,6 +345,12 @@ def spatial_samples(args):
                 yield family, os.path.splitext(os.path.basename(path))[0], lr, maps
 
 
+def savl_estimator(net, analysis: str) -> torch.nn.Module:
+    if not hasattr(backbone_of(net), 'estimator'):
+        raise GsrError(f'gsr analyze {analysis} needs a network with a SAVL estimator (network_g type SAVLNet)')
+    return backbone_of(net).estimator
+
+
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
     return float((a * b).sum() / max(np.sqrt((a * a).sum() * (b * b).sum()), 1e-12))
@@ -331,7 +361,7 @@ def run_variance(net, tap, args, out: str) -> str:
     """SAVL: per-pixel Pearson correlation of the inferred variance (sigma^2 averaged over the latent dims) with
     the true noise and blur maps of the spatial protocol, per map family (mean over images), and of a linear read-out
     of the posterior mean (least squares over all pixels of the family, in-sample R^2 with the noise map)."""
-    estimator = backbone_of(net).estimator
+    estimator = savl_estimator(net, 'variance')
     rows, shown = [], set()
     by_family: Dict[str, Dict[str, list]] = OrderedDict()
     for family, name, lr, maps in spatial_samples(args):
@@ -365,12 +395,66 @@ def run_variance(net, tap, args, out: str) -> str:
     return table
 
 
+LEAKAGE_NOISE = (0, 10, 20, 30, 40)  # the noise-level classes of ``leakage``, sigma in 0-255 units
+
+
+def leakage_samples(args) -> List[Tuple[int, int, int, np.ndarray]]:
+    """(scene, noise class, crop position, LR crop uint8): ``--crops-per-image`` positions per image, the same
+    positions under every level of ``LEAKAGE_NOISE`` added to the bicubic LR (seeded)."""
+    rng = np.random.default_rng(args.seed)
+    samples = []
+    for scene, path in enumerate(list_images(args.hr)):
+        clean = degrade_file(path, ['clean'], args.scale, args.noise_sigma, args.seed)[1]['clean'].astype(np.float32)
+        h, w = clean.shape[:2]
+        crop = min(args.crop, h, w) if args.crop > 0 else min(h, w)
+        corners = list(zip(rng.integers(0, h - crop + 1, args.crops_per_image),
+                           rng.integers(0, w - crop + 1, args.crops_per_image)))
+        for level, sigma in enumerate(LEAKAGE_NOISE):
+            noisy = np.clip(np.round(clean + rng.normal(0, sigma, clean.shape)), 0, 255).astype(np.uint8)
+            samples += [(scene, level, i, noisy[y:y + crop, x:x + crop]) for i, (y, x) in enumerate(corners)]
+    return samples
+
+
+def probe_accuracy(features: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float:
+    """Held-out accuracy of a linear probe (standardised features, logistic regression), cross-validated with
+    every group held out in turn (at most 5 folds), so that the test rows share no group with the training rows."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    folds = GroupKFold(n_splits=min(5, len(np.unique(groups))))
+    return float(cross_val_score(probe, features, labels, groups=groups, cv=folds).mean())
+
+
+@torch.no_grad()
+def run_leakage(args, out: str) -> str:
+    """SAVL's content-leakage and noise-level probes on the pooled posterior mean (module docstring)."""
+    opt = load_option_file(args.opt)
+    samples = leakage_samples(args)
+    scenes, levels, positions = (np.array([s[i] for s in samples]) for i in range(3))
+    if len(np.unique(scenes)) < 2 or len(np.unique(positions)) < 2:
+        raise GsrError('gsr analyze leakage needs at least 2 images in --hr and --crops-per-image >= 2')
+    rows = []
+    for checkpoint in args.checkpoints:
+        estimator = savl_estimator(load_network(opt, checkpoint, args.param_key, device()), 'leakage')
+        pooled = [estimator(to_tensor(s[3], device()))[0].mean((2, 3))[0] for s in samples]
+        features = torch.stack(pooled).cpu().numpy()
+        rows.append([checkpoint, probe_accuracy(features, scenes, positions),
+                     probe_accuracy(features, levels, scenes)])
+    table = markdown(['checkpoint', f'scene-ID accuracy (chance {1 / len(np.unique(scenes)):.2f}; lower: less '
+                      'content)', f'noise-level accuracy (chance {1 / len(LEAKAGE_NOISE):.2f}; higher)'], rows)
+    atomic_write_text(os.path.join(out, 'leakage.md'), table)
+    return table
+
+
 def device() -> torch.device:
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
 
 ANALYSES = {'ddr': run_ddr, 'freq': run_freq, 'dct': run_dct, 'variance': run_variance}
-STANDALONE = {'cossim': run_cossim, 'spectrum': run_spectrum}  # their own network loading, or none
+# their own network loading (several checkpoints), or none
+STANDALONE = {'cossim': run_cossim, 'leakage': run_leakage, 'spectrum': run_spectrum}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -379,7 +463,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('analysis', choices=list(ANALYSES) + list(STANDALONE))
     parser.add_argument('-opt', help='option file whose network_g describes the checkpoint (not for spectrum)')
     parser.add_argument('--checkpoint', help='ddr, freq, dct: the checkpoint')
-    parser.add_argument('--checkpoints', nargs='+', help='cossim: checkpoints in training order')
+    parser.add_argument('--checkpoints', nargs='+', help='cossim: checkpoints in training order; leakage: the '
+                        'checkpoints to compare (e.g. with and without MI suppression)')
     parser.add_argument('--param-key', default='params_ema')
     parser.add_argument('--hr', required=True, help='folder of HR images (e.g. datasets/Set14/HR)')
     parser.add_argument('--output', required=True, help='folder for the table and the PNG')
@@ -391,13 +476,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--noise-sigma', type=float, default=20)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--layer', default='conv_last', help='the tapped layer (its input is analysed)')
-    parser.add_argument('--crop', type=int, default=48, help='ddr: LR crop size per sample (0: whole image)')
-    parser.add_argument('--crops-per-image', type=int, default=4, help='ddr: crops per image and setting')
+    parser.add_argument('--crop', type=int, default=48, help='ddr, leakage: LR crop size per sample (0: whole image)')
+    parser.add_argument('--crops-per-image', type=int, default=4, help='ddr, leakage: crops per image and setting')
     parser.add_argument('--bands', type=int, default=8, help='freq/dct: number of frequency bands')
     parser.add_argument('--tile', type=int, default=0)
     args = parser.parse_args(argv)
     args.settings = settings_list(args.settings)
-    needs = {'cossim': ('opt', 'checkpoints'), 'spectrum': ()}.get(args.analysis, ('opt', 'checkpoint'))
+    needs = {'cossim': ('opt', 'checkpoints'), 'leakage': ('opt', 'checkpoints'),
+             'spectrum': ()}.get(args.analysis, ('opt', 'checkpoint'))
     missing = [f'--{n}' if n != 'opt' else '-opt' for n in needs if not getattr(args, n)]
     if missing:
         raise GsrError(f'gsr analyze {args.analysis} needs {" and ".join(missing)}')
@@ -409,8 +495,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     opt = load_option_file(args.opt)
     net = load_network(opt, args.checkpoint, args.param_key, device())
-    if args.analysis == 'variance' and not hasattr(backbone_of(net), 'estimator'):
-        raise GsrError('gsr analyze variance needs a network with a SAVL estimator (network_g type SAVLNet)')
     idr = isinstance(backbone_of(net), LightBSR)
     if idr and args.analysis != 'ddr':
         raise GsrError(f'gsr analyze {args.analysis}: not defined for LightBSR networks (ddr analyses their IDR)')

@@ -36,7 +36,7 @@ KEY_FIELDS = ('model', 'dataset', 'setting', 'image')
 Key = Tuple[str, str, str, str]
 
 
-PROTOCOL_KEYS = ('scale', 'crop_border', 'noise_sigma', 'seed', 'tile', 'metrics', 'lpips_net')
+PROTOCOL_KEYS = ('scale', 'crop_border', 'noise_sigma', 'seed', 'tile', 'metrics', 'lpips_net', 'band_mape')
 
 
 def file_sha256(path: str) -> str:
@@ -107,7 +107,7 @@ def load_config(path: str, overrides: Optional[Dict] = None) -> Dict:
     cfg.setdefault('crop_border', cfg['scale'])
     cfg['settings'] = settings_list(cfg.get('settings', ['all']))
     cfg.setdefault('metrics', list(METRICS))
-    for key, default in (('noise_sigma', 20), ('seed', 0), ('tile', 0), ('lpips_net', 'alex')):
+    for key, default in (('noise_sigma', 20), ('seed', 0), ('tile', 0), ('lpips_net', 'alex'), ('band_mape', 0)):
         cfg.setdefault(key, default)
     device = torch.device(cfg.get('device') or ('cuda' if torch.cuda.is_available() else 'cpu'))
     try:
@@ -155,6 +155,10 @@ class Measurement:
         if self.lpips is not None:
             inner = (slice(crop, -crop or None), ) * 2
             result['lpips'] = lpips_distance(self.lpips, sr[inner], hr[inner])
+        if self.cfg['band_mape']:
+            from gsr.tools.analyze import band_mape
+            mape = band_mape(sr, hr, int(self.cfg['band_mape']))
+            result.update((f'mape_band_{b + 1}', float(v)) for b, v in enumerate(mape))
         return result
 
 

@@ -1,8 +1,10 @@
 """``gsr infer``: super-resolve a folder of real images with a trained checkpoint, tiled for large images.
 
 The network is described by the option file it was trained with (``network_g``); ``--param-key`` picks
-``params_ema`` (default, falling back to ``params``) or ``params``. With ``--tile T`` each image is processed
-in T x T input tiles with ``--tile-pad`` pixels of context, so memory is bounded by the tile size.
+``params_ema`` (default, falling back to ``params``) or ``params``. ``--model NAME`` runs a network shipped with
+gsr instead (``gsr/pretrained/manifest.json``: the reproduction study's small SRResNets). With ``--tile T`` each
+image is processed in T x T input tiles with ``--tile-pad`` pixels of context, so memory is bounded by the tile
+size.
 ``--precision bf16`` (fp16 on CUDA), ``--channels-last`` and ``--compile`` choose how the network runs. The output
 folder appears only when every image is done.
 """
@@ -16,8 +18,7 @@ from tqdm import tqdm
 from gsr.utils.errors import GsrError
 from gsr.utils.execution import add_execution_arguments, execution_from_arguments, inference_network
 from gsr.utils.image_io import list_images, read_image_uint8_rgb, write_image
-from gsr.utils.inference import add_network_arguments, load_network, super_resolve
-from gsr.utils.option_check import load_option_file
+from gsr.utils.inference import add_network_arguments, load_network, network_from_arguments, super_resolve
 from gsr.utils.staging import staged_folder
 
 
@@ -36,7 +37,7 @@ def output_names(paths: List[str]) -> Dict[str, str]:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog='gsr infer', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_network_arguments(parser)
+    add_network_arguments(parser, shipped=True)
     parser.add_argument('--input', required=True, help='folder of LR images')
     parser.add_argument('--output', required=True, help='folder to create')
     parser.add_argument('--tile', type=int, default=0, help='input tile size (0: whole image)')
@@ -51,12 +52,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise GsrError(f'--device {args.device}: CUDA is not available here; use --device cpu')
     device = torch.device(args.device)
     execution = execution_from_arguments(args, device.type)
-    opt = load_option_file(args.opt)
-    net = inference_network(load_network(opt, args.checkpoint, args.param_key, device), execution, device.type, '--')
+    opt, checkpoint, param_key = network_from_arguments(args)
+    net = inference_network(load_network(opt, checkpoint, param_key, device), execution, device.type, '--')
     scale = int(opt.get('scale', 4))
     paths = list_images(args.input)
     outputs = output_names(paths)
-    with staged_folder(args.output, args.overwrite, inputs=[args.input, args.opt, args.checkpoint]) as out:
+    inputs = [p for p in (args.input, args.opt, checkpoint) if p]
+    with staged_folder(args.output, args.overwrite, inputs=inputs) as out:
         for path in tqdm(paths, desc='infer', unit='img'):
             sr = super_resolve(net, read_image_uint8_rgb(path), scale, args.tile, args.tile_pad)
             write_image(os.path.join(out, outputs[path]), sr)

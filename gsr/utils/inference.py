@@ -26,13 +26,33 @@ def load_network(opt: Dict[str, Any],
     return net.eval().to(device or torch.device('cpu'))
 
 
-def add_network_arguments(parser: argparse.ArgumentParser, checkpoint_required: bool = True) -> None:
-    """``-opt``, ``--checkpoint`` and ``--param-key``: the trained network a command runs."""
-    parser.add_argument('-opt', required=True, help='option file whose network_g describes the checkpoint')
-    parser.add_argument('--checkpoint', required=checkpoint_required,
+def add_network_arguments(parser: argparse.ArgumentParser, checkpoint_required: bool = True,
+                          shipped: bool = False) -> None:
+    """``-opt``, ``--checkpoint`` and ``--param-key``: the trained network a command runs; with ``shipped``,
+    ``--model NAME`` instead (a network shipped in the package, ``network_from_arguments``)."""
+    parser.add_argument('-opt', required=not shipped, help='option file whose network_g describes the checkpoint')
+    parser.add_argument('--checkpoint', required=checkpoint_required and not shipped,
                         help='the trained weights' + ('' if checkpoint_required else ' (optional)'))
+    if shipped:
+        from gsr.utils.pretrained import manifest
+        parser.add_argument('--model', help='a network shipped with gsr instead of -opt/--checkpoint: '
+                            + (', '.join(manifest()) or 'none shipped'))
     parser.add_argument('--param-key', default='params_ema', choices=['params_ema', 'params'],
                         help='params_ema (falling back to params) or params')
+
+
+def network_from_arguments(args: argparse.Namespace) -> Tuple[Dict[str, Any], str, str]:
+    """(options, checkpoint, param key) of ``--model`` or of ``-opt`` + ``--checkpoint`` + ``--param-key``."""
+    from gsr.utils.option_check import load_option_file
+    from gsr.utils.pretrained import shipped
+    if getattr(args, 'model', None):
+        if args.opt or args.checkpoint:
+            raise GsrError('--model replaces -opt and --checkpoint: give one or the other')
+        entry = shipped(args.model)
+        return {'network_g': entry['network_g'], 'scale': entry['scale']}, entry['checkpoint'], entry['param_key']
+    if not args.opt or not args.checkpoint:
+        raise GsrError('give -opt and --checkpoint (a trained network), or --model NAME (a shipped one)')
+    return load_option_file(args.opt), args.checkpoint, args.param_key
 
 
 def to_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:

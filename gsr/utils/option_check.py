@@ -21,6 +21,7 @@ NUMERIC_KEYS = (
     ('logger.print_freq', int),
     ('logger.save_checkpoint_freq', int),
     ('train.max_nonfinite_steps', int),
+    ('train.gradient_ratio_freq', int),
 )  # yapf: disable
 POSITIVE_KEYS = ('scale', 'train.total_iter', 'train.max_nonfinite_steps')
 POSITIVE_DATASET_KEYS = ('gt_size', 'batch_size_per_gpu', 'crop_pad_size', 'dataset_enlarge_ratio')

@@ -1,0 +1,181 @@
+"""``results.json`` and the generated ``RESULTS.md`` (every number in the Markdown is read from the JSON)."""
+import os
+from collections import OrderedDict
+from typing import Dict, List
+
+import numpy as np
+
+from gsr.utils.checkpoint import atomic_write_text
+from gsr.utils.plotting import pyplot, save_figure
+
+VERDICT_RULE = ('**Verdicts.** Each comparison is paired: the same seeds (same initialisation and data order) and '
+                'the same test images. A comparison *holds* when its mean difference has the claimed sign, the mean '
+                'difference of every seed has it too, and a two-sided one-sample t-test over all seeds x images '
+                'gives p < 0.05; it *does not hold* when all of that is true of the opposite sign; otherwise it is '
+                '*inconclusive*. The sign test (two-sided, ties dropped) is shown beside the t-test. A claim made '
+                'of several comparisons holds when all do, partly holds when some do.')
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return 'n/a'
+    return f'{value:+.{digits}f}' if digits else str(value)
+
+
+def p_value(p: float) -> str:
+    return f'{p:.2g}' if p >= 1e-4 else '<1e-4'
+
+
+def comparison_table(comparisons: List[Dict]) -> str:
+    lines = ['| comparison | claimed | mean difference | per seed | std over seeds | n | t-test p | sign test p '
+             '(+/-) | verdict |', '|---|---|---|---|---|---|---|---|---|']
+    for c in comparisons:
+        unit = f' {c["unit"]}' if c['unit'] else ''
+        seeds = ', '.join(fmt(v) for v in c['seed_means'])
+        lines.append(f'| {c["label"]} | {"> 0" if c["claimed_sign"] > 0 else "< 0"} | {fmt(c["mean"], 4)}{unit} | '
+                     f'{seeds} | {c["seed_std"]:.3f} | {c["n"]} | {p_value(c["t_p"])} | {p_value(c["sign_p"])} '
+                     f'({c["positive"]}/{c["negative"]}) | {c["verdict"]} |')
+    return '\n'.join(lines)
+
+
+def variant_table(results: Dict) -> str:
+    settings = results['settings']
+    lines = ['| variant | ' + ' | '.join(settings) + ' | mean |', '|---' * (len(settings) + 2) + '|']
+    for variant, per_setting in results['psnr_by_setting'].items():
+        cells = [f'{per_setting[s]["mean"]:.2f} ± {per_setting[s]["std"]:.2f}' for s in settings + ['mean']]
+        lines.append(f'| {variant} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def gradient_table(results: Dict) -> str:
+    lines = ['| variant | term | loss value (late median) | gradient at the tap / L1\'s (late median) |',
+             '|---|---|---|---|']
+    for variant, terms in results['regularizer_activity'].items():
+        for term, stats in terms.items():
+            lines.append(f'| {variant} | {term} | {stats["value"]:.3g} | {stats["ratio"]:.3g} |')
+    return '\n'.join(lines)
+
+
+def protocol_table(results: Dict) -> str:
+    checks = results.get('protocol_checks') or {}
+    if not checks:
+        return 'Not run (benchmark.protocol_checks: false).'
+    lines = ['| variant | check | mean PSNR (dB) as benchmarked | under the check | difference |',
+             '|---|---|---|---|---|']
+    for variant, items in checks.items():
+        for check, v in items.items():
+            lines.append(f'| {variant} | {check} | {v["reference"]:.3f} | {v["checked"]:.3f} | '
+                         f'{v["checked"] - v["reference"]:+.3f} |')
+    return '\n'.join(lines)
+
+
+def plots(results: Dict, folder: str) -> Dict[str, str]:
+    """gains.png (PSNR gain over the baseline per setting, mean ± std over seeds), bands.png (MAPE per radial band
+    per variant), gradient_ratios.png (each regularizer's gradient ratio over training, first seed)."""
+    os.makedirs(folder, exist_ok=True)
+    paths = {}
+    gains = results['gains_by_setting']
+    if gains:
+        settings = results['settings']
+        fig, ax = pyplot().subplots(figsize=(8, 3.8))
+        width = 0.8 / len(gains)
+        for i, (variant, per_setting) in enumerate(gains.items()):
+            x = np.arange(len(settings)) + (i - (len(gains) - 1) / 2) * width
+            ax.bar(x, [per_setting[s]['mean'] for s in settings], width,
+                   yerr=[per_setting[s]['std'] for s in settings], capsize=2, label=variant)
+        ax.axhline(0, color='k', lw=0.6)
+        ax.set_xticks(np.arange(len(settings)), settings, fontsize=8)
+        ax.set_ylabel('PSNR gain over baseline (dB)')
+        ax.legend(fontsize=6, ncol=3)
+        save_figure(fig, os.path.join(folder, 'gains.png'))
+        paths['gains'] = os.path.join(folder, 'gains.png')
+    if results['band_mape']:
+        fig, ax = pyplot().subplots(figsize=(5.5, 3.5))
+        for variant, curve in results['band_mape'].items():
+            ax.plot(np.arange(1, len(curve) + 1), curve, marker='o', ms=3, label=variant)
+        ax.set_xlabel('radial frequency band (low -> high)')
+        ax.set_ylabel('MAPE of FFT amplitude (%)')
+        ax.legend(fontsize=6)
+        save_figure(fig, os.path.join(folder, 'bands.png'))
+        paths['bands'] = os.path.join(folder, 'bands.png')
+    curves = results['gradient_curves']
+    if curves:
+        fig, ax = pyplot().subplots(figsize=(5.5, 3.5))
+        for label, curve in curves.items():
+            ax.semilogy([c[0] for c in curve], [max(c[1], 1e-30) for c in curve], label=label)
+        ax.set_xlabel('iteration')
+        ax.set_ylabel('|grad at tap| / |grad of L1|')
+        ax.legend(fontsize=6)
+        save_figure(fig, os.path.join(folder, 'gradient_ratios.png'))
+        paths['gradient_ratios'] = os.path.join(folder, 'gradient_ratios.png')
+    return paths
+
+
+def markdown(results: Dict, report_path: str) -> str:
+    """RESULTS.md from ``results`` alone."""
+    folder = os.path.splitext(report_path)[0] + '_plots'
+    images = {k: os.path.relpath(v, os.path.dirname(report_path)) for k, v in plots(results, folder).items()}
+    meta = results['meta']
+    head = [
+        f'# Reproduction study: {results["study"]}', '',
+        f'Generated by `{meta["command"]}`: do not edit by hand. Machine: {meta["machine"]}; '
+        f'{meta["versions"]}. Training and benchmark of the {len(results["runs"])} runs took '
+        f'{meta["training_seconds"] / 60:.0f} min of run time in total (wall time of this invocation: '
+        f'{meta["wall_seconds"] / 60:.0f} min; runs already done were not redone).', '',
+        '## Protocol', '',
+        f'- Training: `{results["base"]}` ({results["scale_note"]}) on `{results["hr"]}`, seeds '
+        f'{", ".join(map(str, results["seeds"]))}; every variant differs from the base only by the overrides listed.',
+        f'- Benchmark: {", ".join(results["datasets"])}, settings {", ".join(results["settings"])}; noise sigma '
+        f'{results["protocol"]["noise_sigma"]:g}; {results["protocol"]["weights"]} weights; RGB metrics with a '
+        f'{results["protocol"]["crop_border"]}-pixel border; LPIPS: {results["protocol"]["lpips"]}.', '',
+        '| variant | overrides of the base |', '|---|---|',
+    ]
+    head += [f'| {v} | `{o}` |' for v, o in results['variant_overrides'].items()]
+    body = ['', '## Verdicts', '', VERDICT_RULE, '', '| claim | source | verdict |', '|---|---|---|']
+    body += [f'| {c["claim"]}. {c["title"]} | {c["source"]} | **{c["verdict"]}** |' for c in results['claims']]
+    for c in results['claims']:
+        body += ['', f'### Claim {c["claim"]}: {c["title"]}', '', f'Source: {c["source"]}. Verdict: '
+                 f'**{c["verdict"]}**.', '']
+        body += [comparison_table(c['comparisons']) if c['comparisons'] else 'Not run: the study has none of the '
+                 'variants this claim compares.']
+    body += ['', '## PSNR per variant and setting (dB, mean ± std over seeds, datasets averaged)', '',
+             variant_table(results)]
+    if 'gains' in images:
+        body += ['', f'![PSNR gain over the baseline per setting]({images["gains"]})']
+    if 'bands' in images:
+        body += ['', '## Frequency-band error', '', 'MAPE of the FFT amplitude per radial band, averaged over '
+                 'seeds, images and settings.', '', f'![band MAPE per variant]({images["bands"]})']
+    body += ['', '## Does the regularizer act?', '',
+             'Each regularizer\'s value and the norm of its gradient at the feature tap relative to the L1 loss\'s, '
+             'logged during training (`train.gradient_ratio_freq`), median over the second half of training, '
+             'first seed.', '', gradient_table(results)]
+    for key, factor in results['weight_factors'].items():
+        body += ['', f'`{key}`: the regularizer weights were multiplied by {factor:.4g}, chosen once from the '
+                 'gradient ratio logged by its source run (training logs only; never from test results).']
+    if 'gradient_ratios' in images:
+        body += ['', f'![gradient ratio over training]({images["gradient_ratios"]})']
+    body += ['', '## Protocol knobs', '', 'Two choices decide whether a reproduction matches a published table: the '
+             'noise sigma of the noise settings (20; folders published before 2024-07 used 40) and whether EMA or '
+             'raw weights are evaluated. Their effect, once, on the first seed (mean PSNR over the datasets):', '',
+             protocol_table(results), '']
+    return '\n'.join(head + body)
+
+
+def write(results: Dict, report_path: str, json_path: str) -> None:
+    import json
+    atomic_write_text(json_path, json.dumps(results, indent=1))
+    os.makedirs(os.path.dirname(report_path) or '.', exist_ok=True)
+    atomic_write_text(report_path, markdown(results, report_path))
+
+
+def summarize_by_setting(values: Dict[str, Dict[str, np.ndarray]], settings: List[str]) -> Dict:
+    """``values[variant][setting]``: (seeds, images) -> mean over images, then mean and std over seeds."""
+    out = OrderedDict()
+    for variant, per_setting in values.items():
+        entry = {}
+        for s in settings + ['mean']:
+            seed_means = per_setting[s].mean(axis=1)
+            entry[s] = {'mean': float(seed_means.mean()),
+                        'std': float(seed_means.std(ddof=1)) if len(seed_means) > 1 else 0.0}
+        out[variant] = entry
+    return out

@@ -1,0 +1,103 @@
+"""Everything the study measured, gathered into one JSON-ready dict (``results.json``; ``RESULTS.md`` is made
+from it alone)."""
+import json
+import os
+import platform
+from collections import OrderedDict
+from typing import Dict, List
+
+import numpy as np
+
+from gsr.repro.claims import Measurements, claims
+from gsr.repro.report import summarize_by_setting
+from gsr.repro.runner import late_median, training_curves
+from gsr.repro.study import Study
+
+
+def machine() -> str:
+    import torch
+    if torch.cuda.is_available():
+        return f'{torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores'
+    return f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU'
+
+
+def versions() -> str:
+    from importlib.metadata import version
+    return ', '.join(f'{p} {version(p)}' for p in ('gsr', 'basicsr', 'torch', 'numpy'))
+
+
+def regularizer_activity(study: Study) -> Dict:
+    """Per variant (first seed): each regularizer's late-median value and gradient ratio."""
+    out = OrderedDict()
+    for run in study.runs:
+        if run.seed != study.options.seeds[0]:
+            continue
+        curves = training_curves(run)
+        terms = OrderedDict()
+        for term in (run.options['train'].get('regularizers') or {}):
+            terms[term] = {'value': late_median(curves.get(term, [])),
+                           'ratio': late_median(curves.get(f'grad_{term}', []))}
+        if terms:
+            out[run.variant] = terms
+    return out
+
+
+def gradient_curves(study: Study) -> Dict[str, List]:
+    out = OrderedDict()
+    for run in study.runs:
+        if run.seed == study.options.seeds[0]:
+            for key, curve in training_curves(run).items():
+                if key.startswith('grad_'):
+                    out[f'{run.variant}: {key[5:]}'] = curve
+    return out
+
+
+def collect(study: Study, rows: List[Dict], analyses: Dict[str, Dict], factors: Dict[str, float],
+            protocol_checks: Dict, meta: Dict) -> Dict:
+    bench = study.options.benchmark
+    settings = list(OrderedDict.fromkeys(r['setting'] for r in rows))
+    m = Measurements(rows, study.options.seeds, settings, analyses)
+    psnr = OrderedDict((v, {s: m.value(v, 'psnr', (s, )) for s in settings}) for v in m.variants)
+    for v in psnr:
+        psnr[v]['mean'] = m.value(v, 'psnr')
+    gains = OrderedDict()
+    if 'baseline' in psnr:
+        gains = OrderedDict((v, {s: psnr[v][s] - psnr['baseline'][s] for s in psnr[v]}) for v in psnr
+                            if v != 'baseline')
+    bands = OrderedDict()
+    for v in m.variants:
+        keys = sorted((k for k in rows[0] if k.startswith('mape_band_')), key=lambda k: int(k.rsplit('_', 1)[1]))
+        if keys:
+            bands[v] = [float(np.mean(m.value(v, k))) for k in keys]
+    training = 0.0
+    for run in study.runs:
+        with open(run.done_file) as f:
+            training += json.load(f)['seconds']
+    return {
+        'study': study.options.name,
+        'meta': dict(meta, machine=machine(), versions=versions(), training_seconds=training),
+        'base': os.path.relpath(os.path.join(os.path.dirname(os.path.abspath(study.path)), study.options.base)),
+        'scale_note': scale_note(study),
+        'hr': study.hr_name, 'seeds': study.options.seeds, 'settings': settings,
+        'datasets': [f'{name} ({folder})' for name, folder in study.dataset_names.items()],
+        'protocol': {'noise_sigma': bench.noise_sigma, 'weights': bench.weights, 'crop_border': bench.crop_border,
+                     'lpips': 'measured' if m.available('lpips') else 'not available (no backbone weights here)'},
+        'variant_overrides': OrderedDict((v, json.dumps(o, sort_keys=True)) for v, o in study.overrides.items()),
+        'runs': {run.key: {'folder': os.path.relpath(run.folder, study.output)} for run in study.runs},
+        'psnr_by_setting': summarize_by_setting(psnr, settings),
+        'gains_by_setting': summarize_by_setting(gains, settings),
+        'band_mape': bands,
+        'regularizer_activity': regularizer_activity(study),
+        'gradient_curves': gradient_curves(study),
+        'weight_factors': factors,
+        'claims': claims(m),
+        'protocol_checks': protocol_checks,
+    }
+
+
+def scale_note(study: Study) -> str:
+    b, net = study.base, study.base['network_g']
+    train = b['datasets']['train']
+    size = f'{net.get("type")} {net.get("num_feat", "")}x{net.get("num_block", "")}'.strip()
+    return (f'{size}, GT {train.get("gt_size")} crops, {train.get("batch_size_per_gpu")} crops per step, '
+            f'{study.options.iterations or b["train"]["total_iter"]} iterations')

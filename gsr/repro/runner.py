@@ -1,0 +1,184 @@
+"""Running a study: every run trained in its own process (resumable, ``--jobs`` at a time), then the benchmark and
+the analyses of the finished runs, each cached, so a killed study continues where it stopped."""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, List, Tuple
+
+import numpy as np
+import yaml
+
+from gsr.repro.study import WEIGHTS, Run, Study
+from gsr.utils.checkpoint import atomic_write_text
+from gsr.utils.errors import GsrError
+
+Curves = Dict[str, List[Tuple[int, float]]]
+LOG_ITER = re.compile(r'iter:\s*([\d,]+)')
+LOG_VALUE = re.compile(r'\b([a-z][a-z0-9_]*): ([-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?)\b')
+
+
+def is_done(run: Run) -> bool:
+    """A run is done when ``done.json`` records the options it was trained with; other options are an error (the
+    study file changed: a new ``output`` keeps both)."""
+    if not os.path.isfile(run.done_file):
+        return False
+    with open(run.done_file) as f:
+        done = json.load(f)
+    if done.get('options_sha256') != run.options_sha():
+        raise GsrError(f'{run.folder}: this run was trained with other options than the study now gives it; set '
+                       'another output folder in the study file, or move the run away to retrain it')
+    return True
+
+
+def write_run_options(run: Run) -> str:
+    """``options.yml`` of the run (first start) or the one already there (a resumed run), which must match."""
+    path = os.path.join(run.folder, 'options.yml')
+    text = yaml.safe_dump(run.options, sort_keys=False)
+    if os.path.isfile(path):
+        with open(path) as f:
+            if yaml.safe_load(f) != run.options:
+                raise GsrError(f'{path}: a started run with other options than the study now gives it; set another '
+                               'output folder in the study file, or move the run away to retrain it')
+        return path
+    os.makedirs(run.folder, exist_ok=True)
+    atomic_write_text(path, text)
+    return path
+
+
+def train(run: Run, threads: int, say: Callable[[str], None]) -> None:
+    """Train one run with ``python -m gsr.train --auto_resume`` in its folder (BasicSR resumes a killed run from
+    its last training state), then record it as done."""
+    if is_done(run):
+        return
+    path = write_run_options(run)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    start = time.time()
+    say(f'{run.key}: training ({run.options["train"]["total_iter"]} iterations, log {run.experiment})')
+    with open(os.path.join(run.folder, 'train.out'), 'a') as out:
+        result = subprocess.run([sys.executable, '-m', 'gsr.train', '-opt', path, '--auto_resume'], cwd=run.folder,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        with open(os.path.join(run.folder, 'train.out')) as f:
+            last = ([line.strip() for line in f if line.strip()] or [''])[-1]
+        raise GsrError(f'{run.key}: training failed (exit {result.returncode}; see {run.folder}/train.out): {last}')
+    seconds = time.time() - start
+    atomic_write_text(run.done_file, json.dumps({'options_sha256': run.options_sha(), 'seconds': seconds,
+                                                 'finished': time.strftime('%Y-%m-%d %H:%M:%S')}))
+    say(f'{run.key}: done in {seconds:.0f} s')
+
+
+def training_curves(run: Run) -> Curves:
+    """Every logged value of the run (``l_*`` terms, ``grad_*`` ratios) by iteration, from BasicSR's training
+    logs in order (a resumed run's later log wins for the iterations it repeats)."""
+    curves: Dict[str, Dict[int, float]] = {}
+    logs = sorted(f for f in os.listdir(run.experiment) if f.startswith('train_') and f.endswith('.log'))
+    for name in logs:
+        with open(os.path.join(run.experiment, name)) as f:
+            for line in f:
+                it = LOG_ITER.search(line)
+                if not it or ' l_' not in line:
+                    continue
+                for key, value in LOG_VALUE.findall(line[it.end():]):
+                    if key.startswith(('l_', 'grad_')):
+                        curves.setdefault(key, {})[int(it.group(1).replace(',', ''))] = float(value)
+    return {k: sorted(v.items()) for k, v in curves.items()}
+
+
+def late_median(curve: List[Tuple[int, float]]) -> float:
+    """The median over the second half of training (the logged iterations past the middle)."""
+    if not curve:
+        return float('nan')
+    last = curve[-1][0]
+    return float(np.median([v for it, v in curve if it > last / 2] or [curve[-1][1]]))
+
+
+def apply_ratio_scaling(study: Study, run: Run) -> float:
+    """Scale the run's ``scale_to_ratio`` terms so that their logged gradient ratio in the source run (first
+    seed) becomes the target; the factor is fixed once, from training logs only (never from test results)."""
+    scaling = run.scaling
+    source = next(r for r in study.runs if r.variant == scaling.run and r.seed == study.options.seeds[0])
+    curves = training_curves(source)
+    missing = [t for t in scaling.terms if f'grad_{t}' not in curves]
+    if missing:
+        raise GsrError(f'variants.{run.variant}.scale_to_ratio: {source.key} logged no gradient ratio for '
+                       f'{", ".join(missing)} (set train.gradient_ratio_freq in the base or the variant)')
+    ratio = sum(late_median(curves[f'grad_{t}']) for t in scaling.terms)
+    factor = scaling.target / max(ratio, 1e-30)
+    for term in scaling.terms:
+        loss = run.options['train']['regularizers'][term]
+        loss['loss_weight'] = float(loss.get('loss_weight', 1.0)) * factor
+    return factor
+
+
+def train_all(study: Study, jobs: int, say: Callable[[str], None]) -> Dict[str, float]:
+    """Train every run (seed by seed, so a stopped study has whole seeds); runs scaled from another run's logs go
+    last. Returns the weight factor of each scaled run."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    ordered = sorted(study.runs, key=lambda r: (r.scaling is not None, study.options.seeds.index(r.seed)))
+    waves = [[r for r in ordered if r.scaling is None], [r for r in ordered if r.scaling is not None]]
+    factors = {}
+    for wave in waves:
+        for run in wave:
+            if run.scaling is not None:
+                factors[run.key] = apply_ratio_scaling(study, run)
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            for future in [pool.submit(train, run, threads, say) for run in wave]:
+                future.result()
+    return factors
+
+
+def evaluation_config(study: Study) -> str:
+    """``gsr evaluate``'s config for every run (its cache in ``<output>/evaluation`` makes reruns free)."""
+    bench = study.options.benchmark
+    cfg = {
+        'name': f'{study.options.name}_benchmark', 'output': os.path.join(study.output, 'evaluation'),
+        'scale': study.base.get('scale', 4), 'crop_border': bench.crop_border, 'settings': bench.settings,
+        'noise_sigma': bench.noise_sigma, 'seed': 0, 'metrics': bench.metrics, 'band_mape': bench.band_mape,
+        'datasets': study.datasets,
+        'models': {run.key: {'option_file': os.path.join(run.folder, 'options.yml'), 'checkpoint': run.checkpoint,
+                             'param_key': WEIGHTS[bench.weights]} for run in study.runs},
+    }
+    path = os.path.join(study.output, 'evaluation', 'evaluate.yml')
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def run_analyses(study: Study, run: Run) -> Dict:
+    """The representation analyses of one run on the study's analysis set (cached in ``<run>/analyses.json`` by
+    the checkpoint's content): per image, the clean/degraded feature cosine similarity for blur, noise and JPEG
+    (TFD's analysis) and the Calinski-Harabasz index of the deep degradation representation, on the pooled
+    features and on their 2-D t-SNE embedding (the alignment paper's Sec. 5; which one it used is not known)."""
+    import argparse
+    from gsr.tools.analyze import (calinski_harabasz, cossim_images, cossim_per_image, ddr_features, device,
+                                   tsne_embedding)
+    from gsr.data.eval_protocol import settings_list
+    from gsr.tools.evaluate import file_sha256
+    from gsr.utils.feature_tap import FeatureTap
+    from gsr.utils.inference import load_network
+    path = os.path.join(run.folder, 'analyses.json')
+    sha = file_sha256(run.checkpoint)
+    if os.path.isfile(path):
+        with open(path) as f:
+            cached = json.load(f)
+        if cached.get('checkpoint_sha256') == sha:
+            return cached
+    bench = study.options.benchmark
+    hr = study.datasets[next(iter(study.datasets))]
+    args = argparse.Namespace(hr=hr, settings=settings_list(bench.settings), scale=study.base['scale'],
+                              noise_sigma=bench.noise_sigma, seed=0, crop=32, crops_per_image=4, protocol='eight')
+    net = load_network(run.options, run.checkpoint, WEIGHTS[bench.weights], device())
+    tap = FeatureTap(net, (run.options.get('feature_tap') or {}).get('layer', 'conv_last'))
+    feats, labels = ddr_features(net, tap, args)
+    result = {
+        'checkpoint_sha256': sha, 'dataset': next(iter(study.datasets)),
+        'cossim': cossim_per_image(net, tap, cossim_images(args)),
+        'chi_pooled': calinski_harabasz(feats, labels),
+        'chi_tsne': calinski_harabasz(tsne_embedding(feats, 0), labels),
+    }
+    atomic_write_text(path, json.dumps(result))
+    return result

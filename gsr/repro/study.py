@@ -1,0 +1,186 @@
+"""A study file (``options/repro/*.yml``) and the runs it defines.
+
+Keys (``docs/RESULTS.md`` is what ``options/repro/cpu_small.yml`` produces; ``docs/OPTIONS.md`` lists them):
+
+* ``name``; ``output`` (default ``experiments/repro/<name>``): one folder per run, ``<variant>/seed<k>``, the
+  evaluation cache and ``results.json``; ``report`` (default ``<output>/RESULTS.md``): the generated Markdown.
+* ``base``: the training option file every variant starts from (relative to the study file); ``hr``: candidate HR
+  training folders, the first that exists is used (``embedded:train`` always exists); ``iterations``: replaces
+  the base's ``train.total_iter`` (and a ``CosineAnnealingRestartLR`` period).
+* ``seeds``: the ``manual_seed`` of each run (at least three for a verdict across seeds).
+* ``variants``: name -> option overrides merged into the base (mappings merge key by key; ``~`` removes a key),
+  optionally ``from: <variant>`` (start from that variant's overrides) and ``scale_to_ratio: {run: <variant>,
+  terms: [...], target: r}``: the terms' loss weights multiplied so that their logged gradient ratio at the tap
+  (``train.gradient_ratio_freq``), measured in ``run``'s first seed over its second half, becomes ``target``.
+* ``benchmark``: ``datasets`` (name -> candidate HR folders, the first that exists), ``settings``,
+  ``noise_sigma`` (20; the published noise folders before 2024-07 used 40), ``weights`` (``ema`` or ``raw``),
+  ``metrics`` (psnr, ssim, lpips), ``band_mape`` (radial bands, 8), ``crop_border`` (4), ``protocol_checks``
+  (true: the baseline's and alignment's first seed also under noise sigma 40 and with the other weights).
+"""
+import copy
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from gsr.utils.default_data import EMBEDDED, resolve_root
+from gsr.utils.errors import GsrError
+from gsr.utils.option_check import load_option_file
+from gsr.utils.options import options_from_dict
+
+WEIGHTS = {'ema': 'params_ema', 'raw': 'params'}
+VARIANT_KEYS = ('from', 'scale_to_ratio')
+
+
+@dataclass
+class BenchmarkOptions:
+    datasets: Dict[str, List[str]] = field(default_factory=dict)
+    settings: List[str] = field(default_factory=lambda: ['all'])
+    noise_sigma: float = 20.0
+    weights: str = 'ema'
+    metrics: List[str] = field(default_factory=lambda: ['psnr', 'ssim', 'lpips'])
+    band_mape: int = 8
+    crop_border: int = 4
+    protocol_checks: bool = True
+
+
+@dataclass
+class RatioScaling:
+    run: str
+    terms: List[str]
+    target: float
+
+
+@dataclass
+class StudyOptions:
+    name: str
+    base: str
+    seeds: List[int]
+    variants: Dict[str, Dict[str, Any]]
+    benchmark: BenchmarkOptions
+    hr: List[str] = field(default_factory=lambda: ['embedded:train'])
+    iterations: Optional[int] = None
+    output: str = ''
+    report: str = ''
+
+
+@dataclass
+class Run:
+    """One training: a variant at one seed, in ``folder`` (``options.yml``, BasicSR's ``experiments/``)."""
+    variant: str
+    seed: int
+    folder: str
+    options: Dict[str, Any]
+    scaling: Optional[RatioScaling] = None
+
+    @property
+    def key(self) -> str:
+        return f'{self.variant}/seed{self.seed}'
+
+    @property
+    def experiment(self) -> str:
+        return os.path.join(self.folder, 'experiments', self.options['name'])
+
+    @property
+    def checkpoint(self) -> str:
+        return os.path.join(self.experiment, 'models', 'net_g_latest.pth')
+
+    @property
+    def done_file(self) -> str:
+        return os.path.join(self.folder, 'done.json')
+
+    def options_sha(self) -> str:
+        return hashlib.sha256(json.dumps(self.options, sort_keys=True).encode()).hexdigest()
+
+
+def merge(base: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
+    """``base`` with ``overrides`` merged: mappings key by key, other values replaced, ``None`` removes the key."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def first_existing(candidates: List[str], key: str) -> Tuple[str, str]:
+    """(the first candidate that exists, its folder); ``embedded:`` names are materialised."""
+    for candidate in candidates:
+        if candidate.startswith(EMBEDDED):
+            return candidate, resolve_root(candidate)
+        if os.path.isdir(candidate):
+            return candidate, os.path.abspath(candidate)
+    raise GsrError(f'{key}: none of these folders exists: {", ".join(candidates)}')
+
+
+class Study:
+    """The parsed study file: options, the resolved folders and the runs, before anything is written."""
+
+    def __init__(self, path: str):
+        raw = load_option_file(path)
+        self.path = path
+        self.options = options_from_dict(StudyOptions, raw, '')
+        o = self.options
+        here = os.path.dirname(os.path.abspath(path))
+        if o.benchmark.weights not in WEIGHTS:
+            raise GsrError(f'{path}: benchmark.weights must be ema or raw, got {o.benchmark.weights!r}')
+        if not o.seeds or len(set(o.seeds)) != len(o.seeds):
+            raise GsrError(f'{path}: seeds must be a non-empty list of distinct integers, got {o.seeds!r}')
+        if not o.benchmark.datasets:
+            raise GsrError(f'{path}: benchmark.datasets must name at least one HR folder')
+        self.output = os.path.abspath(o.output or os.path.join('experiments', 'repro', o.name))
+        self.report = os.path.abspath(o.report or os.path.join(self.output, 'RESULTS.md'))
+        base_path = o.base if os.path.isabs(o.base) else os.path.join(here, o.base)
+        self.base = load_option_file(base_path)
+        self.hr_name, self.hr = first_existing(o.hr, f'{path}: hr')
+        found = {name: first_existing(folders, f'{path}: benchmark.datasets.{name}')
+                 for name, folders in o.benchmark.datasets.items()}
+        self.datasets = {name: folder for name, (_, folder) in found.items()}
+        self.dataset_names = {name: candidate for name, (candidate, _) in found.items()}
+        self.overrides = {name: self.variant_overrides(name, set()) for name in o.variants}
+        self.runs = [self.make_run(name, seed) for name in o.variants for seed in o.seeds]
+
+    def variant_overrides(self, name: str, seen: set) -> Dict[str, Any]:
+        if name not in self.options.variants:
+            raise GsrError(f'{self.path}: variants.{next(iter(seen), name)}.from: no variant {name!r}')
+        if name in seen:
+            raise GsrError(f'{self.path}: variants.{name}.from: a cycle')
+        spec = self.options.variants[name] or {}
+        own = {k: v for k, v in spec.items() if k not in VARIANT_KEYS}
+        parent = spec.get('from')
+        return merge(self.variant_overrides(parent, seen | {name}), own) if parent else own
+
+    def scaling(self, name: str) -> Optional[RatioScaling]:
+        spec = (self.options.variants[name] or {}).get('scale_to_ratio')
+        if spec is None:
+            return None
+        scaling = options_from_dict(RatioScaling, spec, f'variants.{name}.scale_to_ratio')
+        if scaling.run not in self.options.variants or (self.options.variants[scaling.run] or {}).get(
+                'scale_to_ratio'):
+            raise GsrError(f'{self.path}: variants.{name}.scale_to_ratio.run must be a variant without '
+                           f'scale_to_ratio, got {scaling.run!r}')
+        return scaling
+
+    def make_run(self, name: str, seed: int) -> Run:
+        opt = merge(self.base, self.overrides[name])
+        opt['name'] = f'{self.options.name}_{name}_seed{seed}'
+        opt['manual_seed'] = seed
+        opt['datasets']['train']['dataroot_gt'] = self.hr
+        if self.options.iterations:
+            set_iterations(opt, self.options.iterations)
+        for key, ds in opt['datasets'].items():
+            if key != 'train' and str(ds.get('dataroot_gt', '')).startswith(EMBEDDED):
+                ds['dataroot_gt'] = resolve_root(ds['dataroot_gt'])
+        return Run(name, seed, os.path.join(self.output, name, f'seed{seed}'), opt, self.scaling(name))
+
+
+def set_iterations(opt: Dict[str, Any], iterations: int) -> None:
+    train = opt['train']
+    train['total_iter'] = iterations
+    scheduler = train.get('scheduler') or {}
+    if scheduler.get('type') == 'CosineAnnealingRestartLR':
+        scheduler.update(periods=[iterations], restart_weights=[1])

@@ -1,0 +1,123 @@
+"""``gsr repro STUDY.yml``: the reproduction study. Trains every variant of the study file at every seed (each run
+resumable, ``--jobs`` at a time), benchmarks the runs under the eight settings, runs the representation analyses,
+tests each paper's claim with paired comparisons across seeds and images, and writes ``results.json`` and the
+report (``docs/RESULTS.md`` for ``options/repro/cpu_small.yml``). A killed study continues where it stopped:
+finished runs, benchmark rows and analyses are not redone. Keys of the study file: ``gsr/repro/study.py``."""
+import argparse
+import os
+import shlex
+import sys
+import time
+from typing import Dict, List, Optional
+
+from gsr.repro import report
+from gsr.repro.results import collect
+from gsr.repro.runner import evaluation_config, run_analyses, train_all
+from gsr.repro.study import WEIGHTS, Study
+from gsr.tools.evaluate import evaluate, load_config
+from gsr.utils.errors import GsrError
+
+ANALYSED = ('baseline', 'align')  # the runs whose representations claims 4 and 5 read
+CHECKED = ('baseline', 'align')   # the runs of the protocol checks (first seed)
+NOISE_SETTINGS = ['noise', 'b+n', 'n+j', 'b+n+j']
+
+
+def protocol_checks(study: Study, rows: List[Dict], progress: bool) -> Dict:
+    """The benchmark's first-seed PSNR of the checked variants against the same under noise sigma 40 (noise
+    settings) and under the other weights (all settings)."""
+    import yaml
+    from gsr.utils.checkpoint import atomic_write_text
+    bench = study.options.benchmark
+    seed = study.options.seeds[0]
+    keys = [f'{v}/seed{seed}' for v in CHECKED if v in study.options.variants]
+    if not bench.protocol_checks or not keys:
+        return {}
+    base = yaml.safe_load(open(evaluation_config(study)))
+    other = 'raw' if bench.weights == 'ema' else 'ema'
+    variants = {'noise sigma 40 (noise settings)': {'noise_sigma': 40, 'settings': NOISE_SETTINGS},
+                f'{other} weights (all settings)': {'weight': WEIGHTS[other]}}
+    out: Dict[str, Dict] = {}
+    for check, change in variants.items():
+        folder = check.split(' (')[0].replace(' ', '_')
+        cfg = dict(base, name=f'{base["name"]}_{folder}', output=os.path.join(study.output, 'checks', folder))
+        cfg['models'] = {k: dict(base['models'][k]) for k in keys}
+        cfg.update({k: v for k, v in change.items() if k != 'weight'})
+        for spec in cfg['models'].values():
+            spec['param_key'] = change.get('weight', spec['param_key'])
+        cfg['band_mape'] = 0
+        path = os.path.join(cfg['output'], 'evaluate.yml')
+        os.makedirs(cfg['output'], exist_ok=True)
+        atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False))
+        checked = evaluate(load_config(path), progress)
+        settings = set(cfg['settings']) if isinstance(cfg['settings'], list) else None
+        for key in keys:
+            mean = lambda rs: sum(r['psnr'] for r in rs) / len(rs)  # noqa: E731
+            reference = [r for r in rows if r['model'] == key and (settings is None or r['setting'] in settings)]
+            out.setdefault(key.split('/')[0], {})[check] = {
+                'reference': mean(reference), 'checked': mean([r for r in checked if r['model'] == key])}
+    return out
+
+
+REFERENCES = ('baseline', 'paired_baseline')  # not regularized
+
+
+def ship_networks(study: Study, results: Dict, prefix: str, command: str) -> List[str]:
+    """Ship the first seed's baseline and best regularized variant (highest mean PSNR over seeds and settings)
+    into the package as ``<prefix>-baseline`` and ``<prefix>-<variant>``."""
+    from gsr.utils.checkpoint import network_weights
+    from gsr.utils.pretrained import ship
+    means = {v: e['mean']['mean'] for v, e in results['psnr_by_setting'].items()}
+    regularized = [v for v in means if v not in REFERENCES]
+    if 'baseline' not in means or not regularized:
+        raise GsrError('--ship needs a baseline and at least one regularized variant in the study')
+    best = max(regularized, key=means.get)
+    seed = study.options.seeds[0]
+    written = []
+    for variant in ('baseline', best):
+        run = next(r for r in study.runs if r.variant == variant and r.seed == seed)
+        name = f'{prefix}-{variant.replace("_", "-")}'
+        weights = network_weights(run.checkpoint, WEIGHTS[study.options.benchmark.weights])
+        provenance = {'study': study.options.name, 'variant': variant, 'seed': seed, 'command': command,
+                      'weights': study.options.benchmark.weights, 'mean_psnr_over_seeds': means[variant],
+                      'option_overrides': results['variant_overrides'][variant]}
+        written.append(ship(name, weights, run.options, provenance))
+    return written
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog='gsr repro', description=__doc__)
+    parser.add_argument('study', help='study file, e.g. options/repro/cpu_small.yml')
+    parser.add_argument('--jobs', type=int, default=1, help='runs trained at the same time (the cores are shared)')
+    parser.add_argument('--no-progress', action='store_true')
+    parser.add_argument('--ship', metavar='PREFIX', help='also ship the first seed\'s baseline and best regularized '
+                        'network into the package (gsr/pretrained) as PREFIX-baseline and PREFIX-<variant>')
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        raise GsrError(f'--jobs must be at least 1, got {args.jobs}')
+    start = time.time()
+    study = Study(args.study)  # every check before anything is written
+    os.makedirs(study.output, exist_ok=True)
+
+    def say(text: str) -> None:
+        if not args.no_progress:
+            print(f'[{time.strftime("%H:%M:%S")}] {text}', flush=True)
+
+    say(f'{len(study.runs)} runs ({len(study.options.variants)} variants x {len(study.options.seeds)} seeds) in '
+        f'{study.output}, {args.jobs} at a time')
+    factors = train_all(study, args.jobs, say)
+    say('benchmark')
+    rows = evaluate(load_config(evaluation_config(study)), not args.no_progress)
+    say('analyses')
+    analyses = {run.key: run_analyses(study, run) for run in study.runs if run.variant in ANALYSED}
+    checks = protocol_checks(study, rows, not args.no_progress)
+    command = 'gsr repro ' + ' '.join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    meta = {'command': command, 'wall_seconds': time.time() - start}
+    results = collect(study, rows, analyses, factors, checks, meta)
+    report.write(results, study.report, os.path.join(study.output, 'results.json'))
+    say(f'wrote {study.report} and {os.path.join(study.output, "results.json")}')
+    if args.ship:
+        for path in ship_networks(study, results, args.ship, command):
+            say(f'shipped {path}')
+    for claim in results['claims']:
+        say(f'claim {claim["claim"]}: {claim["verdict"]}')
+    return 0

@@ -1,0 +1,182 @@
+"""The reproduction study (``gsr repro``): the statistics helper on known inputs, the study runner on a
+two-variant, one-seed, few-iteration study (resumes after a kill without redoing finished runs; RESULTS.md's
+numbers are results.json's)."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from gsr.repro.stats import paired_comparison, verdict
+from tests.conftest import REPO
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+def test_paired_comparison_gives_known_answers():
+    d = np.array([[1.0, 2.0, 3.0], [2.0, 3.0, 4.0]])
+    c = paired_comparison(d)
+    assert c.mean == pytest.approx(2.5) and c.seed_means == [2.0, 3.0] and c.n == 6
+    assert c.seed_std == pytest.approx(np.std([2.0, 3.0], ddof=1))
+    # t = mean / (s / sqrt(n)) with s = sample std of the six differences; scipy's p for t(5)
+    from scipy import stats
+    t = 2.5 / (np.std(d, ddof=1) / np.sqrt(6))
+    assert c.t_p == pytest.approx(2 * stats.t.sf(t, 5))
+    assert (c.positive, c.negative) == (6, 0) and c.sign_p == pytest.approx(2 * 0.5**6)
+    assert verdict(c, 1) == 'holds' and verdict(c, -1) == 'does not hold'
+
+
+def test_verdict_needs_every_seed_to_agree_and_significance():
+    rng = np.random.default_rng(0)
+    noise = paired_comparison(rng.normal(0, 1, (3, 20)))
+    assert verdict(noise) == 'inconclusive' and noise.t_p > 0.05
+    split = paired_comparison(np.array([[1.0, 1.1, 0.9], [1.0, 1.2, 0.8], [-0.1, -0.2, -0.05]]))
+    assert split.t_p < 0.05 and verdict(split) == 'inconclusive'  # one seed disagrees
+    ties = paired_comparison(np.zeros((2, 3)))
+    assert ties.sign_p == 1.0 and ties.t_p == 1.0 and verdict(ties) == 'inconclusive'
+
+
+def test_variant_overrides_merge_and_remove_keys():
+    from gsr.repro.study import merge
+    base = {'train': {'regularizers': {'a': {'w': 1}}, 'lr': 1}, 'paired': False}
+    merged = merge(base, {'train': {'regularizers': {'b': {'w': 2}}, 'lr': None}, 'paired': True})
+    assert merged == {'train': {'regularizers': {'a': {'w': 1}, 'b': {'w': 2}}}, 'paired': True}
+    assert base['train']['lr'] == 1  # the base is not modified
+
+
+# ------------------------------------------------------------------------------------------------ runner
+def tiny_study(tmp_path, photos, align_iterations=4):
+    """Baseline and align, one seed, a tiny network; align may train longer (to be killed while it trains)."""
+    base = yaml.safe_load(open(os.path.join(REPO, 'options', 'repro', 'base_srresnet_small.yml')))
+    base['network_g'].update(num_feat=8, num_block=1)
+    base['datasets']['train'].update(gt_size=32, crop_pad_size=80, batch_size_per_gpu=2, num_worker_per_gpu=0,
+                                     dataset_enlarge_ratio=50)
+    base['train'].update(gradient_ratio_freq=2)
+    base['logger'].update(print_freq=2, save_checkpoint_freq=2)
+    (tmp_path / 'base.yml').write_text(yaml.safe_dump(base))
+    study = {
+        'name': 'tiny', 'base': 'base.yml', 'hr': [photos], 'iterations': 4, 'seeds': [0],
+        'output': str(tmp_path / 'out'), 'report': str(tmp_path / 'docs' / 'RESULTS.md'),
+        'benchmark': {'datasets': {'photos': [photos]}, 'settings': ['clean', 'noise', 'b+n+j'],
+                      'metrics': ['psnr', 'ssim'], 'band_mape': 4, 'protocol_checks': True},
+        'variants': {
+            'baseline': {},
+            'align': {'paired': True, 'datasets': {'train': {'kernel_sets': 2, 'batch_size_per_gpu': 2}},
+                      'train': {'total_iter': align_iterations, 'regularizers': {
+                          'l_align': {'type': 'FeatureAlignmentLoss', 'loss_weight': 1.0}}}},
+        },
+    }
+    if align_iterations != 4:
+        study['iterations'] = None
+        study['variants']['baseline'] = {'train': {'total_iter': 4}}
+    path = tmp_path / 'study.yml'
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return str(path)
+
+
+def gsr_repro(args, cwd):
+    env = dict(os.environ, PYTHONPATH=REPO)
+    return subprocess.Popen([sys.executable, '-m', 'gsr.cli', 'repro'] + args, cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+@pytest.mark.slow
+def test_study_resumes_after_a_kill_and_the_report_numbers_are_the_json_numbers(tmp_path, small_photo_folder):
+    path = tiny_study(tmp_path, small_photo_folder, align_iterations=400)
+    out = tmp_path / 'out'
+    process = gsr_repro([path, '--jobs', '1'], tmp_path)
+    deadline = time.time() + 300
+    states = out / 'align' / 'seed0' / 'experiments' / 'tiny_align_seed0' / 'training_states'
+    while not (states.is_dir() and any(states.glob('*.state'))) and time.time() < deadline:
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)  # align is training: 400 iterations take far longer than 2
+    process.wait()
+    assert (out / 'baseline' / 'seed0' / 'done.json').is_file()
+    assert not (out / 'align' / 'seed0' / 'done.json').is_file()
+    done_before = (out / 'baseline' / 'seed0' / 'done.json').read_text()
+    baseline_logs = sorted((out / 'baseline' / 'seed0' / 'experiments').rglob('train_*.log'))
+
+    study = yaml.safe_load(open(path))  # finish quickly: the killed run resumes with its options unchanged
+    result = gsr_repro([path, '--jobs', '2', '--no-progress'], tmp_path)
+    output, _ = result.communicate(timeout=900)
+    assert result.returncode == 0, output[-3000:]
+    assert (out / 'baseline' / 'seed0' / 'done.json').read_text() == done_before  # not redone
+    assert sorted((out / 'baseline' / 'seed0' / 'experiments').rglob('train_*.log')) == baseline_logs
+    align_logs = sorted((out / 'align' / 'seed0' / 'experiments').rglob('train_*.log'))
+    assert len(align_logs) == 2 and 'Resuming training from epoch' in align_logs[1].read_text()
+    assert study['variants']['align']['train']['total_iter'] == 400
+
+    results = json.load(open(out / 'results.json'))
+    report = (tmp_path / 'docs' / 'RESULTS.md').read_text()
+    assert report.startswith('# Reproduction study: tiny') and 'gsr repro' in report
+    for variant, per_setting in results['psnr_by_setting'].items():
+        row = next(line for line in report.splitlines() if line.startswith(f'| {variant} | '))
+        cells = re.findall(r'([-\d.]+) ± ([-\d.]+)', row)
+        expected = [(f'{per_setting[s]["mean"]:.2f}', f'{per_setting[s]["std"]:.2f}')
+                    for s in results['settings'] + ['mean']]
+        assert cells == expected
+    claim1 = results['claims'][0]['comparisons'][0]
+    assert claim1['label'] == 'align - baseline (PSNR, all settings)'
+    assert f'| {claim1["label"]} | > 0 | {claim1["mean"]:+.4f} dB |' in report
+    assert results['regularizer_activity']['align']['l_align']['ratio'] > 0
+    checks = {'noise sigma 40 (noise settings)', 'raw weights (all settings)'}
+    assert set(results['protocol_checks']['baseline']) == checks
+    assert (tmp_path / 'docs' / 'RESULTS_plots' / 'gains.png').is_file()
+
+
+def test_a_study_mistake_is_one_line_before_anything_is_written(tmp_path, small_photo_folder):
+    from tests.conftest import run_gsr
+    path = tiny_study(tmp_path, small_photo_folder)
+    study = yaml.safe_load(open(path))
+    scaling = {'run': 'nowhere', 'terms': ['l_align'], 'target': 0.1}
+    study['variants']['acting'] = {'from': 'align', 'scale_to_ratio': scaling}
+    (tmp_path / 'study.yml').write_text(yaml.safe_dump(study, sort_keys=False))
+    result = run_gsr(['repro', path], cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().count('\n') == 0, result.stderr
+    assert "variants.acting.scale_to_ratio.run must be a variant without scale_to_ratio, got 'nowhere'" in result.stderr
+    assert not (tmp_path / 'out').exists()
+
+
+# ------------------------------------------------------------------------------------------------ shipped networks
+def test_ship_writes_a_checked_network_and_a_changed_file_is_refused(tmp_path):
+    import torch
+    from basicsr.archs import build_network
+    from gsr.utils.errors import GsrError
+    from gsr.utils.pretrained import ship, shipped
+    net_opt = {'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1, 'upscale': 4}
+    net = build_network(dict(net_opt))
+    ship('tiny-baseline', net.state_dict(), {'network_g': net_opt, 'scale': 4}, {'variant': 'baseline'}, str(tmp_path))
+    entry = shipped('tiny-baseline', str(tmp_path))
+    assert entry['param_key'] == 'params' and entry['network_g'] == net_opt and entry['variant'] == 'baseline'
+    loaded = torch.load(entry['checkpoint'], weights_only=True)['params']
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in loaded.items())
+    with open(entry['checkpoint'], 'ab') as f:
+        f.write(b'0')
+    with pytest.raises(GsrError, match='does not match the sha256'):
+        shipped('tiny-baseline', str(tmp_path))
+    with pytest.raises(GsrError, match="no such shipped network .*shipped: tiny-baseline"):
+        shipped('tiny-align', str(tmp_path))
+
+
+def test_the_package_ships_the_studys_networks_and_infer_runs_them(tmp_path, small_photo_folder):
+    """gsr/pretrained holds the study's baseline and best regularized network (seed 0); ``gsr infer --model``
+    runs one; ``--model`` with ``-opt`` is refused."""
+    from gsr.utils.pretrained import manifest
+    from tests.conftest import run_gsr
+    entries = manifest()
+    assert any(n.endswith('-baseline') for n in entries) and len(entries) >= 2, entries
+    name = next(n for n in entries if not n.endswith('-baseline'))
+    assert entries[name]['study'] == 'cpu_small' and entries[name]['seed'] == 0
+    result = run_gsr(['infer', '--model', name, '--input', small_photo_folder, '--output', str(tmp_path / 'sr'),
+                      '--device', 'cpu'], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(os.listdir(tmp_path / 'sr')) == len(os.listdir(small_photo_folder))
+    result = run_gsr(['infer', '--model', name, '-opt', 'x.yml', '--input', small_photo_folder, '--output',
+                      str(tmp_path / 'sr2')], cwd=tmp_path)
+    assert result.returncode == 2 and '--model replaces -opt and --checkpoint' in result.stderr
