@@ -18,7 +18,7 @@ import tempfile
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from gsr.utils.profiling import (flop_count, parameter_count, peak_memory_mb, reset_peak_memory,  # noqa: E402
+from gsr.utils.profiling import (alternating_inference, device_line, flop_count, parameter_count,  # noqa: E402
                                  timed)
 
 SRRESNET = {'type': 'MSRResNet', 'num_feat': 64, 'num_block': 16, 'upscale': 4}
@@ -32,21 +32,12 @@ def inference_table(device: torch.device, repeats: int) -> None:
     nets = {'SRResNet 64x16': build_network(dict(SRRESNET)), 'LightBSR student': build_network(dict(LIGHTBSR))}
     nets = {name: net.eval().to(device) for name, net in nets.items()}
     x = torch.rand(1, 3, 180, 320, device=device)
-    times = {name: [] for name in nets}
-    memory = {}
-    with torch.no_grad():
-        for name, net in nets.items():
-            reset_peak_memory(device)
-            net(x)
-            memory[name] = peak_memory_mb(device)
-        for _ in range(repeats):
-            for name, net in nets.items():
-                times[name].append(timed(lambda: net(x), device))
+    times, memory = alternating_inference(nets, x, repeats)
     print('| network | parameters | GFLOPs (flop_counter) at 180x320 | time (s) | vs SRResNet | peak memory (MiB) |\n'
           '|---|---|---|---|---|---|')
-    ref = statistics.median(times['SRResNet 64x16'])
+    ref = times['SRResNet 64x16']
     for name, net in nets.items():
-        t = statistics.median(times[name])
+        t = times[name]
         print(f'| {name} | {parameter_count(net) / 1e6:.3f} M | {flop_count(net, x) / 1e9:.1f} | {t:.3f} | '
               f'{t / ref:.2f}x | {memory[name]:.0f} |')
 
@@ -111,8 +102,7 @@ def main() -> None:
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     args = parser.parse_args()
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'
-    print(f'device: {name}; torch {torch.__version__}; median of {args.repeats} after a warm-up\n')
+    print(device_line(device, args.repeats))
     inference_table(device, args.repeats)
     training_table(device, args.batch, args.repeats)
 

@@ -18,7 +18,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from gsr.utils.profiling import (flop_count, parameter_count, peak_memory_mb, reset_peak_memory,  # noqa: E402
+from gsr.utils.profiling import (alternating_inference, device_line, flop_count, parameter_count,  # noqa: E402
                                  timed)
 
 SWINIR = {'type': 'SwinIR', 'upscale': 4, 'in_chans': 3, 'img_size': 48, 'window_size': 8, 'img_range': 1.,
@@ -49,22 +49,13 @@ def inference_table(device: torch.device, repeats: int) -> None:
     nets = {'SwinIR (classical x4)': build_network(dict(SWINIR)), 'SAVLNet (paper size)': build_network(dict(SAVL))}
     nets = {name: Padded(net).eval().to(device) for name, net in nets.items()}
     x = torch.rand(1, 3, 180, 320, device=device)
-    times = {name: [] for name in nets}
-    memory = {}
-    with torch.no_grad():
-        for name, net in nets.items():
-            reset_peak_memory(device)
-            net(x)
-            memory[name] = peak_memory_mb(device)
-        for _ in range(repeats):
-            for name, net in nets.items():
-                times[name].append(timed(lambda: net(x), device))
+    times, memory = alternating_inference(nets, x, repeats)
     estimator = nets['SAVLNet (paper size)'].net.estimator
     print('| network | parameters | GFLOPs (flop_counter) at 180x320 | time (s) | vs SwinIR | peak memory (MiB) |\n'
           '|---|---|---|---|---|---|')
-    ref = statistics.median(times['SwinIR (classical x4)'])
+    ref = times['SwinIR (classical x4)']
     for name, net in nets.items():
-        t = statistics.median(times[name])
+        t = times[name]
         print(f'| {name} | {parameter_count(net) / 1e6:.2f} M | {flop_count(net, x) / 1e9:.1f} | {t:.2f} | '
               f'{t / ref:.2f}x | {memory[name]:.0f} |')
     print(f'| SAVL estimator alone | {parameter_count(estimator) / 1e6:.2f} M | '
@@ -127,8 +118,7 @@ def main() -> None:
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     args = parser.parse_args()
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'
-    print(f'device: {name}; torch {torch.__version__}; median of {args.repeats} after a warm-up\n')
+    print(device_line(device, args.repeats))
     inference_table(device, args.repeats)
     training_share(device, args.batch, args.repeats)
 

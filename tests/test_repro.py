@@ -180,3 +180,41 @@ def test_the_package_ships_the_studys_networks_and_infer_runs_them(tmp_path, sma
     result = run_gsr(['infer', '--model', name, '-opt', 'x.yml', '--input', small_photo_folder, '--output',
                       str(tmp_path / 'sr2')], cwd=tmp_path)
     assert result.returncode == 2 and '--model replaces -opt and --checkpoint' in result.stderr
+
+
+def test_the_paper_study_uses_the_published_option_files(tmp_path, monkeypatch, small_photo_folder):
+    """options/repro/paper.yml: each variant is its published option file (500 K iterations) with the study's data
+    folders; a missing data folder is named."""
+    from gsr.repro.study import Study
+    from gsr.utils.errors import GsrError
+    path = os.path.join(REPO, 'options', 'repro', 'paper.yml')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(GsrError, match='hr: none of these folders exists: datasets/DIV2K/DIV2K_train_HR_sub'):
+        Study(path)
+    for folder in ('DIV2K/DIV2K_train_HR_sub', 'Set5/HR', 'Set14/HR', 'B100/HR', 'Urban100/HR', 'Manga109/HR'):
+        os.makedirs(os.path.dirname(tmp_path / 'datasets' / folder), exist_ok=True)
+        os.symlink(small_photo_folder, tmp_path / 'datasets' / folder)
+    study = Study(path)
+    runs = {run.key: run.options for run in study.runs}
+    assert len(runs) == 24 and all(o['train']['total_iter'] == 500000 for o in runs.values())
+    assert set(runs['align/seed1']['train']['regularizers']) == {'l_align', 'l_rff'}
+    assert runs['paired_baseline/seed0']['paired'] and 'regularizers' not in runs['paired_baseline/seed0']['train']
+    assert runs['tfd_training_only/seed2']['attach']['tfd']['mode'] == 'training_only'
+    assert runs['dropout/seed0']['dropout'] == {'p': 0.7} and runs['dropout/seed0']['manual_seed'] == 0
+    assert runs['baseline/seed0']['datasets']['train']['dataroot_gt'] == os.path.abspath(
+        'datasets/DIV2K/DIV2K_train_HR_sub')
+
+
+def test_variants_select_runs_and_keep_the_source_of_a_scaled_weight(tmp_path, small_photo_folder):
+    from gsr.repro.study import Study
+    from gsr.utils.errors import GsrError
+    path = tiny_study(tmp_path, small_photo_folder)
+    study = yaml.safe_load(open(path))
+    scaling = {'run': 'align', 'terms': ['l_align'], 'target': 0.1}
+    study['variants']['acting'] = {'from': 'align', 'scale_to_ratio': scaling}
+    (tmp_path / 'study.yml').write_text(yaml.safe_dump(study, sort_keys=False))
+    assert [r.key for r in Study(path, ['align', 'acting']).runs] == ['align/seed0', 'acting/seed0']
+    with pytest.raises(GsrError, match="--variants: acting scales its weights from align's logs: include it"):
+        Study(path, ['baseline', 'acting'])
+    with pytest.raises(GsrError, match='--variants: nothing not in'):
+        Study(path, ['nothing'])

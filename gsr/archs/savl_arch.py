@@ -15,15 +15,13 @@ def conv3x3(in_ch: int, out_ch: int) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, 3, padding=1, padding_mode='reflect')
 
 
-@ARCH_REGISTRY.register()
-class SAVLEstimator(nn.Module):
-    """The amortized posterior q(r | y) = prod_u N(r(u); mu(u), diag sigma^2(u)) (SAVL Sec. 3, as summarised):
-    ``num_layers`` 3x3 convs at LR resolution with no pooling or stride, so each output pixel sees a
-    (2 num_layers + 1)^2 neighbourhood (13x13 with 6 layers), then 1x1 heads for mu and log sigma^2 (clamped to
-    ``log_var_range``: an overflowing log-variance cannot make sigma^2 infinite or zero)."""
+class PerPixelGaussian(nn.Module):
+    """``num_layers`` reflect-padded 3x3 convs with LeakyReLU 0.1, no pooling or stride, then 1x1 heads for a
+    per-pixel Gaussian's mean and log-variance (clamped to ``log_var_range``: an overflowing log-variance cannot
+    make the variance infinite or zero). ``forward(x) -> (mean, log_var)``, each (N, latent_dim, h, w)."""
 
-    def __init__(self, num_in_ch: int = 3, num_feat: int = 64, latent_dim: int = 64, num_layers: int = 6,
-                 log_var_range: Tuple[float, float] = (-10.0, 10.0)):
+    def __init__(self, num_in_ch: int, num_feat: int, latent_dim: int, num_layers: int,
+                 log_var_range: Tuple[float, float]):
         super().__init__()
         layers = [conv3x3(num_in_ch, num_feat)]
         for _ in range(num_layers - 1):
@@ -32,12 +30,22 @@ class SAVLEstimator(nn.Module):
         self.mean = nn.Conv2d(num_feat, latent_dim, 1)
         self.log_var = nn.Conv2d(num_feat, latent_dim, 1)
         self.log_var_range = tuple(log_var_range)
-        self.receptive_field = 2 * num_layers + 1
 
-    def forward(self, lr: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(mu, log_var)``, each (N, latent_dim, h, w) at the LR image's resolution."""
-        feat = self.body(lr)
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        feat = self.body(x)
         return self.mean(feat), self.log_var(feat).clamp(*self.log_var_range)
+
+
+@ARCH_REGISTRY.register()
+class SAVLEstimator(PerPixelGaussian):
+    """The amortized posterior q(r | y) = prod_u N(r(u); mu(u), diag sigma^2(u)) (SAVL Sec. 3, as summarised): a
+    ``PerPixelGaussian`` on the LR image, so each output pixel sees a (2 num_layers + 1)^2 neighbourhood (13x13
+    with 6 layers)."""
+
+    def __init__(self, num_in_ch: int = 3, num_feat: int = 64, latent_dim: int = 64, num_layers: int = 6,
+                 log_var_range: Tuple[float, float] = (-10.0, 10.0)):
+        super().__init__(num_in_ch, num_feat, latent_dim, num_layers, log_var_range)
+        self.receptive_field = 2 * num_layers + 1
 
     @staticmethod
     def sample(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
@@ -79,24 +87,11 @@ class SAVLDegrader(nn.Module):
 
 
 @ARCH_REGISTRY.register()
-class CLUBConditional(nn.Module):
+class CLUBConditional(PerPixelGaussian):
     """CLUB's variational conditional q(r | z) (Cheng et al., ICML 2020) for the ablation "w/o SAVL + CLUB" (SAVL
-    Tab. 1; its layers are our reading): a per-pixel Gaussian over the representation r given the content z (the
-    HR image downsampled to the LR size), ``num_layers`` 3x3 convs then 1x1 heads for the mean and the log-variance
-    (clamped as the estimator's). Training only."""
+    Tab. 1; its layers are our reading): a ``PerPixelGaussian`` over the representation r given the content z (the
+    HR image downsampled to the LR size). Training only."""
 
     def __init__(self, num_in_ch: int = 3, num_feat: int = 32, latent_dim: int = 64, num_layers: int = 3,
                  log_var_range: Tuple[float, float] = (-10.0, 10.0)):
-        super().__init__()
-        layers = [conv3x3(num_in_ch, num_feat)]
-        for _ in range(num_layers - 1):
-            layers += [nn.LeakyReLU(0.1, True), conv3x3(num_feat, num_feat)]
-        self.body = nn.Sequential(*layers, nn.LeakyReLU(0.1, True))
-        self.mean = nn.Conv2d(num_feat, latent_dim, 1)
-        self.log_var = nn.Conv2d(num_feat, latent_dim, 1)
-        self.log_var_range = tuple(log_var_range)
-
-    def forward(self, content: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(mean, log_var)`` of q(r | z), each (N, latent_dim, h, w)."""
-        feat = self.body(content)
-        return self.mean(feat), self.log_var(feat).clamp(*self.log_var_range)
+        super().__init__(num_in_ch, num_feat, latent_dim, num_layers, log_var_range)

@@ -136,7 +136,9 @@ def claims(m: Measurements) -> List[Dict]:
     ]
     out = []
     for number, title, source, comparisons in spec:
-        comparisons = [c for c in comparisons if c is not None]
-        out.append({'claim': number, 'title': title, 'source': source, 'comparisons': comparisons,
-                    'verdict': combined_verdict(comparisons)})
+        made = [c for c in comparisons if c is not None]
+        verdict = combined_verdict(made)
+        if made and len(made) < len(comparisons):  # variants or a metric this study lacks
+            verdict += f' ({len(comparisons) - len(made)} of {len(comparisons)} comparisons not run)'
+        out.append({'claim': number, 'title': title, 'source': source, 'comparisons': made, 'verdict': verdict})
     return out

@@ -82,7 +82,9 @@ def collect(study: Study, rows: List[Dict], analyses: Dict[str, Dict], factors: 
         'datasets': [f'{name} ({folder})' for name, folder in study.dataset_names.items()],
         'protocol': {'noise_sigma': bench.noise_sigma, 'weights': bench.weights, 'crop_border': bench.crop_border,
                      'lpips': 'measured' if m.available('lpips') else 'not available (no backbone weights here)'},
-        'variant_overrides': OrderedDict((v, json.dumps(o, sort_keys=True)) for v, o in study.overrides.items()),
+        'variant_overrides': OrderedDict((v, json.dumps(o, sort_keys=True)) for v, o in study.overrides.items()
+                                         if v in study.selected),
+        'variants_not_run': [v for v in study.overrides if v not in study.selected],
         'runs': {run.key: {'folder': os.path.relpath(run.folder, study.output)} for run in study.runs},
         'psnr_by_setting': summarize_by_setting(psnr, settings),
         'gains_by_setting': summarize_by_setting(gains, settings),

@@ -9,7 +9,8 @@ Keys (``docs/RESULTS.md`` is what ``options/repro/cpu_small.yml`` produces; ``do
   the base's ``train.total_iter`` (and a ``CosineAnnealingRestartLR`` period).
 * ``seeds``: the ``manual_seed`` of each run (at least three for a verdict across seeds).
 * ``variants``: name -> option overrides merged into the base (mappings merge key by key; ``~`` removes a key),
-  optionally ``from: <variant>`` (start from that variant's overrides) and ``scale_to_ratio: {run: <variant>,
+  optionally ``option_file: <file>`` (this variant starts from that file instead of the base; relative to the
+  study file), ``from: <variant>`` (start from that variant's file and overrides) and ``scale_to_ratio: {run: <variant>,
   terms: [...], target: r}``: the terms' loss weights multiplied so that their logged gradient ratio at the tap
   (``train.gradient_ratio_freq``), measured in ``run``'s first seed over its second half, becomes ``target``.
 * ``benchmark``: ``datasets`` (name -> candidate HR folders, the first that exists), ``settings``,
@@ -30,7 +31,7 @@ from gsr.utils.option_check import load_option_file
 from gsr.utils.options import options_from_dict
 
 WEIGHTS = {'ema': 'params_ema', 'raw': 'params'}
-VARIANT_KEYS = ('from', 'scale_to_ratio')
+VARIANT_KEYS = ('from', 'scale_to_ratio', 'option_file')
 
 
 @dataclass
@@ -120,12 +121,12 @@ def first_existing(candidates: List[str], key: str) -> Tuple[str, str]:
 class Study:
     """The parsed study file: options, the resolved folders and the runs, before anything is written."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, only: Optional[List[str]] = None):
         raw = load_option_file(path)
         self.path = path
         self.options = options_from_dict(StudyOptions, raw, '')
         o = self.options
-        here = os.path.dirname(os.path.abspath(path))
+        here = self.here = os.path.dirname(os.path.abspath(path))
         if o.benchmark.weights not in WEIGHTS:
             raise GsrError(f'{path}: benchmark.weights must be ema or raw, got {o.benchmark.weights!r}')
         if not o.seeds or len(set(o.seeds)) != len(o.seeds):
@@ -142,7 +143,23 @@ class Study:
         self.datasets = {name: folder for name, (_, folder) in found.items()}
         self.dataset_names = {name: candidate for name, (candidate, _) in found.items()}
         self.overrides = {name: self.variant_overrides(name, set()) for name in o.variants}
-        self.runs = [self.make_run(name, seed) for name in o.variants for seed in o.seeds]
+        self.selected = self.selection(only)
+        self.runs = [self.make_run(name, seed) for name in self.selected for seed in o.seeds]
+
+    def selection(self, only: Optional[List[str]]) -> List[str]:
+        """The variants to run: all, or ``only`` (``--variants``), which must include the source of every
+        ``scale_to_ratio``."""
+        if not only:
+            return list(self.options.variants)
+        unknown = [v for v in only if v not in self.options.variants]
+        if unknown:
+            raise GsrError(f'--variants: {", ".join(unknown)} not in {self.path} (it has: '
+                           f'{", ".join(self.options.variants)})')
+        for name in only:
+            scaling = self.scaling(name)
+            if scaling is not None and scaling.run not in only:
+                raise GsrError(f'--variants: {name} scales its weights from {scaling.run}\'s logs: include it')
+        return [v for v in self.options.variants if v in only]
 
     def variant_overrides(self, name: str, seen: set) -> Dict[str, Any]:
         if name not in self.options.variants:
@@ -165,8 +182,15 @@ class Study:
                            f'scale_to_ratio, got {scaling.run!r}')
         return scaling
 
+    def variant_base(self, name: str) -> Dict[str, Any]:
+        """The option file a variant starts from: its own ``option_file``, its ``from`` variant's, or the base."""
+        spec = self.options.variants[name] or {}
+        if spec.get('option_file'):
+            return load_option_file(os.path.join(self.here, spec['option_file']))
+        return self.variant_base(spec['from']) if spec.get('from') else self.base
+
     def make_run(self, name: str, seed: int) -> Run:
-        opt = merge(self.base, self.overrides[name])
+        opt = merge(self.variant_base(name), self.overrides[name])
         opt['name'] = f'{self.options.name}_{name}_seed{seed}'
         opt['manual_seed'] = seed
         opt['datasets']['train']['dataroot_gt'] = self.hr

@@ -26,16 +26,20 @@ def protocol_checks(study: Study, rows: List[Dict], progress: bool) -> Dict:
     """The benchmark's first-seed PSNR of the checked variants against the same under noise sigma 40 (noise
     settings) and under the other weights (all settings)."""
     import yaml
+    from gsr.data.eval_protocol import settings_list
     from gsr.utils.checkpoint import atomic_write_text
     bench = study.options.benchmark
     seed = study.options.seeds[0]
-    keys = [f'{v}/seed{seed}' for v in CHECKED if v in study.options.variants]
+    keys = [f'{v}/seed{seed}' for v in CHECKED if v in study.selected]
     if not bench.protocol_checks or not keys:
         return {}
     base = yaml.safe_load(open(evaluation_config(study)))
     other = 'raw' if bench.weights == 'ema' else 'ema'
-    variants = {'noise sigma 40 (noise settings)': {'noise_sigma': 40, 'settings': NOISE_SETTINGS},
+    noisy = [s for s in NOISE_SETTINGS if s in settings_list(bench.settings)]
+    variants = {'noise sigma 40 (noise settings)': {'noise_sigma': 40, 'settings': noisy},
                 f'{other} weights (all settings)': {'weight': WEIGHTS[other]}}
+    if not noisy:
+        variants.pop('noise sigma 40 (noise settings)')
     out: Dict[str, Dict] = {}
     for check, change in variants.items():
         folder = check.split(' (')[0].replace(' ', '_')
@@ -49,10 +53,10 @@ def protocol_checks(study: Study, rows: List[Dict], progress: bool) -> Dict:
         os.makedirs(cfg['output'], exist_ok=True)
         atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False))
         checked = evaluate(load_config(path), progress)
-        settings = set(cfg['settings']) if isinstance(cfg['settings'], list) else None
+        settings = set(settings_list(cfg['settings']))
         for key in keys:
             mean = lambda rs: sum(r['psnr'] for r in rs) / len(rs)  # noqa: E731
-            reference = [r for r in rows if r['model'] == key and (settings is None or r['setting'] in settings)]
+            reference = [r for r in rows if r['model'] == key and r['setting'] in settings]
             out.setdefault(key.split('/')[0], {})[check] = {
                 'reference': mean(reference), 'checked': mean([r for r in checked if r['model'] == key])}
     return out
@@ -79,7 +83,7 @@ def ship_networks(study: Study, results: Dict, prefix: str, command: str) -> Lis
         weights = network_weights(run.checkpoint, WEIGHTS[study.options.benchmark.weights])
         provenance = {'study': study.options.name, 'variant': variant, 'seed': seed, 'command': command,
                       'weights': study.options.benchmark.weights, 'mean_psnr_over_seeds': means[variant],
-                      'option_overrides': results['variant_overrides'][variant]}
+                      'option_overrides': results['variant_overrides'][variant], 'training_options': run.options}
         written.append(ship(name, weights, run.options, provenance))
     return written
 
@@ -88,6 +92,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='gsr repro', description=__doc__)
     parser.add_argument('study', help='study file, e.g. options/repro/cpu_small.yml')
     parser.add_argument('--jobs', type=int, default=1, help='runs trained at the same time (the cores are shared)')
+    parser.add_argument('--variants', nargs='+', metavar='NAME', help='run only these variants of the study')
     parser.add_argument('--no-progress', action='store_true')
     parser.add_argument('--ship', metavar='PREFIX', help='also ship the first seed\'s baseline and best regularized '
                         'network into the package (gsr/pretrained) as PREFIX-baseline and PREFIX-<variant>')
@@ -95,14 +100,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.jobs < 1:
         raise GsrError(f'--jobs must be at least 1, got {args.jobs}')
     start = time.time()
-    study = Study(args.study)  # every check before anything is written
+    study = Study(args.study, args.variants)  # every check before anything is written
     os.makedirs(study.output, exist_ok=True)
 
     def say(text: str) -> None:
         if not args.no_progress:
             print(f'[{time.strftime("%H:%M:%S")}] {text}', flush=True)
 
-    say(f'{len(study.runs)} runs ({len(study.options.variants)} variants x {len(study.options.seeds)} seeds) in '
+    say(f'{len(study.runs)} runs ({len(study.selected)} variants x {len(study.options.seeds)} seeds) in '
         f'{study.output}, {args.jobs} at a time')
     factors = train_all(study, args.jobs, say)
     say('benchmark')

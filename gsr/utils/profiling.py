@@ -5,8 +5,9 @@ of this line often report multiply-adds as "FLOPs": divide by two to compare). P
 ``torch.cuda.max_memory_allocated`` on CUDA; on the CPU the peak resident set size (``VmHWM``), reset before the
 measurement through ``/proc/self/clear_refs`` where the kernel allows it.
 """
+import statistics
 import time
-from typing import Callable, List
+from typing import Callable, Dict, List, Tuple
 
 import torch
 from torch import nn
@@ -75,3 +76,27 @@ def inference_times(net: nn.Module, x: torch.Tensor, runs: int, warmup: int = 1)
         for _ in range(warmup):
             net(x)
         return [timed(lambda: net(x), x.device) for _ in range(runs)]
+
+
+PerNetwork = Dict[str, float]  # network name -> a measure
+
+
+def alternating_inference(nets: Dict[str, nn.Module], x: torch.Tensor, repeats: int) -> Tuple[PerNetwork, PerNetwork]:
+    """(median seconds, peak memory MiB) per network: one pass each measuring the peak (reset before it), then
+    ``repeats`` rounds in which the networks alternate, so that a drift of the machine affects all alike."""
+    times: Dict[str, List[float]] = {name: [] for name in nets}
+    memory = {}
+    with torch.no_grad():
+        for name, net in nets.items():
+            reset_peak_memory(x.device)
+            net(x)
+            memory[name] = peak_memory_mb(x.device)
+        for _ in range(repeats):
+            for name, net in nets.items():
+                times[name].append(timed(lambda: net(x), x.device))
+    return {name: statistics.median(t) for name, t in times.items()}, memory
+
+
+def device_line(device: torch.device, repeats: int) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'
+    return f'device: {name}; torch {torch.__version__}; median of {repeats} after a warm-up\n'
