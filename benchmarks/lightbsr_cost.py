@@ -9,7 +9,6 @@ SRResNet step on the same number of LR rows as the student.
 
     python benchmarks/lightbsr_cost.py [--repeats 3] [--batch 4] [--device cpu]
 """
-import argparse
 import os
 import statistics
 import sys
@@ -18,28 +17,19 @@ import tempfile
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from gsr.utils.profiling import (alternating_inference, device_line, flop_count, parameter_count,  # noqa: E402
-                                 timed)
+from gsr.utils.profiling import inference_table, run_cost_benchmark, timed  # noqa: E402
 
 SRRESNET = {'type': 'MSRResNet', 'num_feat': 64, 'num_block': 16, 'upscale': 4}
 LIGHTBSR = {'type': 'LightBSR'}
 TEACHER = {'type': 'LightBSR', 'prior_channels': 15, 'contrastive': True}
 
 
-def inference_table(device: torch.device, repeats: int) -> None:
+def inference(device: torch.device, repeats: int) -> None:
     from basicsr.archs import build_network
     torch.manual_seed(0)
     nets = {'SRResNet 64x16': build_network(dict(SRRESNET)), 'LightBSR student': build_network(dict(LIGHTBSR))}
     nets = {name: net.eval().to(device) for name, net in nets.items()}
-    x = torch.rand(1, 3, 180, 320, device=device)
-    times, memory = alternating_inference(nets, x, repeats)
-    print('| network | parameters | GFLOPs (flop_counter) at 180x320 | time (s) | vs SRResNet | peak memory (MiB) |\n'
-          '|---|---|---|---|---|---|')
-    ref = times['SRResNet 64x16']
-    for name, net in nets.items():
-        t = times[name]
-        print(f'| {name} | {parameter_count(net) / 1e6:.3f} M | {flop_count(net, x) / 1e9:.1f} | {t:.3f} | '
-              f'{t / ref:.2f}x | {memory[name]:.0f} |')
+    print(inference_table(nets, torch.rand(1, 3, 180, 320, device=device), repeats, 'SRResNet 64x16'))
 
 
 def training_models(device: torch.device, batch: int, kernel_pca: str, teacher_path: str):
@@ -96,15 +86,7 @@ def training_table(device: torch.device, batch: int, repeats: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--repeats', type=int, default=3)
-    parser.add_argument('--batch', type=int, default=4, help='B: HR images per training step')
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    print(device_line(device, args.repeats))
-    inference_table(device, args.repeats)
-    training_table(device, args.batch, args.repeats)
+    run_cost_benchmark(__doc__, 3, 4, 'B: HR images per training step', inference, training_table)
 
 
 if __name__ == '__main__':

@@ -10,7 +10,6 @@ re-degrader), and the time of the estimator's forward + backward against the who
 
     python benchmarks/savl_cost.py [--repeats 2] [--batch 2] [--device cpu]
 """
-import argparse
 import os
 import statistics
 import sys
@@ -18,7 +17,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from gsr.utils.profiling import (alternating_inference, device_line, flop_count, parameter_count,  # noqa: E402
+from gsr.utils.profiling import (flop_count, inference_table, parameter_count, run_cost_benchmark,  # noqa: E402
                                  timed)
 
 SWINIR = {'type': 'SwinIR', 'upscale': 4, 'in_chans': 3, 'img_size': 48, 'window_size': 8, 'img_range': 1.,
@@ -42,24 +41,17 @@ class Padded(torch.nn.Module):
         return self.net(pad_to_multiple(x, self.multiple))[..., :4 * h, :4 * w]
 
 
-def inference_table(device: torch.device, repeats: int) -> None:
+def inference(device: torch.device, repeats: int) -> None:
     import gsr  # noqa: F401
     from basicsr.archs import build_network
     torch.manual_seed(0)
     nets = {'SwinIR (classical x4)': build_network(dict(SWINIR)), 'SAVLNet (paper size)': build_network(dict(SAVL))}
     nets = {name: Padded(net).eval().to(device) for name, net in nets.items()}
     x = torch.rand(1, 3, 180, 320, device=device)
-    times, memory = alternating_inference(nets, x, repeats)
+    print(inference_table(nets, x, repeats, 'SwinIR (classical x4)'))
     estimator = nets['SAVLNet (paper size)'].net.estimator
-    print('| network | parameters | GFLOPs (flop_counter) at 180x320 | time (s) | vs SwinIR | peak memory (MiB) |\n'
-          '|---|---|---|---|---|---|')
-    ref = times['SwinIR (classical x4)']
-    for name, net in nets.items():
-        t = times[name]
-        print(f'| {name} | {parameter_count(net) / 1e6:.2f} M | {flop_count(net, x) / 1e9:.1f} | {t:.2f} | '
-              f'{t / ref:.2f}x | {memory[name]:.0f} |')
-    print(f'| SAVL estimator alone | {parameter_count(estimator) / 1e6:.2f} M | '
-          f'{flop_count(estimator, x) / 1e9:.1f} | | | |')
+    print(f'| SAVL estimator alone | {parameter_count(estimator) / 1e6:.3f} M | {flop_count(estimator, x) / 1e9:.1f} '
+          '| | | |')
 
 
 def training_share(device: torch.device, batch: int, repeats: int) -> None:
@@ -112,15 +104,7 @@ def training_share(device: torch.device, batch: int, repeats: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--repeats', type=int, default=2)
-    parser.add_argument('--batch', type=int, default=2, help='LR crops per training step')
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    print(device_line(device, args.repeats))
-    inference_table(device, args.repeats)
-    training_share(device, args.batch, args.repeats)
+    run_cost_benchmark(__doc__, 2, 2, 'LR crops per training step', inference, training_share)
 
 
 if __name__ == '__main__':
