@@ -26,30 +26,28 @@ def versions() -> str:
     return ', '.join(f'{p} {version(p)}' for p in ('gsr', 'basicsr', 'torch', 'numpy'))
 
 
-def regularizer_activity(study: Study) -> Dict:
+def first_seed_curves(study: Study) -> Dict[str, Dict]:
+    """Each variant's first-seed training curves (``training_curves``), read once."""
+    return OrderedDict((run.variant, training_curves(run)) for run in study.runs if run.seed == study.options.seeds[0])
+
+
+def regularizer_activity(study: Study, curves: Dict[str, Dict]) -> Dict:
     """Per variant (first seed): each regularizer's late-median value and gradient ratio."""
     out = OrderedDict()
     for run in study.runs:
         if run.seed != study.options.seeds[0]:
             continue
-        curves = training_curves(run)
-        terms = OrderedDict()
-        for term in (run.options['train'].get('regularizers') or {}):
-            terms[term] = {'value': late_median(curves.get(term, [])),
-                           'ratio': late_median(curves.get(f'grad_{term}', []))}
+        terms = OrderedDict((term, {'value': late_median(curves[run.variant].get(term, [])),
+                                    'ratio': late_median(curves[run.variant].get(f'grad_{term}', []))})
+                            for term in (run.options['train'].get('regularizers') or {}))
         if terms:
             out[run.variant] = terms
     return out
 
 
-def gradient_curves(study: Study) -> Dict[str, List]:
-    out = OrderedDict()
-    for run in study.runs:
-        if run.seed == study.options.seeds[0]:
-            for key, curve in training_curves(run).items():
-                if key.startswith('grad_'):
-                    out[f'{run.variant}: {key[5:]}'] = curve
-    return out
+def gradient_curves(curves: Dict[str, Dict]) -> Dict[str, List]:
+    return OrderedDict((f'{variant}: {key[5:]}', curve) for variant, per_key in curves.items()
+                       for key, curve in per_key.items() if key.startswith('grad_'))
 
 
 def collect(study: Study, rows: List[Dict], analyses: Dict[str, Dict], factors: Dict[str, float],
@@ -57,6 +55,7 @@ def collect(study: Study, rows: List[Dict], analyses: Dict[str, Dict], factors: 
     bench = study.options.benchmark
     settings = list(OrderedDict.fromkeys(r['setting'] for r in rows))
     m = Measurements(rows, study.options.seeds, settings, analyses)
+    curves = first_seed_curves(study)
     psnr = OrderedDict((v, {s: m.value(v, 'psnr', (s, )) for s in settings}) for v in m.variants)
     for v in psnr:
         psnr[v]['mean'] = m.value(v, 'psnr')
@@ -89,8 +88,8 @@ def collect(study: Study, rows: List[Dict], analyses: Dict[str, Dict], factors: 
         'psnr_by_setting': summarize_by_setting(psnr, settings),
         'gains_by_setting': summarize_by_setting(gains, settings),
         'band_mape': bands,
-        'regularizer_activity': regularizer_activity(study),
-        'gradient_curves': gradient_curves(study),
+        'regularizer_activity': regularizer_activity(study, curves),
+        'gradient_curves': gradient_curves(curves),
         'weight_factors': factors,
         'claims': claims(m),
         'protocol_checks': protocol_checks,

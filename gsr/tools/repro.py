@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 from gsr.repro import report
 from gsr.repro.results import collect
 from gsr.repro.runner import evaluation_config, run_analyses, train_all
-from gsr.repro.study import WEIGHTS, Study
+from gsr.repro.study import WEIGHTS, Study, merge
 from gsr.tools.evaluate import evaluate, load_config
 from gsr.utils.errors import GsrError
 
@@ -22,7 +22,7 @@ CHECKED = ('baseline', 'align')   # the runs of the protocol checks (first seed)
 NOISE_SETTINGS = ['noise', 'b+n', 'n+j', 'b+n+j']
 
 
-def protocol_checks(study: Study, rows: List[Dict], progress: bool) -> Dict:
+def protocol_checks(study: Study, config: str, rows: List[Dict], progress: bool) -> Dict:
     """The benchmark's first-seed PSNR of the checked variants against the same under noise sigma 40 (noise
     settings) and under the other weights (all settings)."""
     import yaml
@@ -33,7 +33,8 @@ def protocol_checks(study: Study, rows: List[Dict], progress: bool) -> Dict:
     keys = [f'{v}/seed{seed}' for v in CHECKED if v in study.selected]
     if not bench.protocol_checks or not keys:
         return {}
-    base = yaml.safe_load(open(evaluation_config(study)))
+    with open(config) as f:
+        base = yaml.safe_load(f)
     other = 'raw' if bench.weights == 'ema' else 'ema'
     noisy = [s for s in NOISE_SETTINGS if s in settings_list(bench.settings)]
     variants = {'noise sigma 40 (noise settings)': {'noise_sigma': 40, 'settings': noisy},
@@ -83,7 +84,8 @@ def ship_networks(study: Study, results: Dict, prefix: str, command: str) -> Lis
         weights = network_weights(run.checkpoint, WEIGHTS[study.options.benchmark.weights])
         provenance = {'study': study.options.name, 'variant': variant, 'seed': seed, 'command': command,
                       'weights': study.options.benchmark.weights, 'mean_psnr_over_seeds': means[variant],
-                      'option_overrides': results['variant_overrides'][variant], 'training_options': run.options}
+                      'option_overrides': results['variant_overrides'][variant],
+                      'training_options': merge(run.options, {'datasets': {'train': {'dataroot_gt': study.hr_name}}})}
         written.append(ship(name, weights, run.options, provenance))
     return written
 
@@ -111,10 +113,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         f'{study.output}, {args.jobs} at a time')
     factors = train_all(study, args.jobs, say)
     say('benchmark')
-    rows = evaluate(load_config(evaluation_config(study)), not args.no_progress)
+    config = evaluation_config(study)
+    rows = evaluate(load_config(config), not args.no_progress)
     say('analyses')
     analyses = {run.key: run_analyses(study, run) for run in study.runs if run.variant in ANALYSED}
-    checks = protocol_checks(study, rows, not args.no_progress)
+    checks = protocol_checks(study, config, rows, not args.no_progress)
     command = 'gsr repro ' + ' '.join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     meta = {'command': command, 'wall_seconds': time.time() - start}
     results = collect(study, rows, analyses, factors, checks, meta)
