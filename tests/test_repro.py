@@ -214,3 +214,40 @@ def test_variants_select_runs_and_keep_the_source_of_a_scaled_weight(tmp_path, s
         Study(path, ['baseline', 'acting'])
     with pytest.raises(GsrError, match='--variants: nothing not in'):
         Study(path, ['nothing'])
+
+
+def test_a_variant_may_run_fewer_seeds_and_its_comparisons_pair_the_seeds_both_sides_have(tmp_path,
+                                                                                          small_photo_folder):
+    from gsr.repro.claims import Measurements, metric_comparison
+    from gsr.repro.study import Study
+    from gsr.utils.errors import GsrError
+    path = tiny_study(tmp_path, small_photo_folder, acting_source='align')
+    study = yaml.safe_load(open(path))
+    study['seeds'] = [0, 1]
+    study['variants']['align']['seeds'] = [0]  # inherited by acting through from:
+    (tmp_path / 'study.yml').write_text(yaml.safe_dump(study, sort_keys=False))
+    assert [r.key for r in Study(path).runs] == ['baseline/seed0', 'baseline/seed1', 'align/seed0', 'acting/seed0']
+    study['variants']['align']['seeds'] = [1]
+    (tmp_path / 'study.yml').write_text(yaml.safe_dump(study, sort_keys=False))
+    with pytest.raises(GsrError, match=r'variants.align.seeds must be distinct seeds of the study\'s list \[0, 1\] '
+                                       r'including 0, got \[1\]'):
+        Study(path)
+
+    # baseline at seeds 0 and 1, align at seed 0 only: align - baseline pairs seed 0 (two images)
+    psnr = {('baseline', 0): [20.0, 21.0], ('baseline', 1): [25.0, 25.0], ('align', 0): [20.5, 21.25]}
+    rows = [{'model': f'{v}/seed{s}', 'dataset': 'd', 'image': f'i{k}', 'setting': 'clean', 'psnr': value}
+            for (v, s), values in psnr.items() for k, value in enumerate(values)]
+    m = Measurements(rows, [0, 1], ['clean'], {})
+    assert m.seeds_of('baseline') == [0, 1] and m.seeds_of('align', 'baseline') == [0]
+    c = metric_comparison(m, 'align - baseline', 'align', 'baseline', 'psnr', 1)
+    assert c['n'] == 2 and c['seed_means'] == [pytest.approx(0.375)] and c['mean'] == pytest.approx(0.375)
+
+
+def test_the_stability_table_flags_a_run_whose_pixel_loss_ran_away():
+    from gsr.repro.report import stability_table
+    table = stability_table({'pixel_loss': {'baseline/seed0': {'late_median': 0.05, 'max': 0.12},
+                                            'tfd/seed0': {'late_median': 0.06, 'max': 0.15},
+                                            'bad/seed0': {'late_median': 4e9, 'max': 1e13}}})
+    rows = {line.split(' | ')[0][2:]: line for line in table.splitlines()[2:]}
+    assert rows['tfd/seed0'].endswith('| 1.20 | 0.15 | yes |')
+    assert '**diverged**' in rows['bad/seed0'] and '**diverged**' not in rows['baseline/seed0']

@@ -58,7 +58,7 @@ class TwinFeatureLoss(nn.Module):
     """
     needs_twin = True
 
-    def __init__(self, loss_weight: float = 1.0, criterion: str = 'l1', attachment: str = 'tfd'):
+    def __init__(self, loss_weight: float = 0.1, criterion: str = 'l1', attachment: str = 'tfd'):
         super().__init__()
         self.loss_weight = float(loss_weight)
         self.criterion = check_choice('TwinFeatureLoss.criterion', criterion, ('l1', 'cosine'))

@@ -29,6 +29,7 @@ class Measurements:
             images[(row['dataset'], row['image'])] = None
         self.images = list(images)
         self.variants = list(OrderedDict.fromkeys(r['model'].rsplit('/seed', 1)[0] for r in rows))
+        self.runs = {(variant, seed) for variant, seed, *_ in self.table}
 
     def has(self, *variants: str) -> bool:
         return all(v in self.variants for v in variants)
@@ -39,10 +40,15 @@ class Measurements:
             return float(np.mean([row[k] for k in bands[len(bands) // 2:]])) if bands else float('nan')
         return float(row.get(metric, float('nan')))
 
-    def value(self, variant: str, metric: str, settings: Optional[tuple] = None) -> np.ndarray:
+    def seeds_of(self, *variants: str) -> List[int]:
+        """The seeds every one of ``variants`` was benchmarked at (a variant may run fewer than the study)."""
+        return [seed for seed in self.seeds if all((v, seed) in self.runs for v in variants)]
+
+    def value(self, variant: str, metric: str, settings: Optional[tuple] = None,
+              seeds: Optional[List[int]] = None) -> np.ndarray:
         settings = settings or tuple(self.settings)
         return np.array([[np.mean([self.metric(self.table[(variant, seed, d, i, s)], metric) for s in settings])
-                          for d, i in self.images] for seed in self.seeds])
+                          for d, i in self.images] for seed in (seeds or self.seeds_of(variant))])
 
     def available(self, metric: str) -> bool:
         return any(not np.isnan(self.metric(row, metric)) for row in self.table.values())
@@ -58,7 +64,8 @@ def metric_comparison(m: Measurements, label: str, variant: str, reference: str,
                       settings: Optional[tuple] = None) -> Optional[Dict]:
     if not m.has(variant, reference) or not m.available(metric):
         return None
-    differences = m.value(variant, metric, settings) - m.value(reference, metric, settings)
+    seeds = m.seeds_of(variant, reference)
+    differences = m.value(variant, metric, settings, seeds) - m.value(reference, metric, settings, seeds)
     unit = {'psnr': 'dB', 'ssim': '', 'lpips': '', 'mape_high': '%'}[metric]
     return comparison(label, differences, sign, unit)
 
@@ -66,7 +73,8 @@ def metric_comparison(m: Measurements, label: str, variant: str, reference: str,
 def far_minus_combined(m: Measurements, variant: str, reference: str) -> Optional[Dict]:
     if not m.has(variant, reference):
         return None
-    gain = lambda s: m.value(variant, 'psnr', s) - m.value(reference, 'psnr', s)  # noqa: E731
+    seeds = m.seeds_of(variant, reference)
+    gain = lambda s: m.value(variant, 'psnr', s, seeds) - m.value(reference, 'psnr', s, seeds)  # noqa: E731
     far = tuple(s for s in FAR_SETTINGS if s in m.settings)
     if not far or 'b+n+j' not in m.settings:
         return None
@@ -75,7 +83,7 @@ def far_minus_combined(m: Measurements, variant: str, reference: str) -> Optiona
 
 
 def cossim_noise_lowest(m: Measurements) -> Optional[Dict]:
-    runs = [m.analyses.get(f'baseline/seed{s}') for s in m.seeds]
+    runs = [m.analyses.get(f'baseline/seed{s}') for s in m.seeds_of('baseline')]
     if not all(runs):
         return None
     cos = {k: np.array([r['cossim'][k] for r in runs]) for k in ('blur', 'noise', 'jpeg')}
@@ -84,7 +92,7 @@ def cossim_noise_lowest(m: Measurements) -> Optional[Dict]:
 
 
 def chi_comparison(m: Measurements, kind: str) -> Optional[Dict]:
-    runs = {v: [m.analyses.get(f'{v}/seed{s}') for s in m.seeds] for v in ('align', 'baseline')}
+    runs = {v: [m.analyses.get(f'{v}/seed{s}') for s in m.seeds_of('align', 'baseline')] for v in ('align', 'baseline')}
     if not all(all(r) for r in runs.values()):
         return None
     differences = np.array([[a[kind] - b[kind]] for a, b in zip(runs['align'], runs['baseline'])])

@@ -64,6 +64,24 @@ def gradient_table(results: Dict) -> str:
     return '\n'.join(lines)
 
 
+DIVERGED = 3.0  # a run whose late pixel loss exceeds the baseline's (same seed) by this factor: not a result
+
+
+def stability_table(results: Dict) -> str:
+    """Per run, the late-median pixel loss against the baseline's at the same seed, and the largest logged."""
+    runs = results.get('pixel_loss') or {}
+    lines = ['| run | l_pix, late median | / baseline\'s (same seed) | largest logged | stable? |',
+             '|---|---|---|---|---|']
+    for key, loss in runs.items():
+        reference = runs.get(f'baseline/seed{key.rsplit("/seed", 1)[1]}', {}).get('late_median', float('nan'))
+        ratio = loss['late_median'] / reference if reference else float('nan')
+        stable = ('n/a' if np.isnan(ratio) else
+                  f'**diverged** (> {DIVERGED:g}x)' if not np.isfinite(loss['late_median']) or ratio > DIVERGED
+                  else 'yes')
+        lines.append(f'| {key} | {loss["late_median"]:.4f} | {ratio:.2f} | {loss["max"]:.3g} | {stable} |')
+    return '\n'.join(lines)
+
+
 def protocol_table(results: Dict) -> str:
     checks = results.get('protocol_checks') or {}
     if not checks:
@@ -133,7 +151,8 @@ def markdown(results: Dict, report_path: str) -> str:
         'not redone).', '',
         '## Protocol', '',
         f'- Training: `{results["base"]}` ({results["scale_note"]}) on `{results["hr"]}`, seeds '
-        f'{", ".join(map(str, results["seeds"]))}; every variant differs from the base only by the overrides listed.',
+        f'{", ".join(map(str, results["seeds"]))}{fewer_seeds(results)}; every variant differs from the base only by '
+        'the overrides listed.',
         f'- Benchmark: {", ".join(results["datasets"])}, settings {", ".join(results["settings"])}; noise sigma '
         f'{results["protocol"]["noise_sigma"]:g}; {results["protocol"]["weights"]} weights; RGB metrics with a '
         f'{results["protocol"]["crop_border"]}-pixel border; LPIPS: {results["protocol"]["lpips"]}.', '',
@@ -166,6 +185,10 @@ def markdown(results: Dict, report_path: str) -> str:
                  'gradient ratio logged by its source run (training logs only; never from test results).']
     if 'gradient_ratios' in images:
         body += ['', f'![gradient ratio over training]({images["gradient_ratios"]})']
+    if results.get('pixel_loss'):
+        body += ['', '## Training stability', '', 'The pixel loss each run logged (`logger.print_freq`), median over '
+                 'the second half of training, against the baseline\'s at the same seed: a run whose loss ran away '
+                 'is reported here rather than read as a benchmark result.', '', stability_table(results)]
     body += ['', '## Protocol knobs', '', 'Two choices decide whether a reproduction matches a published table: the '
              'noise sigma of the noise settings (20; folders published before 2024-07 used 40) and whether EMA or '
              'raw weights are evaluated. Their effect, once, on the first seed (mean PSNR over the datasets):', '',
@@ -178,6 +201,17 @@ def write(results: Dict, report_path: str, json_path: str) -> None:
     atomic_write_text(json_path, json.dumps(results, indent=1))
     os.makedirs(os.path.dirname(report_path) or '.', exist_ok=True)
     atomic_write_text(report_path, markdown(results, report_path))
+
+
+def fewer_seeds(results: Dict) -> str:
+    """The variants trained at fewer seeds than the study's (``variants.X.seeds``): their comparisons pair the
+    seeds both sides have, so a one-seed comparison rests on that seed's training noise alone."""
+    fewer = results.get('variant_seeds') or {}
+    if not fewer:
+        return ''
+    return (' (' + '; '.join(f'{v}: seed{"s" if len(s) > 1 else ""} {", ".join(map(str, s))} only'
+                             for v, s in fewer.items()) + ', the study file\'s budget choice: their comparisons pair '
+            'the seeds both sides have)')
 
 
 def summarize_by_setting(values: Dict[str, Dict[str, np.ndarray]], settings: List[str]) -> Dict:

@@ -45,6 +45,17 @@ def regularizer_activity(study: Study, curves: Dict[str, Dict]) -> Dict:
     return out
 
 
+def pixel_loss(study: Study, curves: Dict[str, Dict]) -> Dict:
+    """Per run: the late median and the largest logged value of the pixel loss ``l_pix`` (a diverging run shows
+    here before its benchmark rows do)."""
+    out = OrderedDict()
+    for run in study.runs:
+        curve = (curves[run.variant] if run.seed == study.options.seeds[0] else training_curves(run)).get('l_pix', [])
+        out[run.key] = {'late_median': late_median(curve),
+                        'max': float(max((v for _, v in curve), default=float('nan')))}
+    return out
+
+
 def gradient_curves(curves: Dict[str, Dict]) -> Dict[str, List]:
     return OrderedDict((f'{variant}: {key[5:]}', curve) for variant, per_key in curves.items()
                        for key, curve in per_key.items() if key.startswith('grad_'))
@@ -61,8 +72,12 @@ def collect(study: Study, rows: List[Dict], analyses: Dict[str, Dict], factors: 
         psnr[v]['mean'] = m.value(v, 'psnr')
     gains = OrderedDict()
     if 'baseline' in psnr:
-        gains = OrderedDict((v, {s: psnr[v][s] - psnr['baseline'][s] for s in psnr[v]}) for v in psnr
-                            if v != 'baseline')
+        def gain(v: str, s: str) -> np.ndarray:
+            seeds = m.seeds_of(v, 'baseline')
+            settings_of = tuple(settings) if s == 'mean' else (s, )
+            return m.value(v, 'psnr', settings_of, seeds) - m.value('baseline', 'psnr', settings_of, seeds)
+
+        gains = OrderedDict((v, {s: gain(v, s) for s in psnr[v]}) for v in psnr if v != 'baseline')
     bands = OrderedDict()
     for v in m.variants:
         keys = sorted((k for k in rows[0] if k.startswith('mape_band_')), key=lambda k: int(k.rsplit('_', 1)[1]))
@@ -78,6 +93,8 @@ def collect(study: Study, rows: List[Dict], analyses: Dict[str, Dict], factors: 
         'base': os.path.relpath(os.path.join(os.path.dirname(os.path.abspath(study.path)), study.options.base)),
         'scale_note': scale_note(study),
         'hr': study.hr_name, 'seeds': study.options.seeds, 'settings': settings,
+        'variant_seeds': OrderedDict((v, study.seeds[v]) for v in study.selected
+                                     if study.seeds[v] != study.options.seeds),
         'datasets': [f'{name} ({folder})' for name, folder in study.dataset_names.items()],
         'protocol': {'noise_sigma': bench.noise_sigma, 'weights': bench.weights, 'crop_border': bench.crop_border,
                      'lpips': 'measured' if m.available('lpips') else 'not available (no backbone weights here)'},
@@ -89,6 +106,7 @@ def collect(study: Study, rows: List[Dict], analyses: Dict[str, Dict], factors: 
         'gains_by_setting': summarize_by_setting(gains, settings),
         'band_mape': bands,
         'regularizer_activity': regularizer_activity(study, curves),
+        'pixel_loss': pixel_loss(study, curves),
         'gradient_curves': gradient_curves(curves),
         'weight_factors': factors,
         'claims': claims(m),

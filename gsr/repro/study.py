@@ -31,7 +31,7 @@ from gsr.utils.option_check import load_option_file
 from gsr.utils.options import options_from_dict
 
 WEIGHTS = {'ema': 'params_ema', 'raw': 'params'}
-VARIANT_KEYS = ('from', 'scale_to_ratio', 'option_file')
+VARIANT_KEYS = ('from', 'scale_to_ratio', 'option_file', 'seeds')
 
 
 @dataclass
@@ -144,7 +144,8 @@ class Study:
         self.dataset_names = {name: candidate for name, (candidate, _) in found.items()}
         self.overrides = {name: self.variant_overrides(name, set()) for name in o.variants}
         self.selected = self.selection(only)
-        self.runs = [self.make_run(name, seed) for name in self.selected for seed in o.seeds]
+        self.seeds = {name: self.variant_seeds(name) for name in o.variants}
+        self.runs = [self.make_run(name, seed) for name in self.selected for seed in self.seeds[name]]
 
     def selection(self, only: Optional[List[str]]) -> List[str]:
         """The variants to run: all, or ``only`` (``--variants``), which must include the source of every
@@ -170,6 +171,19 @@ class Study:
         own = {k: v for k, v in spec.items() if k not in VARIANT_KEYS}
         parent = spec.get('from')
         return merge(self.variant_overrides(parent, seen | {name}), own) if parent else own
+
+    def variant_seeds(self, name: str) -> List[int]:
+        """The seeds a variant is trained with: its own ``seeds`` (or its ``from`` variant's), else the study's; a
+        subset of the study's that includes the first (the first-seed analyses read every variant)."""
+        spec = self.options.variants[name] or {}
+        if 'seeds' not in spec:
+            return self.variant_seeds(spec['from']) if spec.get('from') else list(self.options.seeds)
+        seeds = spec['seeds']
+        if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+                or not set(seeds) <= set(self.options.seeds) or self.options.seeds[0] not in seeds):
+            raise GsrError(f'{self.path}: variants.{name}.seeds must be distinct seeds of the study\'s list '
+                           f'{self.options.seeds} including {self.options.seeds[0]}, got {seeds!r}')
+        return [s for s in self.options.seeds if s in seeds]
 
     def scaling(self, name: str) -> Optional[RatioScaling]:
         spec = (self.options.variants[name] or {}).get('scale_to_ratio')
