@@ -37,6 +37,8 @@ def test_verdict_needs_every_seed_to_agree_and_significance():
     assert verdict(noise) == 'inconclusive' and noise.t_p > 0.05
     split = paired_comparison(np.array([[1.0, 1.1, 0.9], [1.0, 1.2, 0.8], [-0.1, -0.2, -0.05]]))
     assert split.t_p < 0.05 and verdict(split) == 'inconclusive'  # one seed disagrees
+    one_seed = paired_comparison(np.array([[1.0, 1.1, 0.9, 1.2]]))
+    assert one_seed.t_p < 0.05 and verdict(one_seed) == 'inconclusive (one seed)'  # training noise not measured
     ties = paired_comparison(np.zeros((2, 3)))
     assert ties.sign_p == 1.0 and ties.t_p == 1.0 and verdict(ties) == 'inconclusive'
 
@@ -227,6 +229,9 @@ def test_a_variant_may_run_fewer_seeds_and_its_comparisons_pair_the_seeds_both_s
     study['variants']['align']['seeds'] = [0]  # inherited by acting through from:
     (tmp_path / 'study.yml').write_text(yaml.safe_dump(study, sort_keys=False))
     assert [r.key for r in Study(path).runs] == ['baseline/seed0', 'baseline/seed1', 'align/seed0', 'acting/seed0']
+    assert [r.key for r in Study(path, first_seeds=1).runs] == ['baseline/seed0', 'align/seed0', 'acting/seed0']
+    with pytest.raises(GsrError, match='--seeds must be between 1 and the 2 seeds of'):
+        Study(path, first_seeds=3)
     study['variants']['align']['seeds'] = [1]
     (tmp_path / 'study.yml').write_text(yaml.safe_dump(study, sort_keys=False))
     with pytest.raises(GsrError, match=r'variants.align.seeds must be distinct seeds of the study\'s list \[0, 1\] '

@@ -162,6 +162,10 @@ def markdown(results: Dict, report_path: str) -> str:
     if results.get('variants_not_run'):
         head += ['', f'Variants of the study file not run in this invocation (`--variants`): '
                  f'{", ".join(results["variants_not_run"])}; the claims that need them say "not run".']
+    if results.get('seeds_not_run'):
+        head += ['', f'Seeds of the study file not run in this invocation (`--seeds`): '
+                 f'{", ".join(map(str, results["seeds_not_run"]))}. With one seed no comparison can hold or fail: '
+                 'the spread between trainings is not measured.']
     body = ['', '## Verdicts', '', VERDICT_RULE, '', '| claim | source | verdict |', '|---|---|---|']
     body += [f'| {c["claim"]}. {c["title"]} | {c["source"]} | **{c["verdict"]}** |' for c in results['claims']]
     for c in results['claims']:

@@ -92,9 +92,10 @@ def collect(study: Study, rows: List[Dict], analyses: Dict[str, Dict], factors: 
         'meta': dict(meta, machine=machine(), versions=versions(), training_seconds=training),
         'base': os.path.relpath(os.path.join(os.path.dirname(os.path.abspath(study.path)), study.options.base)),
         'scale_note': scale_note(study),
-        'hr': study.hr_name, 'seeds': study.options.seeds, 'settings': settings,
+        'hr': study.hr_name, 'seeds': study.seeds_run, 'settings': settings,
+        'seeds_not_run': [s for s in study.options.seeds if s not in study.seeds_run],
         'variant_seeds': OrderedDict((v, study.seeds[v]) for v in study.selected
-                                     if study.seeds[v] != study.options.seeds),
+                                     if study.seeds[v] != study.seeds_run),
         'datasets': [f'{name} ({folder})' for name, folder in study.dataset_names.items()],
         'protocol': {'noise_sigma': bench.noise_sigma, 'weights': bench.weights, 'crop_border': bench.crop_border,
                      'lpips': 'measured' if m.available('lpips') else 'not available (no backbone weights here)'},

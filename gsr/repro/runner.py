@@ -118,8 +118,12 @@ def train_all(study: Study, jobs: int, say: Callable[[str], None]) -> Dict[str, 
     """Train every run (seed by seed, so a stopped study has whole seeds); runs scaled from another run's logs go
     last. Returns the weight factor of each scaled run."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    ordered = sorted(study.runs, key=lambda r: (r.scaling is not None, study.options.seeds.index(r.seed)))
-    waves = [[r for r in ordered if r.scaling is None], [r for r in ordered if r.scaling is not None]]
+
+    def ready(run: Run) -> bool:  # a scaled run whose source run is already trained need not wait for the rest
+        return run.scaling is None or is_done(study.make_run(run.scaling.run, study.options.seeds[0]))
+
+    ordered = sorted(study.runs, key=lambda r: (not ready(r), study.options.seeds.index(r.seed)))
+    waves = [[r for r in ordered if ready(r)], [r for r in ordered if not ready(r)]]
     factors = {}
     for wave in waves:
         for run in wave:

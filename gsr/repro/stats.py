@@ -49,8 +49,11 @@ def paired_comparison(differences: np.ndarray) -> PairedComparison:
 def verdict(comparison: PairedComparison, claimed_sign: int = 1) -> str:
     """``holds`` when the mean difference has the claimed sign, every seed agrees and the t-test across seeds x
     images gives p < 0.05; ``does not hold`` when all of that is true of the opposite sign; else ``inconclusive``.
-    (Images of one seed share that seed's training noise, so the per-seed agreement guards the test.)"""
+    (Images of one seed share that seed's training noise, so the per-seed agreement guards the test; with one seed
+    that noise is not measured at all, and the verdict is ``inconclusive (one seed)``.)"""
     seeds = np.sign(comparison.seed_means)
+    if len(seeds) < 2:
+        return 'inconclusive (one seed)'
     significant = comparison.t_p < ALPHA
     if significant and np.sign(comparison.mean) == claimed_sign and (seeds == claimed_sign).all():
         return 'holds'

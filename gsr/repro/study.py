@@ -121,7 +121,7 @@ def first_existing(candidates: List[str], key: str) -> Tuple[str, str]:
 class Study:
     """The parsed study file: options, the resolved folders and the runs, before anything is written."""
 
-    def __init__(self, path: str, only: Optional[List[str]] = None):
+    def __init__(self, path: str, only: Optional[List[str]] = None, first_seeds: Optional[int] = None):
         raw = load_option_file(path)
         self.path = path
         self.options = options_from_dict(StudyOptions, raw, '')
@@ -144,7 +144,10 @@ class Study:
         self.dataset_names = {name: candidate for name, (candidate, _) in found.items()}
         self.overrides = {name: self.variant_overrides(name, set()) for name in o.variants}
         self.selected = self.selection(only)
-        self.seeds = {name: self.variant_seeds(name) for name in o.variants}
+        if first_seeds is not None and not 1 <= first_seeds <= len(o.seeds):
+            raise GsrError(f'--seeds must be between 1 and the {len(o.seeds)} seeds of {path}, got {first_seeds}')
+        self.seeds_run = o.seeds[:first_seeds or len(o.seeds)]
+        self.seeds = {name: [s for s in self.variant_seeds(name) if s in self.seeds_run] for name in o.variants}
         self.runs = [self.make_run(name, seed) for name in self.selected for seed in self.seeds[name]]
 
     def selection(self, only: Optional[List[str]]) -> List[str]:

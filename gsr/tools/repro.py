@@ -63,7 +63,7 @@ def protocol_checks(study: Study, config: str, rows: List[Dict], progress: bool)
     return out
 
 
-REFERENCES = ('baseline', 'paired_baseline')  # not regularized
+REFERENCES = ('baseline', 'paired_baseline', 'baseline_noise_half')  # not regularized
 
 
 def ship_networks(study: Study, results: Dict, prefix: str, command: str) -> List[str]:
@@ -95,6 +95,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('study', help='study file, e.g. options/repro/cpu_small.yml')
     parser.add_argument('--jobs', type=int, default=1, help='runs trained at the same time (the cores are shared)')
     parser.add_argument('--variants', nargs='+', metavar='NAME', help='run only these variants of the study')
+    parser.add_argument('--seeds', type=int, metavar='N', help='train and report only the first N seeds of the '
+                        'study (a budget choice the report states)')
     parser.add_argument('--no-progress', action='store_true')
     parser.add_argument('--ship', metavar='PREFIX', help='also ship the first seed\'s baseline and best regularized '
                         'network into the package (gsr/pretrained) as PREFIX-baseline and PREFIX-<variant>')
@@ -102,14 +104,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.jobs < 1:
         raise GsrError(f'--jobs must be at least 1, got {args.jobs}')
     start = time.time()
-    study = Study(args.study, args.variants)  # every check before anything is written
+    study = Study(args.study, args.variants, args.seeds)  # every check before anything is written
     os.makedirs(study.output, exist_ok=True)
 
     def say(text: str) -> None:
         if not args.no_progress:
             print(f'[{time.strftime("%H:%M:%S")}] {text}', flush=True)
 
-    say(f'{len(study.runs)} runs ({len(study.selected)} variants x {len(study.options.seeds)} seeds) in '
+    say(f'{len(study.runs)} runs ({len(study.selected)} variants x {len(study.seeds_run)} seeds) in '
         f'{study.output}, {args.jobs} at a time')
     factors = train_all(study, args.jobs, say)
     say('benchmark')
