@@ -29,6 +29,16 @@ def test_atomic_save_leaves_the_old_file_when_writing_fails(tmp_path):
     assert os.listdir(tmp_path) == ['net.pth']
 
 
+def test_atomic_save_of_equal_content_gives_equal_bytes(tmp_path):
+    """Shipped weights re-saved unchanged must not churn in git (the temp file's name must not reach the archive)."""
+    content = {'params': {'w': torch.arange(4.0)}}
+    atomic_torch_save(content, str(tmp_path / 'a.pth'))
+    atomic_torch_save(content, str(tmp_path / 'a.pth'))  # a new temp name, the same destination
+    first = (tmp_path / 'a.pth').read_bytes()
+    atomic_torch_save(content, str(tmp_path / 'a.pth'))
+    assert (tmp_path / 'a.pth').read_bytes() == first
+
+
 def _kill_during_a_save(cmd, cwd, exp) -> bool:
     """Start training and SIGKILL it while a checkpoint is being written; True if a write was caught."""
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

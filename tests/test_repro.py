@@ -248,11 +248,22 @@ def test_a_variant_may_run_fewer_seeds_and_its_comparisons_pair_the_seeds_both_s
     assert c['n'] == 2 and c['seed_means'] == [pytest.approx(0.375)] and c['mean'] == pytest.approx(0.375)
 
 
-def test_the_stability_table_flags_a_run_whose_pixel_loss_ran_away():
+def test_the_stability_table_flags_a_run_whose_loss_ran_away_or_rose():
     from gsr.repro.report import stability_table
-    table = stability_table({'pixel_loss': {'baseline/seed0': {'late_median': 0.05, 'max': 0.12},
-                                            'tfd/seed0': {'late_median': 0.06, 'max': 0.15},
-                                            'bad/seed0': {'late_median': 4e9, 'max': 1e13}}})
+    table = stability_table({'pixel_loss': {
+        'baseline/seed0': {'late_median': 0.05, 'max': 0.12, 'total_growth': 0.8},
+        'tfd/seed0': {'late_median': 0.06, 'max': 0.15, 'total_growth': 1.1},
+        'rising/seed0': {'late_median': 0.07, 'max': 0.2, 'total_growth': 7.3},
+        'bad/seed0': {'late_median': 4e9, 'max': 1e13, 'total_growth': float('nan')}}})
     rows = {line.split(' | ')[0][2:]: line for line in table.splitlines()[2:]}
-    assert rows['tfd/seed0'].endswith('| 1.20 | 0.15 | yes |')
+    assert rows['tfd/seed0'].endswith('| 1.20 | 0.15 | 1.10 | yes |')
     assert '**diverged**' in rows['bad/seed0'] and '**diverged**' not in rows['baseline/seed0']
+    assert rows['rising/seed0'].endswith('| 7.30 | **grew** (> 2x) |')  # pixel loss 1.4x: only the total shows it
+
+
+def test_growth_compares_the_last_quarter_with_the_first_half():
+    from gsr.repro.runner import growth
+    steady = [(it, 1.0) for it in range(100, 2001, 100)]
+    assert growth(steady) == 1.0
+    rising = [(it, 1.0 if it <= 1000 else 5.0) for it in range(100, 2001, 100)]
+    assert growth(rising) == 5.0 and np.isnan(growth([]))

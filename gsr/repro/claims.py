@@ -1,8 +1,9 @@
 """The papers' claims, each tested by paired comparisons of the study's runs (``gsr.repro.stats``).
 
 Variant names are the roles the claims refer to: ``baseline``, ``paired_baseline``, ``dropout``, ``align``,
-``featmatch``, ``tfd_inline``, ``tfd_training_only``, ``align_tfd`` (and any ``*_acting`` variant with a weight
-scaled to act). A claim whose variants the study did not run is reported as not run.
+``featmatch``, ``baseline_noise_half`` (TFD's training data without the module), ``tfd_inline``,
+``tfd_training_only``, ``align_tfd`` (and any ``*_acting`` variant with a weight scaled to act). A claim whose
+variants the study did not run is reported as not run.
 """
 from collections import OrderedDict
 from typing import Dict, List, Optional
@@ -138,7 +139,9 @@ def claims(m: Measurements) -> List[Dict]:
          + [metric_comparison(m, f'{v} - align (PSNR, all settings)', v, 'align', 'psnr', 1)
             for v in ('tfd_inline', 'tfd_training_only')]
          + [metric_comparison(m, f'{v} - align (PSNR, noise settings)', v, 'align', 'psnr', 1, noise)
-            for v in ('tfd_inline', 'tfd_training_only')]),
+            for v in ('tfd_inline', 'tfd_training_only')]
+         + [metric_comparison(m, f'{v} - baseline_noise_half (PSNR, all settings: the module beyond its data)', v,
+                              'baseline_noise_half', 'psnr', 1) for v in ('tfd_inline', 'tfd_training_only')]),
         ('5', 'The Calinski-Harabasz index of the deep degradation representation is lower with alignment',
          'alignment paper, Sec. 5', [chi_comparison(m, 'chi_pooled'), chi_comparison(m, 'chi_tsne')]),
     ]

@@ -65,20 +65,25 @@ def gradient_table(results: Dict) -> str:
 
 
 DIVERGED = 3.0  # a run whose late pixel loss exceeds the baseline's (same seed) by this factor: not a result
+GREW = 2.0  # a run whose total loss in the last quarter exceeds its first half's by this factor: not a result
 
 
 def stability_table(results: Dict) -> str:
-    """Per run, the late-median pixel loss against the baseline's at the same seed, and the largest logged."""
+    """Per run, the late-median pixel loss against the baseline's at the same seed, the largest logged, and the
+    total loss's growth over training (``runner.growth``)."""
     runs = results.get('pixel_loss') or {}
-    lines = ['| run | l_pix, late median | / baseline\'s (same seed) | largest logged | stable? |',
-             '|---|---|---|---|---|']
+    lines = ['| run | l_pix, late median | / baseline\'s (same seed) | largest logged | l_total, last quarter / '
+             'first half | stable? |', '|---|---|---|---|---|---|']
     for key, loss in runs.items():
         reference = runs.get(f'baseline/seed{key.rsplit("/seed", 1)[1]}', {}).get('late_median', float('nan'))
         ratio = loss['late_median'] / reference if reference else float('nan')
+        grew = loss.get('total_growth', float('nan'))
         stable = ('n/a' if np.isnan(ratio) else
                   f'**diverged** (> {DIVERGED:g}x)' if not np.isfinite(loss['late_median']) or ratio > DIVERGED
+                  else f'**grew** (> {GREW:g}x)' if not np.isnan(grew) and not grew <= GREW
                   else 'yes')
-        lines.append(f'| {key} | {loss["late_median"]:.4f} | {ratio:.2f} | {loss["max"]:.3g} | {stable} |')
+        lines.append(f'| {key} | {loss["late_median"]:.4f} | {ratio:.2f} | {loss["max"]:.3g} | {grew:.2f} | '
+                     f'{stable} |')
     return '\n'.join(lines)
 
 
@@ -164,8 +169,7 @@ def markdown(results: Dict, report_path: str) -> str:
                  f'{", ".join(results["variants_not_run"])}; the claims that need them say "not run".']
     if results.get('seeds_not_run'):
         head += ['', f'Seeds of the study file not run in this invocation (`--seeds`): '
-                 f'{", ".join(map(str, results["seeds_not_run"]))}. With one seed no comparison can hold or fail: '
-                 'the spread between trainings is not measured.']
+                 f'{", ".join(map(str, results["seeds_not_run"]))}. {seed_consequence(len(results["seeds"]))}']
     body = ['', '## Verdicts', '', VERDICT_RULE, '', '| claim | source | verdict |', '|---|---|---|']
     body += [f'| {c["claim"]}. {c["title"]} | {c["source"]} | **{c["verdict"]}** |' for c in results['claims']]
     for c in results['claims']:
@@ -191,8 +195,10 @@ def markdown(results: Dict, report_path: str) -> str:
         body += ['', f'![gradient ratio over training]({images["gradient_ratios"]})']
     if results.get('pixel_loss'):
         body += ['', '## Training stability', '', 'The pixel loss each run logged (`logger.print_freq`), median over '
-                 'the second half of training, against the baseline\'s at the same seed: a run whose loss ran away '
-                 'is reported here rather than read as a benchmark result.', '', stability_table(results)]
+                 'the second half of training, against the baseline\'s at the same seed, and the total loss '
+                 '(pixel loss plus regularizers) over the last quarter of training against the first half of the '
+                 'same run: a run whose loss ran away or rose while it trained is reported here rather than read '
+                 'as a benchmark result.', '', stability_table(results)]
     body += ['', '## Protocol knobs', '', 'Two choices decide whether a reproduction matches a published table: the '
              'noise sigma of the noise settings (20; folders published before 2024-07 used 40) and whether EMA or '
              'raw weights are evaluated. Their effect, once, on the first seed (mean PSNR over the datasets):', '',
@@ -205,6 +211,14 @@ def write(results: Dict, report_path: str, json_path: str) -> None:
     atomic_write_text(json_path, json.dumps(results, indent=1))
     os.makedirs(os.path.dirname(report_path) or '.', exist_ok=True)
     atomic_write_text(report_path, markdown(results, report_path))
+
+
+def seed_consequence(seeds_run: int) -> str:
+    """What running fewer seeds than the study file lists does to the verdicts."""
+    if seeds_run == 1:
+        return 'With one seed no comparison can hold or fail: the spread between trainings is not measured.'
+    return (f'Every variant was trained {seeds_run} times: a comparison holds only when each of these trainings '
+            'agrees in sign, and the spread between trainings rests on that few values.')
 
 
 def fewer_seeds(results: Dict) -> str:

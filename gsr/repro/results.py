@@ -10,7 +10,7 @@ import numpy as np
 
 from gsr.repro.claims import Measurements, claims
 from gsr.repro.report import summarize_by_setting
-from gsr.repro.runner import late_median, training_curves
+from gsr.repro.runner import growth, late_median, training_curves
 from gsr.repro.study import Study
 
 
@@ -46,13 +46,15 @@ def regularizer_activity(study: Study, curves: Dict[str, Dict]) -> Dict:
 
 
 def pixel_loss(study: Study, curves: Dict[str, Dict]) -> Dict:
-    """Per run: the late median and the largest logged value of the pixel loss ``l_pix`` (a diverging run shows
-    here before its benchmark rows do)."""
+    """Per run: the late median and the largest logged value of the pixel loss ``l_pix``, and the growth of the
+    total loss ``l_total`` (a diverging run shows here before its benchmark rows do)."""
     out = OrderedDict()
     for run in study.runs:
-        curve = (curves[run.variant] if run.seed == study.options.seeds[0] else training_curves(run)).get('l_pix', [])
+        logged = curves[run.variant] if run.seed == study.options.seeds[0] else training_curves(run)
+        curve = logged.get('l_pix', [])
         out[run.key] = {'late_median': late_median(curve),
-                        'max': float(max((v for _, v in curve), default=float('nan')))}
+                        'max': float(max((v for _, v in curve), default=float('nan'))),
+                        'total_growth': growth(logged.get('l_total', curve))}
     return out
 
 

@@ -96,6 +96,17 @@ def late_median(curve: List[Tuple[int, float]]) -> float:
     return float(np.median([v for it, v in curve if it > last / 2] or [curve[-1][1]]))
 
 
+def growth(curve: List[Tuple[int, float]]) -> float:
+    """The median over the last quarter of training divided by the median over the first half: above 1 the loss
+    rose while the run trained (a regularizer that ran away shows here even when the pixel loss hides it)."""
+    if not curve:
+        return float('nan')
+    last = curve[-1][0]
+    early = np.median([v for it, v in curve if it <= last / 2] or [curve[0][1]])
+    late = np.median([v for it, v in curve if it > last * 3 / 4] or [curve[-1][1]])
+    return float(late / early) if early else float('nan')
+
+
 def apply_ratio_scaling(study: Study, run: Run) -> float:
     """Scale the run's ``scale_to_ratio`` terms so that their logged gradient ratio in the source run (first
     seed) becomes the target; the factor is fixed once, from training logs only (never from test results)."""

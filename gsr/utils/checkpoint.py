@@ -74,8 +74,17 @@ def atomic_write_text(path: str, text: str) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:
-    """``torch.save`` that never leaves a partial file at ``path``."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` that never leaves a partial file at ``path``.
+
+    It writes through a file object: given a path, torch names the archive's inner folder after the (temporary,
+    random) file name, so equal weights would give different bytes on every save.
+    """
+
+    def write(tmp: str) -> None:
+        with open(tmp, 'wb') as f:
+            torch.save(obj, f)
+
+    atomic_write(path, write)
 
 
 def _load(path: str, what: str, safe_globals=()) -> Any:
