@@ -80,7 +80,7 @@ def stability_table(results: Dict) -> str:
         grew = loss.get('total_growth', float('nan'))
         stable = ('n/a' if np.isnan(ratio) else
                   f'**diverged** (> {DIVERGED:g}x)' if not np.isfinite(loss['late_median']) or ratio > DIVERGED
-                  else f'**grew** (> {GREW:g}x)' if not np.isnan(grew) and not grew <= GREW
+                  else f'**grew** (> {GREW:g}x)' if grew > GREW
                   else 'yes')
         lines.append(f'| {key} | {loss["late_median"]:.4f} | {ratio:.2f} | {loss["max"]:.3g} | {grew:.2f} | '
                      f'{stable} |')
