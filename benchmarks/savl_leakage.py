@@ -1,6 +1,7 @@
 """Does SAVL's mutual-information suppression keep image content out of the degradation representation? Tiny
 stage-A runs (``options/tiny/train_savl_a.yml``, seed 0, the embedded training photos) of four variants — the
-KL of the file (beta 1e-3), a tenfold KL (lambda_mis 9), a deterministic code without MI term ("no SAVL") and a
+ELBO's KL alone (beta 1e-3, lambda_mis 0), with the MI-suppression lane (lambda_mis 9, the file's), a deterministic
+code without MI term ("no SAVL") and a
 deterministic code with CLUB — then ``gsr analyze leakage`` (scene-ID and noise-level linear probes on the pooled
 posterior mean) on the HR folder given (48-px LR crops, 6 per image, 5 noise levels).
 
@@ -19,7 +20,7 @@ from savl_variance import tiny_stage_a, trained  # noqa: E402
 
 CLUB = {'type': 'CLUBConditional', 'num_feat': 16, 'latent_dim': 8, 'num_layers': 3}
 VARIANTS = {
-    'kl (beta 1e-3)': ({}, {}),
+    'kl (beta 1e-3)': ({}, {'l_kl': {'lambda_mis': 0.0}}),
     'kl x10 (lambda_mis 9)': ({}, {'l_kl': {'lambda_mis': 9.0}}),
     'deterministic, no MI term': ({'posterior': 'deterministic'}, {'l_kl': None}),
     'deterministic + CLUB': ({'posterior': 'deterministic', 'network_club': CLUB},

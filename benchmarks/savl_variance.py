@@ -53,12 +53,16 @@ def trained(opt, iterations: int, before=None):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--iterations', type=int, default=600)
+    parser.add_argument('--lambda-mis', type=float, default=0.0, help='SAVLKLLoss.lambda_mis (0: the ELBO\'s KL, as '
+                        'in docs/SAVL.md\'s measurement; the tiny file\'s is 9)')
     args = parser.parse_args()
     from gsr.tools.analyze import run_variance
     from gsr.utils.default_data import materialize
     measure = argparse.Namespace(sets=None, hr=materialize()['val'], scale=4, seed=0)
     with tempfile.TemporaryDirectory() as out:
-        model = trained(tiny_stage_a(), args.iterations,
+        opt = tiny_stage_a()
+        opt['train']['regularizers']['l_kl']['lambda_mis'] = args.lambda_mis
+        model = trained(opt, args.iterations,
                         lambda m: print('at initialisation\n' + run_variance(m.net_g, None, measure, out)))
         print(f'after {args.iterations} iterations (last losses: {dict(model.log_dict)})\n' +
               run_variance(model.net_g, None, measure, out))

@@ -30,6 +30,7 @@ def check_command_line(argv: List[str], is_train: bool) -> Tuple[str, dict]:
     opt = load_option_file(args.opt)
     for entry in args.force_yml or []:
         apply_force_yml(opt, entry)
+    opt['world_size'] = launched_world_size(args.launcher)  # BasicSR sets the real one after init_dist
     if is_train and 'train' not in (opt.get('datasets') or {}):
         raise GsrError(f'{args.opt}: datasets.train is missing: training needs a training set')
     if not is_train and not (opt.get('path') or {}).get('pretrain_network_g'):
@@ -37,6 +38,13 @@ def check_command_line(argv: List[str], is_train: bool) -> Tuple[str, dict]:
                        'initialised network')
     check_options(opt, args.opt)
     return args.opt, opt
+
+
+def launched_world_size(launcher: str) -> int:
+    """The number of processes the launcher started (torchrun's WORLD_SIZE, slurm's SLURM_NTASKS), 1 without one."""
+    variable = {'pytorch': 'WORLD_SIZE', 'slurm': 'SLURM_NTASKS'}.get(launcher)
+    value = os.environ.get(variable, '1') if variable else '1'
+    return int(value) if value.isdigit() and int(value) > 0 else 1
 
 
 def apply_force_yml(opt: dict, entry: str) -> None:

@@ -7,7 +7,7 @@ import torch
 from basicsr.archs import build_network
 
 from gsr.archs.attached_arch import AttachedNetwork
-from gsr.utils.checkpoint import checkpoint_entries, load_checkpoint, load_network_checkpoint
+from gsr.utils.checkpoint import checkpoint_entries, load_checkpoint, load_network_checkpoint, network_weights
 from gsr.utils.errors import GsrError
 from gsr.utils.image_io import list_images, read_image_uint8_rgb
 from gsr.utils.inference import load_network, super_resolve
@@ -29,7 +29,7 @@ def test_checkpoint_keeps_the_backbone_loadable_into_the_bare_architecture(tmp_p
     net = AttachedNetwork(BACKBONE, {'adapter': ADAPTER})
     torch.nn.init.normal_(net.attached['adapter'].conv.weight)
     entries = checkpoint_entries(net, 'params')
-    assert set(entries) == {'params', 'params_attached'}
+    assert set(entries) == {'params', 'params_attached', 'attached_at_inference'}
     bare = build_network(dict(BACKBONE))
     bare.load_state_dict(entries['params'], strict=True)  # BasicSR's own loading works unchanged
     torch.save(entries, tmp_path / 'net.pth')
@@ -40,6 +40,21 @@ def test_checkpoint_keeps_the_backbone_loadable_into_the_bare_architecture(tmp_p
     with pytest.raises(GsrError, match='no weights for the attached module.*adapter'):
         load_network_checkpoint(fresh, str(tmp_path / 'bare.pth'))
     load_network_checkpoint(fresh, str(tmp_path / 'bare.pth'), strict=False)  # fine-tuning from a bare backbone
+
+
+def test_a_network_without_its_inline_module_is_refused_a_training_only_one_loads_bare(tmp_path):
+    for name, attach, inline in (('inline', ADAPTER, ['adapter']),
+                                 ('training_only', dict(ADAPTER, inference=False), [])):
+        net = AttachedNetwork(BACKBONE, {'adapter': attach})
+        entries = checkpoint_entries(net, 'params')
+        assert entries['attached_at_inference'] == inline
+        torch.save(entries, tmp_path / f'{name}.pth')
+    for bare in (AttachedNetwork(BACKBONE, {}), build_network(dict(BACKBONE))):
+        with pytest.raises(GsrError, match=r'inline.pth was trained with the attached module\(s\) adapter, which act '
+                                           'at inference, but the option file does not attach them'):
+            load_network_checkpoint(bare, str(tmp_path / 'inline.pth'))
+        load_network_checkpoint(bare, str(tmp_path / 'training_only.pth'))
+    load_network_checkpoint(AttachedNetwork(BACKBONE, {'adapter': ADAPTER}), str(tmp_path / 'inline.pth'))
 
 
 def test_attachment_errors_name_the_key():
@@ -95,5 +110,7 @@ def test_attached_module_is_trained_saved_resumed_averaged_and_used_by_infer(tmp
     lr = read_image_uint8_rgb(image)
     sr = read_image_uint8_rgb(str(out / (os.path.splitext(os.path.basename(image))[0] + '.png')))
     wrapped = super_resolve(load_network(opt, str(models / 'net_g_6.pth')), lr, 4)
-    bare = super_resolve(load_network({'network_g': BACKBONE}, str(models / 'net_g_6.pth')), lr, 4)
+    backbone = build_network(dict(BACKBONE))
+    backbone.load_state_dict(network_weights(str(models / 'net_g_6.pth'), 'params_ema'))  # BasicSR's own way
+    bare = super_resolve(backbone.eval(), lr, 4)
     assert np.array_equal(sr, wrapped) and not np.array_equal(sr, bare)

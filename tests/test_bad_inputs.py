@@ -311,3 +311,61 @@ def test_command_line_mistakes_are_one_line(tmp_path, photo_folder, monkeypatch,
         assert len(err) == 1 and err[0].startswith('gsr: error: ') and message in err[0], err
     assert os.listdir(tmp_path) == ['o.yml']
     assert main(['--version']) == 0 and capsys.readouterr().out.startswith('gsr 0.1.0 (BasicSR 1.4.2')
+
+
+def test_numeric_and_choice_mistakes_of_the_commands_are_one_line(tmp_path, photo_folder, monkeypatch, capsys):
+    """Values that used to reach the work and end in a traceback, an all-NaN file or a silently wrong number (the
+    reliability review's c5, c6, D1, D7, L9-L11, V10, V13, V14, E3, E4, E5, E7): one line, nothing written."""
+    from gsr.cli import main
+    monkeypatch.chdir(tmp_path)
+    opt = write_yaml(tmp_path / 'o.yml', tiny_options(photo_folder, photo_folder))
+    checkpoint = str(tmp_path / 'net.pth')
+    torch.save({'params': build_network({'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1}).state_dict()},
+               checkpoint)
+    analyze = ['analyze', 'freq', '-opt', opt, '--checkpoint', checkpoint, '--hr', photo_folder, '--output', 'a']
+    evaluate = {'output': 'e', 'settings': ['clean'], 'datasets': {'S': photo_folder},
+                'models': {'m': {'option_file': opt, 'checkpoint': checkpoint}}}
+    cases = [
+        (['prepare', 'subimages', '--input', photo_folder, '--output', 's', '--step', '0'], '--step must be at'),
+        (['prepare', 'subimages', '--input', photo_folder, '--output', 's', '--crop-size', '0'], '--crop-size must'),
+        (['prepare', 'kernel-pca', '--output', 'k.pth', '--l-max', '-5'], '--l-max must be greater than 0'),
+        (['prepare', 'kernel-pca', '--output', 'k.pth', '--samples', '0'], '--samples must be at least 1'),
+        (['degrade', '--hr', photo_folder, '--output', 'd', '--scale', '0'], '--scale must be at least 1'),
+        (['degrade', '--hr', photo_folder, '--output', 'd', '--noise-sigma', '-5'], '--noise-sigma must be at'),
+        (analyze + ['--bands', '-2'], '--bands must be at least 1'),
+        (['analyze', 'spectrum', '--hr', photo_folder, '--output', 'a', '--bands', '0'], '--bands must be at least 1'),
+        (['analyze', 'ddr', '-opt', opt, '--checkpoint', checkpoint, '--hr', photo_folder, '--output', 'a',
+          '--settings', 'clean'], 'give at least two --settings'),
+        (['evaluate', write_yaml(tmp_path / 'e1.yml', dict(evaluate, metrics=['psnr', 'ssimm']))],
+         'metrics must be a non-empty list of psnr, ssim, lpips'),
+        (['evaluate', write_yaml(tmp_path / 'e2.yml', dict(evaluate, scale='four'))], 'scale must be an integer'),
+        (['evaluate', write_yaml(tmp_path / 'e3.yml', dict(evaluate, noise_sigma=-20))], 'noise_sigma must be at'),
+        (['evaluate', write_yaml(tmp_path / 'e4.yml', dict(evaluate, models={'m': dict(
+            evaluate['models']['m'], param_key='params_emma')}))], 'models.m.param_key must be params_ema or params'),
+    ]
+    before = sorted(os.listdir(tmp_path))
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith('gsr: error: ') and message in err[0], (argv, err)
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_a_kernel_pca_file_with_non_finite_values_is_refused(tmp_path):
+    from gsr.data.kernel_pca import load_kernel_pca
+    torch.save({'basis': torch.full((441, 15), float('nan'))}, tmp_path / 'nan.pth')
+    with pytest.raises(GsrError, match='non-finite values'):
+        load_kernel_pca(str(tmp_path / 'nan.pth'), 'kernel_pca')
+    torch.save({'basis': [1, 2, 3]}, tmp_path / 'list.pth')
+    with pytest.raises(GsrError, match='not a kernel PCA file'):
+        load_kernel_pca(str(tmp_path / 'list.pth'), 'kernel_pca')
+
+
+def test_evaluate_with_ssim_alone_writes_its_tables(tmp_path, photo_folder):
+    """A valid config without PSNR (E3b) once crashed in the gains chart after scoring every image."""
+    from gsr.tools.evaluate import evaluate, load_config, write_reports
+    cfg = load_config(write_yaml(tmp_path / 'e.yml', {'output': str(tmp_path / 'e'), 'settings': ['clean'],
+                                                      'metrics': ['ssim'], 'datasets': {'S': photo_folder},
+                                                      'models': {'bicubic': 'bicubic'}}))
+    paths = write_reports(cfg, evaluate(cfg, progress=False))
+    assert '### SSIM' in open(paths['md']).read() and 'png' not in paths

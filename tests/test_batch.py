@@ -114,3 +114,52 @@ def test_a_model_that_forwards_the_twin_gets_its_features_in_the_same_pass(hr_ba
         model.net_g(model.batch.lq_noise_free)
     assert torch.allclose(twin_features, reference.features, atol=1e-5)
     assert lq_features.shape == twin_features.shape and not torch.allclose(lq_features, twin_features)
+
+
+def crop_origins(crops: torch.Tensor) -> list:
+    """(top, left) of each crop of a coordinate image (channel 0 = row / 1023, channel 1 = column / 1023)."""
+    return [(round(float(c[0, 0, 0]) * 1023), round(float(c[1, 0, 0]) * 1023)) for c in crops]
+
+
+def mean_pairwise_overlap(origins: list, size: int) -> float:
+    shares = [max(0, size - abs(a[0] - b[0])) * max(0, size - abs(a[1] - b[1])) / size**2
+              for i, a in enumerate(origins) for b in origins[i + 1:]]
+    return float(np.mean(shares))
+
+
+def test_positives_cut_anywhere_in_the_image_share_its_draws_and_little_content(tmp_path):
+    """crops_per_image C: C crops of one image taken independently anywhere in it (LightBSR's code: 2.8 % mean
+    pairwise overlap on a 2K image), each degraded on its own with the image's draws; the old region mode
+    (crops_per_image 1, crop_pad_size R) cuts them from one R-px region, whose crops overlap far more."""
+    import cv2
+    from gsr.data.classic_degrader import ClassicDegradationOptions
+    rows, cols = np.meshgrid(np.arange(768), np.arange(1024), indexing='ij')
+    coordinates = np.stack([np.zeros_like(rows), cols, rows], -1) / 1023.  # BGR: R = row, G = column
+    cv2.imwrite(str(tmp_path / 'coords.png'), np.round(coordinates * 65535).astype(np.uint16))
+    random.seed(0)
+    anywhere = PairedDegradationDataset({'name': 'train', 'dataroot_gt': str(tmp_path), 'crop_pad_size': 64,
+                                         'crops_per_image': 4, 'use_hflip': False})
+    region = PairedDegradationDataset({'name': 'train', 'dataroot_gt': str(tmp_path), 'crop_pad_size': 128,
+                                       'use_hflip': False})
+    items = [anywhere[0] for _ in range(50)]
+    assert items[0]['gt'].shape == (4, 3, 64, 64)
+    spread = np.mean([mean_pairwise_overlap(crop_origins(item['gt']), 64) for item in items])
+    classic = ClassicDegradationOptions(kernel='iso', sigma=[0.2, 4.0], noise=10)
+    builder = DegradedBatchBuilder(batch_options(4, False, DegradationOptions(), {'gt_size': 64}, 'shared_degradation',
+                                                 classic), 4)
+    torch.manual_seed(0)
+    regional = []
+    for _ in range(50):
+        batch = builder({'gt': region[0]['gt'][None]})  # 4 crops of 64 cut from one 128-px region
+        regional.append(mean_pairwise_overlap(crop_origins(batch.gt), 64))
+    assert spread < 0.05 < 0.2 < np.mean(regional), (spread, np.mean(regional))
+
+    batch = builder({'gt': torch.stack([items[0]['gt'], items[1]['gt']])})  # 2 images x 4 crops
+    assert batch.lq.shape == (8, 3, 16, 16)
+    assert torch.equal(batch.degradation, torch.arange(2).repeat(4)) and len(set(batch.content.tolist())) == 8
+    for key in ('sigma_x', 'noise_sigma'):  # the image's draws, on every one of its crops
+        assert torch.equal(batch.labels[key][:2], batch.labels[key][6:]), key
+    assert torch.equal(batch.gt[0], items[0]['gt'][0]) and torch.equal(batch.gt[2], items[0]['gt'][1])
+    with pytest.raises(GsrError, match='gives 4 crops per image .* but the model cuts 2'):
+        DegradedBatchBuilder(batch_options(2, False, DegradationOptions(), {}, 'shared_degradation', classic), 4)(
+            {'gt': items[0]['gt'][None]})

@@ -186,3 +186,46 @@ def test_tfd_analyses_cossim_over_checkpoints_and_the_residual_spectrum(tmp_path
     table = open(tmp_path / 'spec' / 'spectrum.md').read()
     noise = [float(v) for v in next(r for r in table.splitlines() if r.startswith('| noise')).strip('|').split('|')[1:]]
     assert np.std(noise[1:-1]) / np.mean(noise[1:-1]) < 0.2  # i.i.d. noise: flat over the bands above the lowest
+
+
+def test_bicubic_entry_scores_matlab_bicubic_upscaling_in_the_same_run(tmp_path, photo_folder, tiny_checkpoints):
+    """``models: {bicubic: bicubic}`` needs no option file or checkpoint, scores BasicSR's MATLAB ``imresize`` of
+    the same LR, and can be the reference of the Improvement rows."""
+    from basicsr.utils.matlab_functions import imresize
+    from gsr.tools.evaluate import evaluate, load_config, write_reports
+    option, (ckpt0, _) = tiny_checkpoints
+    cfg = {'name': 'floor', 'output': str(tmp_path / 'out'), 'settings': ['clean', 'noise'], 'metrics': ['psnr'],
+           'reference': 'bicubic', 'datasets': {'Set': photo_folder},
+           'models': {'bicubic': 'bicubic', 'net': {'option_file': option, 'checkpoint': ckpt0}}}
+    rows = evaluate(load_config(write_yaml(tmp_path / 'floor.yml', cfg)), progress=False)
+    row = next(r for r in rows if r['model'] == 'bicubic' and r['setting'] == 'noise')
+    path = next(p for p in list_images(photo_folder) if os.path.splitext(os.path.basename(p))[0] == row['image'])
+    hr = mod_crop(read_image_uint8_rgb(path), 4)
+    lr = degrade(hr, 'noise', 4, 20, noise_seed(0, row['image'], 'noise'))
+    expected = np.clip(np.round(imresize(lr.astype(np.float32) / 255., 4) * 255.), 0, 255).astype(np.uint8)
+    assert row['psnr'] == calculate_psnr(expected, hr, 4)
+    table = open(write_reports(load_config(str(tmp_path / 'floor.yml')), rows)['md']).read()
+    assert '| Improvement (net vs bicubic) |' in table
+    cfg['models']['bicubic'] = 'bilinear'
+    with pytest.raises(Exception, match='models.bicubic must be a mapping'):
+        load_config(write_yaml(tmp_path / 'floor.yml', cfg))
+
+
+def test_the_cache_is_keyed_on_the_images_content(tmp_path, photo_folder):
+    """A test image replaced under the same name is scored again (it once kept the old image's cached numbers)."""
+    import shutil
+    from gsr.tools.evaluate import evaluate, load_config
+    images = list_images(photo_folder)[:2]
+    folder = tmp_path / 'set'
+    folder.mkdir()
+    for path in images:
+        shutil.copy(path, folder / os.path.basename(path))
+    cfg = {'output': str(tmp_path / 'out'), 'settings': ['clean'], 'metrics': ['psnr'],
+           'datasets': {'S': str(folder)}, 'models': {'bicubic': 'bicubic'}}
+    config = write_yaml(tmp_path / 'ev.yml', cfg)
+    first = {r['image']: r['psnr'] for r in evaluate(load_config(config), progress=False)}
+    replaced = os.path.basename(images[0])
+    shutil.copy(images[1], folder / replaced)  # another photo under the first one's name
+    second = {r['image']: r['psnr'] for r in evaluate(load_config(config), progress=False)}
+    name = os.path.splitext(replaced)[0]
+    assert second[name] != first[name] and second[name] == first[os.path.splitext(os.path.basename(images[1]))[0]]

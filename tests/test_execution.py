@@ -140,7 +140,7 @@ def test_the_fp16_gradient_scaler_is_saved_and_restored(photo_folder, tmp_path):
     ('train.precision', 'half', "train.precision: unknown precision 'half'; use one of fp32, bf16, fp16"),
     ('val.precision', 'fp8', "val.precision: unknown precision 'fp8'"),
     ('train.compile', 'fastest', "train.compile: 'fastest' is not false, true, auto or a torch.compile mode"),
-    ('train.channels_last', 'yes', "train.channels_last must be true or false, got 'yes'"),
+    ('train.channels_last', 'yes', "train.channels_last must be true, false or auto, got 'yes'"),
 ])
 def test_bad_execution_options_are_one_line_before_any_folder(key, value, expected, tmp_path, small_photo_folder):
     if key == 'train.precision' and value == 'fp16' and torch.cuda.is_available():
@@ -163,6 +163,31 @@ def test_compile_without_a_compiler_is_an_error_unless_auto(tmp_path, small_phot
     assert result.returncode == 0, result.stderr[-3000:]
     log = open(next((tmp_path / 'experiments' / 'nocc').glob('train_*.log'))).read()
     assert 'running uncompiled' in log and log.count('l_total:') == 4
+
+
+@pytest.mark.parametrize('native, device_type, expected', [
+    (True, 'cpu', ('bf16', True)), (False, 'cpu', ('fp32', False)), (True, 'cuda', ('bf16', True)),
+    (False, 'cuda', ('fp32', True)),
+])
+def test_auto_chooses_bf16_only_where_the_hardware_computes_it(native, device_type, expected, monkeypatch):
+    from gsr.utils import execution
+    monkeypatch.setattr(execution, 'native_bf16', lambda device: native)
+    monkeypatch.setattr(execution, 'compiler_unavailable', lambda device: None)
+    options = execution.execution_options({'precision': 'auto', 'channels_last': 'auto'}, 'train', device_type)
+    assert (options.precision, options.channels_last) == expected
+    pinned = execution.execution_options({'precision': 'auto', 'channels_last': False}, 'train', device_type)
+    assert (pinned.precision, pinned.channels_last) == (expected[0], False)
+
+
+def test_bf16_by_name_on_a_cpu_without_it_warns(monkeypatch, caplog):
+    from gsr.utils import execution
+    monkeypatch.setattr(execution, 'native_bf16', lambda device: False)
+    assert execution.execution_options({'precision': 'bf16'}, 'train', 'cpu').precision == 'bf16'
+    warnings = [r.message for r in caplog.records if r.levelname == 'WARNING']
+    assert len(warnings) == 1 and 'train.precision: bf16 on a CPU without AVX512-BF16' in warnings[0]
+    monkeypatch.setattr(execution, 'native_bf16', lambda device: True)
+    execution.execution_options({'precision': 'bf16'}, 'train', 'cpu')
+    assert len([r for r in caplog.records if r.levelname == 'WARNING']) == 1
 
 
 # ------------------------------------------------------------------------------------------------ inference
@@ -250,6 +275,14 @@ def test_export_cli_and_a_perturbed_weight_fails_the_check(tmp_path, small_photo
     reference = ExportedNetwork(net, 4).eval()
     with pytest.raises(GsrError, match='differs from PyTorch by .* nothing was written'):
         verify_onnx(str(tmp_path / 'perturbed.onnx'), reference, check_images(None, 4), 1e-3)
+
+
+def test_an_opset_the_exporter_cannot_reach_is_refused_not_mislabelled(tmp_path):
+    from gsr.tools.export import ExportedNetwork, export_onnx
+    net = ExportedNetwork(network_from_options({'network_g': TINY_ARCHS['MSRResNet']}, for_inference=True), 4).eval()
+    with pytest.raises(GsrError, match=r'^--opset 7: torch.onnx could not convert the network to opset 7 \(it wrote '
+                                       r'opset 18\)'):
+        export_onnx(net, torch.rand(1, 3, 24, 20), str(tmp_path / 'net.onnx'), 7)
 
 
 class Eigenvalues(torch.nn.Module):

@@ -58,6 +58,38 @@ def test_batched_bicubic_equals_basicsr_imresize():
         torch.testing.assert_close(bicubic_downsample(x, 4), expected, atol=1e-5, rtol=0)
 
 
+def clamped_bicubic_matrix(n: int, scale: int = 4) -> np.ndarray:
+    """The official code's "MATLAB bicubic" x1/scale along one axis, written out: MATLAB's antialiased cubic
+    weights, tap indices clamped to the image (1-based as MATLAB, as the code computes them)."""
+    def cubic(x):
+        a = np.abs(x)
+        return np.where(a <= 1, 1.5 * a**3 - 2.5 * a**2 + 1, np.where(a <= 2, -0.5 * a**3 + 2.5 * a**2 - 4 * a + 2, 0))
+
+    s, width = 1 / scale, 4 * scale
+    matrix = np.zeros((n // scale, n))
+    for i in range(1, n // scale + 1):
+        u = i / s + 0.5 * (1 - 1 / s)
+        taps = np.floor(u - width / 2) + np.arange(int(np.ceil(width)) + 2)
+        weights = s * cubic(s * (u - taps))
+        for tap, weight in zip(np.clip(taps, 1, n).astype(int), weights / weights.sum()):
+            matrix[i - 1, tap - 1] += weight
+    return matrix
+
+
+def test_the_codes_bicubic_border_replicates_the_end_pixels():
+    """``bicubic_border: replicate`` (the default of classic_degradation and the blind protocols) is the code's
+    clamped-index bicubic; ``symmetric`` is MATLAB's imresize; they differ only in the outer 2 LR pixels."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 40, 36, dtype=torch.float64)
+    reference = clamped_bicubic_matrix(40) @ x[0, 0].numpy() @ clamped_bicubic_matrix(36).T
+    replicate = bicubic_downsample(x.float(), 4, 'replicate')[0, 0].double().numpy()
+    symmetric = bicubic_downsample(x.float(), 4, 'symmetric')[0, 0].double().numpy()
+    assert np.abs(replicate - reference).max() < 1e-6
+    assert np.abs(symmetric - reference)[:2].max() > 1e-3
+    assert np.abs(symmetric - replicate)[2:-2, 2:-2].max() < 1e-6
+    assert ClassicDegradationOptions().bicubic_border == 'replicate'
+
+
 def test_kernels_equal_basicsrs_and_the_degrader_rounds_to_8_bits():
     from basicsr.data.degradations import bivariate_Gaussian
     kernels = gaussian_kernels(torch.tensor([2.0, 1.2]), torch.tensor([0.5, 1.2]), torch.tensor([0.3, 0.0]), 21)
@@ -166,20 +198,58 @@ def test_every_lightbsr_option_file_builds_its_model(path, tmp_path):
     ({'kernel_pca': None}, 'kernel_pca is missing'),
     ({'kernel_pca': 'nowhere.pth'}, 'kernel_pca: kernel PCA file not found: nowhere.pth'),
     ({'network_g.prior_channels': 15}, 'network_g.prior_channels is 15, but the prior has 18 values'),
-    ({'patches': 1}, 'the contrastive loss needs at least 2 crops per image'),
+    ({'patches': 1, 'datasets.train.crops_per_image': 1}, 'the contrastive loss needs at least 2 crops per image'),
+    ({'datasets.train.crops_per_image': 3}, 'datasets.train.crops_per_image is 3: it must be patches (2'),
     ({'stage': 'warmup'}, "stage must be encoder or joint, got 'warmup'"),
 ])
 def test_teacher_option_mistakes_are_one_line(mistake, expected, tmp_path):
     opt = load_option_file(os.path.join(REPO, 'options', 'tiny', 'train_lightbsr_teacher.yml'))
     for dotted, value in mistake.items():
-        node, *key = dotted.split('.')
-        if key:
-            opt[node][key[0]] = value
-        else:
-            opt[node] = value
+        *parents, key = dotted.split('.')
+        node = opt
+        for parent in parents:
+            node = node[parent]
+        node[key] = value
     result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'o.yml', opt)], cwd=tmp_path)
     assert result.returncode == 2 and expected in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip().count('\n') == 0 and os.listdir(tmp_path) == ['o.yml']
+
+
+def test_the_global_batch_is_checked_against_the_launched_processes(tmp_path, monkeypatch, capsys):
+    """global_batch 64 (the paper-scale files): 64 per GPU on 4 torchrun processes trains 256 images per step and
+    is refused in one line naming the per-GPU batch to set, before anything is created; 16 per GPU passes."""
+    from gsr.cli import main
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv('WORLD_SIZE', '4')
+    opt = load_option_file(os.path.join(REPO, 'options', 'tiny', 'train_lightbsr_teacher.yml'))
+    opt['global_batch'] = 64
+    opt['datasets']['train']['batch_size_per_gpu'] = 64
+    assert main(['train', '-opt', write_yaml(tmp_path / 'o.yml', opt), '--launcher', 'pytorch']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'batch_size_per_gpu 64 on 4 process(es) trains 256 images per step, but global_batch ' \
+        'is 64' in err[0] and 'set datasets.train.batch_size_per_gpu: 16' in err[0], err
+    assert os.listdir(tmp_path) == ['o.yml']
+    from gsr.train import check_command_line
+    opt['datasets']['train']['batch_size_per_gpu'] = 16
+    check_command_line(['-opt', write_yaml(tmp_path / 'o.yml', opt), '--launcher', 'pytorch'], is_train=True)
+    for name in os.listdir(os.path.join(REPO, 'options')):
+        if name.startswith('train_lightbsr_'):
+            assert load_option_file(os.path.join(REPO, 'options', name))['global_batch'] == 64, name
+
+
+def test_the_joint_stage_loss_is_the_codes_loss_on_0_255_images(tmp_path):
+    """Stage joint of every paper-scale file: pixel_opt weight 255 on [0, 1] images plus the auxiliary losses at
+    weight 1 equals the code's L1 on 0-255 images plus its unscaled auxiliary loss (Adam's eps then acts alike)."""
+    from basicsr.losses import build_loss
+    torch.manual_seed(0)
+    sr, hr = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    official_l1 = (sr * 255 - hr * 255).abs().mean()
+    for name in os.listdir(os.path.join(REPO, 'options')):
+        if name.startswith('train_lightbsr_') and name.endswith('_joint.yml'):
+            train = load_option_file(os.path.join(REPO, 'options', name))['train']
+            l1 = build_loss(dict(train['pixel_opt']))(sr, hr)
+            assert torch.allclose(l1, official_l1, rtol=1e-6), name
+            assert all(cfg['loss_weight'] == 1.0 for cfg in train['regularizers'].values()), name
 
 
 def test_student_without_its_teacher_is_one_line(tmp_path):

@@ -67,6 +67,7 @@ def tiny_study(tmp_path, photos, align_iterations=4, acting_source=None):
         'output': str(tmp_path / 'out'), 'report': str(tmp_path / 'docs' / 'RESULTS.md'),
         'benchmark': {'datasets': {'photos': [photos]}, 'settings': ['clean', 'noise', 'b+n+j'],
                       'metrics': ['psnr', 'ssim'], 'band_mape': 4, 'protocol_checks': True},
+        'curves': {'every': 2, 'settings': ['noise', 'b+n+j']},
         'variants': {
             'baseline': {},
             'align': {'paired': True, 'datasets': {'train': {'kernel_sets': 2, 'batch_size_per_gpu': 2}},
@@ -134,6 +135,21 @@ def test_study_resumes_after_a_kill_and_the_report_numbers_are_the_json_numbers(
     checks = {'noise sigma 40 (noise settings)', 'raw weights (all settings)'}
     assert set(results['protocol_checks']['baseline']) == checks
     assert (tmp_path / 'docs' / 'RESULTS_plots' / 'gains.png').is_file()
+
+    # bicubic, scored in the same run, and the learning curves (validation every 2 iterations, across the resume)
+    floor = results['bicubic_by_setting']
+    assert '| bicubic | ' + ' | '.join(f'{floor[s]:.2f}' for s in results['settings'] + ['mean']) + ' |' in report
+    gains = [results['psnr_by_setting']['align'][s]['mean'] - floor[s] for s in results['settings'] + ['mean']]
+    assert '| align | ' + ' | '.join(f'{g:+.2f}' for g in gains) + ' |' in report
+    curves = results['learning_curves']
+    assert curves['variants']['baseline']['iterations'] == [2, 4]
+    # the kill may land between iteration 2's save and its validation; the resumed run starts at iteration 3
+    assert curves['variants']['align']['iterations'] in (list(range(2, 401, 2)), list(range(4, 401, 2)))
+    minutes = curves['variants']['align']['minutes']
+    assert all(m is not None for m in minutes) and minutes == sorted(minutes)
+    assert set(curves['variants']['align']['psnr']) == {'noise', 'b+n+j'}
+    assert 0 < curves['bicubic']['noise'] < 40
+    assert (tmp_path / 'docs' / 'RESULTS_plots' / 'learning_curves_minutes.png').is_file()
 
 
 def test_a_study_mistake_is_one_line_before_anything_is_written(tmp_path, small_photo_folder):
@@ -267,3 +283,77 @@ def test_growth_compares_the_last_quarter_with_the_first_half():
     assert growth(steady) == 1.0
     rising = [(it, 1.0 if it <= 1000 else 5.0) for it in range(100, 2001, 100)]
     assert growth(rising) == 5.0 and np.isnan(growth([]))
+
+
+def test_the_study_chooses_the_released_codes_optimizer_or_the_paper_texts(tmp_path, small_photo_folder):
+    """optimizer_protocol: released_code (default) keeps the option files' Adam beta2 0.99 and cosine restarts;
+    paper_text gives the alignment paper's beta2 0.999 and one cosine period over the run."""
+    from gsr.repro.study import Study
+    path = tiny_study(tmp_path, small_photo_folder)
+    study = yaml.safe_load(open(path))
+    study['base'] = os.path.join(REPO, 'options', 'train_srresnet_baseline.yml')
+    study['iterations'] = None
+    for protocol, betas, periods in (('released_code', [0.9, 0.99], [250000, 500000]),
+                                     ('paper_text', [0.9, 0.999], [500000])):
+        study['optimizer_protocol'] = protocol
+        (tmp_path / 'study.yml').write_text(yaml.safe_dump(study))
+        train = next(r for r in Study(str(tmp_path / 'study.yml')).runs if r.variant == 'baseline').options['train']
+        assert train['optim_g']['betas'] == betas and train['scheduler']['periods'] == periods, protocol
+
+
+@pytest.mark.slow
+def test_the_analyses_are_recomputed_when_their_images_change(tmp_path, small_photo_folder):
+    """``analyses.json`` is keyed on everything its numbers depend on (it once was on the checkpoint alone, and
+    kept one image's cosines after the benchmark moved to other images)."""
+    import shutil
+    import torch
+    from basicsr.archs import build_network
+    from gsr.repro.runner import run_analyses
+    from gsr.repro.study import Study
+    photos = tmp_path / 'photos'
+    shutil.copytree(small_photo_folder, photos)
+    study = Study(tiny_study(tmp_path, str(photos)))
+    run = next(r for r in study.runs if r.variant == 'baseline')
+    os.makedirs(os.path.dirname(run.checkpoint))
+    torch.manual_seed(0)
+    torch.save({'params_ema': build_network(dict(run.options['network_g'])).state_dict()}, run.checkpoint)
+    first = run_analyses(study, run)
+    assert run_analyses(study, run) == first  # from the cache
+    names = sorted(os.listdir(photos))
+    shutil.copy(photos / names[1], photos / names[0])  # another image under the first one's name
+    second = run_analyses(study, run)
+    assert second['inputs_sha256'] != first['inputs_sha256'] and second['cossim'] != first['cossim']
+
+
+def test_a_large_network_is_shipped_in_half_precision_and_loads_into_float32(tmp_path):
+    """Above 4 MB in float32 (the papers' SRResNet is 6 MB) a shipped network is stored in float16: half the file,
+    loaded into the float32 network by ``load_network``, outputs within float16's rounding of the original."""
+    import torch
+    from basicsr.archs import build_network
+    from gsr.utils.inference import load_network
+    from gsr.utils.pretrained import ship, shipped, storage_for
+    big = {'type': 'MSRResNet', 'num_feat': 64, 'num_block': 16, 'upscale': 4}
+    torch.manual_seed(0)
+    net = build_network(dict(big)).eval()
+    assert storage_for(net.state_dict()) == 'float16'
+    assert storage_for(build_network({'type': 'MSRResNet', 'num_feat': 32, 'num_block': 6}).state_dict()) == 'float32'
+    path = ship('big', net.state_dict(), {'network_g': big, 'scale': 4}, {}, str(tmp_path), storage='float16')
+    entry = shipped('big', str(tmp_path))
+    assert entry['storage'] == 'float16' and os.path.getsize(path) < 3.2e6
+    assert all(v.dtype == torch.float16 for v in torch.load(path, weights_only=True)['params'].values())
+    loaded = load_network({'network_g': big}, path, 'params')
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        assert (loaded(x) - net(x)).abs().max() < 2e-3
+
+
+def test_claims_without_the_align_variant_are_reported_as_not_run():
+    """A study without align (or run with --variants leaving it out) once crashed at the report, after training."""
+    from gsr.repro.claims import Measurements, claims
+    rows = [{'model': f'baseline/seed{seed}', 'dataset': 'S', 'image': image, 'setting': setting, 'psnr': 20.0 + seed}
+            for seed in (0, 1) for image in ('a', 'b') for setting in ('clean', 'noise')]
+    cossim = {'blur': [0.9, 0.9], 'noise': [0.8, 0.7], 'jpeg': [0.95, 0.9]}  # per image
+    analyses = {f'baseline/seed{s}': {'cossim': cossim, 'chi_pooled': 1.0, 'chi_tsne': 1.0} for s in (0, 1)}
+    verdicts = {c['claim']: c['verdict'] for c in claims(Measurements(rows, [0, 1], ['clean', 'noise'], analyses))}
+    assert verdicts['1'] == verdicts['5'] == verdicts['4b'] == 'not run' and verdicts['4a'] != 'not run'

@@ -316,7 +316,7 @@ def savl_option(name: str, tmp_path):
 
 
 @pytest.mark.parametrize('name', ['train_savl_a.yml', 'train_savl_b.yml', 'train_savl_a_no_mis.yml',
-                                  'train_savl_a_club.yml'])
+                                  'train_savl_a_elbo.yml', 'train_savl_a_club.yml'])
 def test_every_savl_training_file_builds_its_paper_size_model(name, tmp_path):
     from basicsr.models import build_model
     opt = savl_option(name, tmp_path)
@@ -373,3 +373,14 @@ def test_savl_net_exports_with_dynamic_size_and_without_the_re_degrader(tmp_path
     assert len(differences) == 2 and max(differences.values()) < 1e-3
     names = [t.name for t in onnx.load(str(tmp_path / 'savl.onnx')).graph.initializer]
     assert any('estimator' in n for n in names) and not any('degrader' in n for n in names)
+
+
+def test_the_paper_scale_stage_a_runs_the_mi_suppression_and_its_ablation_does_not():
+    """SAVL's named contribution is on by default (lambda_mis > 0) and off only in the ablation named for it."""
+    from gsr.utils.option_check import load_option_file
+    from tests.conftest import REPO
+    kl = {name: load_option_file(os.path.join(REPO, 'options', name))['train']['regularizers']['l_kl']
+          for name in ('train_savl_a.yml', 'train_savl_a_elbo.yml')}
+    assert kl['train_savl_a.yml']['lambda_mis'] > 0 and kl['train_savl_a_elbo.yml']['lambda_mis'] == 0
+    assert {k: v for k, v in kl['train_savl_a.yml'].items() if k != 'lambda_mis'} == \
+        {k: v for k, v in kl['train_savl_a_elbo.yml'].items() if k != 'lambda_mis'}

@@ -1,5 +1,6 @@
 """Targeted feature denoising: identity at the start, where gradients go, a detector that learns, the twin target,
 bf16 FFTs, both inference modes end to end, and its bad inputs."""
+import copy
 import os
 import random
 
@@ -13,7 +14,7 @@ from gsr.data.paired_degradation_dataset import PairedDegradationDataset
 from gsr.data.second_order_degrader import effective_noise_std
 from gsr.losses.tfd_loss import NoiseDetectionLoss, TwinFeatureLoss
 from gsr.utils.checkpoint import load_checkpoint
-from tests.conftest import attached_and_bare, run_gsr, tiny_options, write_yaml
+from tests.conftest import REPO, attached_and_bare, run_gsr, tiny_options, write_yaml
 
 BACKBONE = {'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1, 'upscale': 4}
 TFD = {'type': 'TargetedFeatureDenoising', 'num_feat': 8}
@@ -25,14 +26,15 @@ def tfd_options(root, mode='inline', **extra):
                 'attach': {'tfd': dict(TFD, mode=mode)}}, **extra)
     opt = tiny_options(root, root, **top)
     opt['datasets']['train']['kernel_sets'] = 1
-    opt['train']['regularizers'] = dict(REGULARIZERS)
+    opt['train']['regularizers'] = copy.deepcopy(REGULARIZERS)
     return opt
 
 
 def hr_batches(folder, count, size=4, seed=0):
     random.seed(seed)
     np.random.seed(seed)
-    ds = PairedDegradationDataset({'name': 'train', 'dataroot_gt': folder, 'crop_pad_size': 96, 'kernel_sets': 1})
+    ds = PairedDegradationDataset({'name': 'train', 'dataroot_gt': folder, 'crop_pad_size': 96, 'kernel_sets': 1,
+                                   'cache_images': True})
     for _ in range(count):
         items = [ds[random.randrange(len(ds))] for _ in range(size)]
         yield {k: torch.stack([it[k] for it in items]) for k in items[0] if k != 'gt_path'}
@@ -128,14 +130,102 @@ def test_feature_loss_targets_the_twin_and_not_the_noisy_copy(photo_folder):
     model.feed_data(next(hr_batches(photo_folder, 1)))
     with torch.no_grad():
         context = model.forward_train()
-        loss = TwinFeatureLoss()(context)
+        loss = TwinFeatureLoss(twin_loss='feature', twin_target='self')(context)
         target = context.record('tfd', 'input', twin=True).clone()
         model.batch.lq = (model.batch.lq + 0.2 * torch.randn_like(model.batch.lq)).clamp(0, 1)  # more noise
         noisier = model.forward_train()
         assert torch.equal(noisier.record('tfd', 'input', twin=True), target)  # the target ignores the noisy copy
         model.batch.lq_noise_free = model.batch.lq_noise_free.flip(-1)  # another twin
-        assert TwinFeatureLoss()(model.forward_train()) != TwinFeatureLoss()(noisier)
+        self_target = TwinFeatureLoss(twin_loss='feature', twin_target='self')
+        assert self_target(model.forward_train()) != self_target(noisier)
     assert loss > 0
+
+
+def test_residual_loss_regresses_the_removed_component_on_the_feature_noise(photo_folder):
+    """Inline, twin_loss residual: mean over LQ rows of |g·n̂ − sg(f(x) − f(x_twin))|, zero when the module removes
+    exactly the feature noise; the twin and the noisy feature enter only as a detached target."""
+    model = model_for(tfd_options(photo_folder))
+    model.feed_data(next(hr_batches(photo_folder, 1)))
+    context = model.forward_train()
+    records, twin = context.records['tfd'], context.twin_records['tfd']
+    noise = records['input'] - twin['input']
+    expected = 0.5 * (records['removed'] - noise).abs().flatten(1).mean(1).mean()
+    loss = TwinFeatureLoss(loss_weight=0.5)(context)
+    assert torch.allclose(loss, expected)
+    records['removed'] = noise.detach().clone().requires_grad_()
+    assert TwinFeatureLoss()(context) == 0
+    records['removed'] = torch.zeros_like(noise, requires_grad=True)
+    records['input'], twin['input'] = (t.detach().requires_grad_() for t in (records['input'], twin['input']))
+    TwinFeatureLoss()(context).backward()
+    assert records['removed'].grad.abs().sum() > 0 and records['input'].grad is None and twin['input'].grad is None
+
+
+def ema_model(photo_folder, target='ema', decay=0.999):
+    opt = tfd_options(photo_folder, mode='training_only')
+    opt['attach']['tfd']['inference'] = False
+    opt['train']['ema_decay'] = decay
+    opt['train']['regularizers']['l_feat'] = {'type': 'TwinFeatureLoss', 'twin_target': target}
+    return model_for(opt)
+
+
+def test_ema_target_is_the_ema_network_on_the_twin_and_a_student_step_cannot_move_it(photo_folder):
+    """training_only, twin_target ema: the target is net_g_ema's feature at the module on the twin rows. Changing
+    the student's weights (what one step does) leaves it as it was; with twin_target self it moves with them."""
+    model = ema_model(photo_folder)
+    model.feed_data(next(hr_batches(photo_folder, 1)))
+    torch.nn.init.normal_(model.net_g_ema.backbone.conv_first.weight, std=0.5)  # teacher != student
+    with torch.no_grad():
+        context = model.forward_train()
+        target = context.teacher_twin['tfd']
+        reference = model.net_g_ema.backbone.conv_last  # the tensor entering it, computed independently
+        seen = []
+        handle = reference.register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
+        model.net_g_ema(model.batch.lq_noise_free)
+        handle.remove()
+        assert torch.allclose(target, seen[0]) and not torch.allclose(target, context.record('tfd', 'input', True))
+        model.net_g.backbone.conv_first.weight.mul_(1.5)  # a student step
+        moved = model.forward_train()
+    assert torch.equal(moved.teacher_twin['tfd'], target)
+    assert not torch.equal(moved.record('tfd', 'input', twin=True), context.record('tfd', 'input', twin=True))
+    loss = TwinFeatureLoss(loss_weight=0.5)(context)
+    gate = torch.sigmoid(context.record('tfd', 'logit'))
+    noisy = (effective_noise_std(context.labels) > 0).float()
+    per_row = (context.record('tfd', 'input') - target).abs().flatten(1).mean(1) * gate
+    assert torch.allclose(loss, 0.5 * (per_row * noisy).sum() / noisy.sum().clamp(min=1))
+
+
+def test_the_teacher_runs_only_when_a_loss_reads_it(photo_folder):
+    assert set(ema_model(photo_folder).teacher_taps) == {'tfd'}
+    assert not ema_model(photo_folder, target='self').teacher_taps
+    assert not model_for(tfd_options(photo_folder)).teacher_taps  # inline, residual: no teacher
+
+
+def test_balanced_accuracy_is_half_for_any_constant_answer():
+    from gsr.losses.tfd_loss import balanced_accuracy
+    truth = torch.tensor([True, True, True, False])
+    assert balanced_accuracy(torch.ones(4, dtype=torch.bool), truth) == 0.5
+    assert balanced_accuracy(torch.zeros(4, dtype=torch.bool), truth) == 0.5
+    assert balanced_accuracy(truth.clone(), truth) == 1
+    assert balanced_accuracy(torch.tensor([True, False, False, False]), truth) == (1 / 3 + 1) / 2
+
+
+def test_detector_accuracy_is_logged_and_the_detector_can_read_an_earlier_layer(photo_folder):
+    opt = tfd_options(photo_folder)
+    opt['attach']['tfd']['detector_layer'] = 'conv_first'
+    model = model_for(opt)
+    seen = []
+    model.net_g.attached['tfd'].detector.body.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    model.feed_data(next(hr_batches(photo_folder, 1)))
+    model.optimize_parameters(1)
+    assert 0 <= float(model.log_dict['bacc_det']) <= 1
+    lr_size = model.batch.lq.shape[-1]
+    assert seen[0].shape[-1] != lr_size * 4  # not the HR-resolution feature at conv_last
+    with torch.no_grad():  # the detector's input is conv_first's output minus its own mean₃ₓ₃ (the high-pass)
+        x = torch.cat([model.batch.lq, model.batch.lq_noise_free])
+        first = model.net_g.backbone.conv_first(x)
+        model.net_g(x)
+    assert torch.allclose(seen[-1], first - torch.nn.functional.avg_pool2d(first, 3, 1, 1, count_include_pad=False),
+                          atol=1e-6)
 
 
 def test_tfd_composes_with_dropout_and_alignment(photo_folder):
@@ -186,8 +276,18 @@ def test_tfd_bad_inputs_are_one_line(tmp_path, photo_folder, monkeypatch, capsys
     opt = tfd_options(photo_folder)
     opt['attach'] = {}
     cases.append((opt, 'reads the module attach.tfd, which is not attached'))
+    opt = tfd_options(photo_folder, mode='training_only')
+    opt['train']['ema_decay'] = 0
+    cases.append((opt, 'takes its target from the EMA network (a mean teacher): set train.ema_decay > 0'))
+    opt = tfd_options(photo_folder)
+    opt['attach']['tfd'].update(detector_layer='conv_first', detector_channels=4)
+    cases.append((opt, "attach.tfd: its detector reads 8 channels at 'conv_first' but has detector_channels 4"))
+    opt = tfd_options(photo_folder)
+    opt['train']['regularizers']['l_feat']['twin_loss'] = 'residul'
+    cases.append((opt, 'TwinFeatureLoss.twin_loss'))
     for opt, message in cases:
-        assert main(['train', '-opt', write_yaml(tmp_path / 'o.yml', opt)]) == 2
+        assert main(["train", "-opt", write_yaml(tmp_path / "o.yml", opt)]) == 2
+        assert "experiments" not in os.listdir(tmp_path), message  # before any folder
         assert message in _one_line(capsys)
     # a checkpoint without the TFD modules given to the inline network
     torch.save({'params': build_network(dict(BACKBONE)).state_dict()}, tmp_path / 'bare.pth')
@@ -231,3 +331,81 @@ def test_both_modes_train_and_test_through_basicsr(tmp_path, small_photo_folder,
     assert result.returncode == 0, result.stderr[-3000:]
     log = open(next((tmp_path / 'results' / f'test_{mode}').glob('test_*.log'))).read()
     assert '# psnr:' in log
+
+
+STABILITY_ITERATIONS = 1500
+PAPER_SCALE_WEIGHT = 1.0  # TwinFeatureLoss.loss_weight of options/train_*_tfd.yml (asserted below)
+
+
+def total_loss_growth(folder, layer, mode, iterations=STABILITY_ITERATIONS, pool=150, **twin):
+    """Train a tiny TFD network in process on ``pool`` degraded batches, cycled (the degradation would cost twice
+    the training at this size); returns every step's logged terms and the study's growth ratio of the total loss
+    (median over the last quarter / median over the first half, ``gsr.repro.runner.growth``)."""
+    from gsr.repro.runner import growth
+    opt = tfd_options(folder, mode=mode)
+    opt['attach']['tfd'].update(layer=layer, inference=mode == 'inline', lr=5e-4)
+    opt['train'].update(ema_decay=0.999, optim_g={'type': 'Adam', 'lr': 5e-4, 'betas': [0.9, 0.99]})
+    opt['train']['regularizers']['l_feat'] = dict(type='TwinFeatureLoss', loss_weight=PAPER_SCALE_WEIGHT, **twin)
+    opt['datasets']['train'].update(crop_pad_size=80, cache_images=True)
+    model = model_for(opt, gt_size=32)
+    batches = []
+    for batch in hr_batches(folder, pool):
+        model.feed_data(batch)
+        batches.append(model.batch)
+    logged = []
+    for it in range(1, iterations + 1):
+        model.batch = batches[it % pool]
+        model.optimize_parameters(it)
+        logged.append({k: float(v) for k, v in model.log_dict.items()})
+    return logged, growth([(i, row['l_total']) for i, row in enumerate(logged, 1)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('layer', ['conv_last', 'upconv1'])  # HR input of the last conv; the trunk's LR output
+@pytest.mark.parametrize('mode', ['inline', 'training_only'])
+def test_both_modes_train_stably_at_the_paper_scale_weight(photo_folder, layer, mode):
+    """1,500 iterations of a tiny TFD network at the weight the paper-scale files use: every logged value finite
+    and the total loss not rising (growth <= 1.5; the study flags 2). The twin loss before the fix (same-pass
+    target, twin_target: self, twin_loss: feature) fails this at the trunk in training-only mode (growth 6.5)."""
+    logged, grew = total_loss_growth(photo_folder, layer, mode)
+    assert all(np.isfinite(v) for row in logged for v in row.values())
+    assert grew <= 1.5, grew
+
+
+def test_the_paper_scale_files_use_the_weight_the_stability_test_checks():
+    from gsr.utils.option_check import load_option_file
+    files = [f for f in os.listdir(os.path.join(REPO, 'options')) if f.startswith('train_') and 'tfd' in f]
+    assert files
+    for name in files:
+        twin = load_option_file(os.path.join(REPO, 'options', name))['train']['regularizers']['l_feat']
+        assert twin['loss_weight'] == PAPER_SCALE_WEIGHT, name
+
+
+def test_the_real_world_test_file_scores_paired_folders(tmp_path, small_photo_folder):
+    """options/test_srresnet_tfd_real.yml (RealSR / DRealSR pairs) with a tiny network and the first set pointed at
+    HR / LR folders with the same file names, through BasicSR's validation step."""
+    import cv2
+    from basicsr.data import build_dataloader, build_dataset
+    from gsr.utils.image_io import list_images, read_image_uint8_rgb, write_image
+    from gsr.utils.option_check import load_option_file
+    opt = load_option_file(os.path.join(REPO, 'options', 'test_srresnet_tfd_real.yml'))
+    assert [d['type'] for d in opt['datasets'].values()] == ['PairedImageDataset'] * 3
+    for sub in ('HR', 'LR'):
+        os.makedirs(tmp_path / sub)
+    for path in list_images(small_photo_folder):
+        hr = read_image_uint8_rgb(path)
+        hr = hr[:hr.shape[0] // 4 * 4, :hr.shape[1] // 4 * 4]
+        write_image(str(tmp_path / 'HR' / os.path.basename(path)), hr)
+        lr = cv2.resize(hr, (hr.shape[1] // 4, hr.shape[0] // 4), interpolation=cv2.INTER_AREA)
+        write_image(str(tmp_path / 'LR' / os.path.basename(path)), lr)
+    opt['network_g'].update(num_feat=8, num_block=1)
+    opt['attach']['tfd']['num_feat'] = 8
+    opt['val']['metrics'].pop('lpips')  # its backbone weights cannot be downloaded here
+    opt.update(is_train=False, dist=False, rank=0, world_size=1, num_gpu=0)
+    opt['path'] = {'pretrain_network_g': None, 'strict_load_g': True, 'visualization': str(tmp_path / 'vis')}
+    model = build_model(opt)
+    ds_opt = dict(opt['datasets']['test_1'], phase='test', scale=4, dataroot_gt=str(tmp_path / 'HR'),
+                  dataroot_lq=str(tmp_path / 'LR'))
+    loader = build_dataloader(build_dataset(ds_opt), ds_opt, num_gpu=0, dist=False)
+    model.validation(loader, current_iter=0, tb_logger=None, save_img=False)
+    assert 10 < model.metric_results['psnr'] < 50 and 0 < model.metric_results['ssim'] <= 1

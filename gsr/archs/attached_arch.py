@@ -91,6 +91,13 @@ class AttachedNetwork(nn.Module):
             layer.register_forward_pre_hook(functools.partial(_transform_input, module))
         else:
             layer.register_forward_hook(functools.partial(_transform_output, module))
+        observed = getattr(module, 'observed_layer', None)
+        if observed is not None:  # a module that also reads an earlier layer's output (e.g. TFD's detector)
+            source = resolve_layer(self, observed, f'attach.{name}.detector_layer')
+            if isinstance(source, nn.Conv2d) and source.out_channels != module.detector_channels:
+                raise GsrError(f'attach.{name}: its detector reads {source.out_channels} channels at {observed!r} '
+                               f'but has detector_channels {module.detector_channels}')
+            source.register_forward_hook(functools.partial(_observe, module))
 
     def forward(self, x: torch.Tensor, *args, **kwargs):
         """The backbone's forward; further arguments are the backbone's own (e.g. LightBSR's prior)."""
@@ -103,6 +110,12 @@ def _transform_input(module: nn.Module, layer: nn.Module, args):
 
 def _transform_output(module: nn.Module, layer: nn.Module, args, output):
     return module(output)
+
+
+def _observe(module: nn.Module, layer: nn.Module, args, output) -> torch.Tensor:
+    # what follows may modify the output in place (e.g. LeakyReLU(inplace=True)): the module keeps the original
+    module.observe(output)
+    return output.clone()
 
 
 def split_attachment(name: str, cfg: Dict[str, Any]):

@@ -7,6 +7,7 @@ the gated prediction, so clean inputs pass unchanged. In ``training_only`` mode 
 detector and the twin-feature loss act on the backbone's own features, and inference uses the bare network.
 """
 import math
+from typing import Optional
 
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -108,31 +109,56 @@ class TargetedFeatureDenoising(nn.Module):
 
     ``inline``: f' = f − g · n̂ with g = σ(detector logit) per image (per pixel with ``pixel_map``), n̂ from the
     ``FeatureDenoiser``. ``training_only``: f' = f (the module only detects; drop it at inference with
-    ``inference: false``). ``detach_detector``: the detector reads a stop-gradient copy of f, so its loss does not
-    push the backbone to encode noise. Every training forward records ``input``, ``logit``, ``pixel_logit`` and
-    (inline) ``output`` for the losses (``LossContext.records``).
+    ``inference: false``). ``detach_detector``: the detector reads a stop-gradient copy, so its loss does not push
+    the backbone to encode noise. ``detector_layer``: the detector reads the output of that earlier backbone layer
+    (``detector_channels`` wide, ``num_feat`` by default) instead of the feature it gates: the twin loss strips the
+    noise from the gated feature, so a detector reading it loses its evidence as that loss succeeds. Every
+    training forward records ``input``, ``logit``, ``pixel_logit`` and (inline) ``output`` and ``removed`` (g · n̂)
+    for the losses (``LossContext.records``). In inline mode the gate is not detached: the pixel and twin losses
+    train the detector through it, besides its own loss.
     """
 
     def __init__(self, num_feat: int = 64, mode: str = 'inline', detach_detector: bool = True,
-                 pixel_map: bool = False):
+                 pixel_map: bool = False, detector_layer: Optional[str] = None,
+                 detector_channels: Optional[int] = None):
         super().__init__()
         if mode not in MODES:
             raise GsrError(f'TargetedFeatureDenoising.mode must be one of {", ".join(MODES)}, got {mode!r}')
         self.num_feat, self.mode, self.detach_detector = num_feat, mode, detach_detector
-        self.detector = NoiseDetector(num_feat, pixel_map)
+        self.observed_layer = detector_layer  # AttachedNetwork calls ``observe`` with that layer's output
+        self.detector_channels = detector_channels or num_feat
+        self.detector = NoiseDetector(self.detector_channels, pixel_map)
         self.denoiser = FeatureDenoiser(num_feat) if mode == 'inline' else None
         self.record = {}
+        self.observed: Optional[torch.Tensor] = None
+
+    def observe(self, x: torch.Tensor) -> None:
+        """The ``detector_layer`` output of the current forward pass (read, then dropped, by ``forward``)."""
+        self.observed = x
+
+    def detector_input(self, f: torch.Tensor) -> torch.Tensor:
+        if self.observed_layer is None:
+            source = f
+        elif self.observed is None or self.observed.shape[0] != f.shape[0]:
+            raise GsrError(f'TargetedFeatureDenoising: detector_layer {self.observed_layer!r} produced nothing for '
+                           'this forward pass: it must run before the layer the module is attached to')
+        else:
+            source, self.observed = self.observed, None
+        return source.detach() if self.detach_detector else source
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        logit, pixel_logit = self.detector(f.detach() if self.detach_detector else f)
+        logit, pixel_logit = self.detector(self.detector_input(f))
         if self.training:
             self.record = {'input': f, 'logit': logit}
             if pixel_logit is not None:
                 self.record['pixel_logit'] = pixel_logit
         if self.denoiser is None:
             return f
+        if pixel_logit is not None and pixel_logit.shape[-2:] != f.shape[-2:]:
+            pixel_logit = F.interpolate(pixel_logit, size=f.shape[-2:], mode='bilinear', align_corners=False)
         gate = torch.sigmoid(pixel_logit if pixel_logit is not None else logit[:, None, None, None])
-        out = f - gate.to(f.dtype) * self.denoiser(f)
+        removed = gate.to(f.dtype) * self.denoiser(f)
+        out = f - removed
         if self.training:
-            self.record['output'] = out
+            self.record.update(output=out, removed=removed)
         return out

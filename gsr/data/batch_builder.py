@@ -64,8 +64,9 @@ class DegradedBatchBuilder(torch.nn.Module):
 
     def degrades(self, data: Dict[str, Any]) -> bool:
         """Whether ``data`` is a batch this builder degrades: HR crops (``classic``) or HR crops with the
-        Real-ESRGAN kernels of a ``PairedDegradationDataset``."""
-        return 'gt' in data and (self.options.classic is not None or 'kernel1' in data)
+        Real-ESRGAN kernels of a ``PairedDegradationDataset``. A batch that brings its own ``lq`` (validation, test,
+        real pairs) is never degraded again: it is scored as given."""
+        return 'gt' in data and 'lq' not in data and (self.options.classic is not None or 'kernel1' in data)
 
     @torch.no_grad()
     def forward(self, data: Dict[str, torch.Tensor]) -> DegradedBatch:
@@ -75,35 +76,58 @@ class DegradedBatchBuilder(torch.nn.Module):
             raise GsrError(f'training batch lacks {", ".join(missing)}: on-the-fly degradation needs a '
                            'PairedDegradationDataset (datasets.train.type)')
         device = self.anchor.device
-        gt = data['gt'].to(device) if classic else self.degrader.sharpen(data['gt'].to(device))
+        gt = data['gt'].to(device)
+        crops = gt.shape[1] if gt.dim() == 5 else 0  # the dataset's crops_per_image, cut anywhere in each image
+        if crops and (self.options.grouping != 'shared_degradation' or crops != self.options.copies):
+            raise GsrError(f'the dataset gives {crops} crops per image (datasets.train.crops_per_image), but the '
+                           f'model cuts {self.options.copies} crops sharing a degradation (patches) from each')
+        if not classic:
+            gt = self.degrader.sharpen(gt.flatten(0, 1)).view(gt.shape) if crops else self.degrader.sharpen(gt)
         kernels = {} if classic else {k: data[k].to(device) for k in KERNEL_KEYS}
+        if crops:  # each crop degraded on its own with its image's draws (LightBSR's code degrades each patch)
+            first = gt[:, 0]
+            draws = self._sample(first, kernels, 0)
+            sources = [self._degrade(gt[:, i], draws) for i in range(crops)]
+            return self._shared(sources, first.shape[0], device)
         degradations = self.options.copies if self.options.grouping == 'copies' else 1
-        lqs, twins, labels = [], [], []
-        for copy in range(degradations):
-            if classic:
-                draws = self.degrader.sample(gt)
-            else:
-                kernel_set = min(copy, kernels['kernel1'].shape[1] - 1)
-                draws = self.degrader.sample(gt, *(kernels[k][:, kernel_set] for k in KERNEL_KEYS))
-            lqs.append(self.degrader.apply(gt, draws))
-            if self.options.noise_free_twin:
-                twins.append(self.degrader.apply(gt, draws, add_noise=False))
-            labels.append(self.degrader.labels(draws))
-        lq, twin = torch.cat(lqs), torch.cat(twins) if twins else None
-        per_sample = {k: torch.cat([lab[k] for lab in labels]) for k in labels[0]}
-        per_pixel = {'noise_map': (lq - twin).abs().mean(1, keepdim=True)} if twin is not None else {}
+        degraded = [self._degrade(gt, self._sample(gt, kernels, copy)) for copy in range(degradations)]
+        if self.options.grouping == 'shared_degradation':  # one degraded region, cut at copies places
+            return self._shared(degraded * self.options.copies, gt.shape[0], device)
         b = gt.shape[0]
-        if self.options.grouping == 'copies':
-            return self._crop(gt.repeat(degradations, 1, 1, 1), lq, twin, per_sample, per_pixel,
-                              content=torch.arange(b, device=device).repeat(degradations),
-                              degradation=torch.arange(b * degradations, device=device))
-        crops = [self._crop(gt, lq, twin, per_sample, per_pixel, torch.arange(b, device=device) + i * b,
-                            torch.arange(b, device=device)) for i in range(self.options.copies)]
+        lq = torch.cat([d[1] for d in degraded])
+        twin = torch.cat([d[2] for d in degraded]) if self.options.noise_free_twin else None
+        per_sample = {k: torch.cat([d[3][k] for d in degraded]) for k in degraded[0][3]}
+        per_pixel = {'noise_map': (lq - twin).abs().mean(1, keepdim=True)} if twin is not None else {}
+        return self._crop(gt.repeat(degradations, 1, 1, 1), lq, twin, per_sample, per_pixel,
+                          content=torch.arange(b, device=device).repeat(degradations),
+                          degradation=torch.arange(b * degradations, device=device))
+
+    def _sample(self, gt: torch.Tensor, kernels: Dict[str, torch.Tensor], copy: int) -> Dict[str, torch.Tensor]:
+        """One draw per row of ``gt`` (the ``copy``-th kernel set of the dataset's, the last one if it has fewer)."""
+        if self.options.classic is not None:
+            return self.degrader.sample(gt)
+        kernel_set = min(copy, kernels['kernel1'].shape[1] - 1)
+        return self.degrader.sample(gt, *(kernels[k][:, kernel_set] for k in KERNEL_KEYS))
+
+    def _degrade(self, gt: torch.Tensor, draws: Dict[str, torch.Tensor]):
+        """(gt, LQ, noise-free twin or None, per-sample labels) of one application of ``draws``."""
+        lq = self.degrader.apply(gt, draws)
+        twin = self.degrader.apply(gt, draws, add_noise=False) if self.options.noise_free_twin else None
+        return gt, lq, twin, self.degrader.labels(draws)
+
+    def _shared(self, sources: List, b: int, device: torch.device) -> DegradedBatch:
+        """Rows ``[crop 1 of every image; crop 2; ...]``, crop i cut from ``sources[i]``: rows share a
+        degradation (``degradation`` = the image), not content."""
+        crops = []
+        for i, (gt, lq, twin, per_sample) in enumerate(sources):
+            per_pixel = {'noise_map': (lq - twin).abs().mean(1, keepdim=True)} if twin is not None else {}
+            crops.append(self._crop(gt, lq, twin, per_sample, per_pixel, torch.arange(b, device=device) + i * b,
+                                    torch.arange(b, device=device)))
         return DegradedBatch(
             gt=torch.cat([c.gt for c in crops]), lq=torch.cat([c.lq for c in crops]),
             content=torch.cat([c.content for c in crops]), degradation=torch.cat([c.degradation for c in crops]),
             labels={k: torch.cat([c.labels[k] for c in crops]) for k in crops[0].labels},
-            lq_noise_free=torch.cat([c.lq_noise_free for c in crops]) if twin is not None else None)
+            lq_noise_free=torch.cat([c.lq_noise_free for c in crops]) if crops[0].lq_noise_free is not None else None)
 
     def _crop(self, gt: torch.Tensor, lq: torch.Tensor, twin: Optional[torch.Tensor], per_sample: Dict,
               per_pixel: Dict, content: torch.Tensor, degradation: torch.Tensor) -> DegradedBatch:

@@ -34,22 +34,24 @@ def protocol_settings(protocol: str) -> Dict[str, Tuple[float, float, float, flo
     raise GsrError(f'--protocol must be one of eight, {", ".join(PROTOCOLS)}; got {protocol!r}')
 
 
-def degrade_blind(hr: np.ndarray, setting: Tuple[float, float, float, float], scale: int, seed: int) -> np.ndarray:
-    """One 8-bit RGB LR image of a mod-cropped 8-bit RGB HR image under ``setting`` (``protocol_settings``)."""
+def degrade_blind(hr: np.ndarray, setting: Tuple[float, float, float, float], scale: int, seed: int,
+                  border: str = 'replicate') -> np.ndarray:
+    """One 8-bit RGB LR image of a mod-cropped 8-bit RGB HR image under ``setting`` (``protocol_settings``), the
+    bicubic border as the code's (``replicate``) or MATLAB's (``symmetric``)."""
     sigma_x, sigma_y, theta, noise = setting
-    degrader = ClassicDegrader(ClassicDegradationOptions(kernel='aniso', noise=noise), scale)
+    degrader = ClassicDegrader(ClassicDegradationOptions(kernel='aniso', noise=noise, bicubic_border=border), scale)
     gt = torch.from_numpy(hr).permute(2, 0, 1)[None].double().div(255).float()
     torch.manual_seed(seed)
     lr = degrader.apply(gt, fixed_draws([sigma_x], [sigma_y], [theta], [noise]))
     return (lr[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
-def degrade_blind_file(hr_path: str, protocol: str, scale: int = 4,
-                       seed: int = 0) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+def degrade_blind_file(hr_path: str, protocol: str, scale: int = 4, seed: int = 0,
+                       border: str = 'replicate') -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
     """HR (mod-cropped) and its LR under every setting of ``protocol``."""
     hr = mod_crop(read_image_uint8_rgb(hr_path), scale)
     name = os.path.splitext(os.path.basename(hr_path))[0]
-    return hr, {s: degrade_blind(hr, v, scale, noise_seed(seed, name, s))
+    return hr, {s: degrade_blind(hr, v, scale, noise_seed(seed, name, s), border)
                 for s, v in protocol_settings(protocol).items()}
 
 

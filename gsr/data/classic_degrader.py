@@ -1,7 +1,8 @@
 """The degradations of the DASR / KDSR / LightBSR line of work, batched on the model's device.
 
 ``y = round(clamp(bicubic_down(k * x) + n))``: a 21 x 21 isotropic or anisotropic Gaussian blur (reflect padding),
-MATLAB-style bicubic x4 downsampling (BasicSR's ``imresize``, as one matrix product per axis), optional additive
+MATLAB-style bicubic x4 downsampling (BasicSR's ``imresize`` weights, as one matrix product per axis, with the code's
+replicated border by default: ``bicubic_matrix``), optional additive
 Gaussian noise (sigma in 0-255 units), then rounding to 8 bits (``shared/research/lightbsr_and_savl.md`` A.6).
 Like ``SecondOrderDegrader``, drawing (``sample``) is separate from applying (``apply``) and every draw is a
 per-sample label (``labels``). Anisotropic kernels take ``lambda`` as the standard deviations along the principal
@@ -30,6 +31,7 @@ class ClassicDegradationOptions:
     sigma: Tuple[float, float] = (0.2, 4.0)
     lambda_range: Tuple[float, float] = (0.2, 4.0)
     noise: float = 0.0
+    bicubic_border: str = 'replicate'  # the code's clamped indices; symmetric: MATLAB's imresize
 
     def __post_init__(self):
         if self.kernel not in KERNEL_KINDS:
@@ -43,6 +45,9 @@ class ClassicDegradationOptions:
                                f'{list(getattr(self, name))}')
         if self.noise < 0:
             raise GsrError(f'classic_degradation.noise must not be negative, got {self.noise}')
+        if self.bicubic_border not in BORDERS:
+            raise GsrError(f'classic_degradation.bicubic_border must be one of {", ".join(BORDERS)}, got '
+                           f'{self.bicubic_border!r}')
 
 
 def gaussian_kernels(sigma_x: torch.Tensor, sigma_y: torch.Tensor, theta: torch.Tensor, size: int) -> torch.Tensor:
@@ -59,26 +64,35 @@ def gaussian_kernels(sigma_x: torch.Tensor, sigma_y: torch.Tensor, theta: torch.
     return (kernels / kernels.sum((1, 2), keepdim=True)).float()
 
 
+BORDERS = ('symmetric', 'replicate')
+
+
 @functools.lru_cache(maxsize=32)
-def bicubic_matrix(in_length: int, scale: int) -> torch.Tensor:
+def bicubic_matrix(in_length: int, scale: int, border: str = 'symmetric') -> torch.Tensor:
     """(in_length // scale, in_length) matrix of MATLAB's antialiased bicubic downsampling along one axis: BasicSR's
-    ``calculate_weights_indices`` with its symmetric border extension folded back onto the input pixels."""
+    ``calculate_weights_indices`` with the taps beyond the ends folded back onto the input pixels, mirrored
+    (``symmetric``, MATLAB's ``imresize``) or onto the end pixel (``replicate``: the clamped indices of the torch
+    "MATLAB bicubic" in DASR's and LightBSR's code)."""
     out_length = math.ceil(in_length / scale)
     weights, indices, start, _ = calculate_weights_indices(in_length, out_length, 1 / scale, 'cubic', 4, True)
     matrix = torch.zeros(out_length, in_length, dtype=torch.float64)
     for row in range(out_length):
         for offset in range(weights.shape[1]):
             padded = int(indices[row][0]) + offset  # index into [mirror of the first `start` | input | mirror]
-            source = start - 1 - padded if padded < start else padded - start
-            source = 2 * in_length - 1 - source if source >= in_length else source
+            if border == 'replicate':
+                source = min(max(padded - start, 0), in_length - 1)
+            else:
+                source = start - 1 - padded if padded < start else padded - start
+                source = 2 * in_length - 1 - source if source >= in_length else source
             matrix[row, source] += float(weights[row, offset])
     return matrix.float()
 
 
-def bicubic_downsample(x: torch.Tensor, scale: int) -> torch.Tensor:
-    """MATLAB ``imresize(x, 1/scale)`` (bicubic, antialiased) of an (N, C, H, W) batch: ``M_h x M_w^T``."""
-    rows = bicubic_matrix(x.shape[-2], scale).to(x)
-    cols = bicubic_matrix(x.shape[-1], scale).to(x)
+def bicubic_downsample(x: torch.Tensor, scale: int, border: str = 'symmetric') -> torch.Tensor:
+    """MATLAB ``imresize(x, 1/scale)`` (bicubic, antialiased) of an (N, C, H, W) batch: ``M_h x M_w^T``; ``border``:
+    ``bicubic_matrix``."""
+    rows = bicubic_matrix(x.shape[-2], scale, border).to(x)
+    cols = bicubic_matrix(x.shape[-1], scale, border).to(x)
     return rows @ x @ cols.t()
 
 
@@ -107,7 +121,7 @@ class ClassicDegrader(torch.nn.Module):
         return gaussian_kernels(draws['sigma_x'], draws['sigma_y'], draws['theta'], self.options.kernel_size)
 
     def apply(self, gt: torch.Tensor, draws: Dict[str, torch.Tensor], add_noise: bool = True) -> torch.Tensor:
-        lr = bicubic_downsample(filter2D(gt, self.kernels(draws)), self.scale) * 255.
+        lr = bicubic_downsample(filter2D(gt, self.kernels(draws)), self.scale, self.options.bicubic_border) * 255.
         if add_noise and self.options.noise > 0:
             lr = lr + torch.randn_like(lr) * draws['noise_sigma'][:, None, None, None]
         return lr.round().clamp(0, 255) / 255.

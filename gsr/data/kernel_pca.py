@@ -78,6 +78,10 @@ def load_kernel_pca(path: str, where: str) -> Dict[str, Any]:
         content = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
         raise GsrError(f'{where}: {path} is not a kernel PCA file ({type(e).__name__})') from e
-    if not isinstance(content, dict) or 'basis' not in content or content['basis'].dim() != 2:
+    basis = content.get('basis') if isinstance(content, dict) else None
+    if not isinstance(basis, torch.Tensor) or basis.dim() != 2:
         raise GsrError(f'{where}: {path} is not a kernel PCA file (no basis matrix)')
+    if not torch.isfinite(basis).all():
+        raise GsrError(f'{where}: {path} holds a basis with non-finite values; write it again with `gsr prepare '
+                       'kernel-pca` (a positive --l-max)')
     return content

@@ -29,6 +29,8 @@ class PairedDegradationOptions:
     use_rot: bool = False
     kernel_sets: int = 2
     skip_bad_images: bool = False
+    cache_images: bool = False
+    crops_per_image: int = 1
     blur_kernel_size: int = 21
     kernel_list: List[str] = field(default_factory=lambda: BlurKernelOptions().kernel_list)
     kernel_prob: List[float] = field(default_factory=lambda: BlurKernelOptions().kernel_prob)
@@ -73,7 +75,9 @@ class PairedDegradationDataset(data.Dataset):
     code); with ``kernel_sets: 1`` both copies share the kernels (its 2024 code). HR comes from a folder, a
     ``meta_info`` list, or an LMDB (``io_backend: {type: lmdb}``) through BasicSR's ``FileClient``.
 
-    Returns ``gt`` (3, S, S) RGB, ``kernel1``/``kernel2``/``sinc_kernel`` (K, 21, 21), their label vectors
+    Returns ``gt`` (3, S, S) RGB — with ``crops_per_image`` C > 1, (C, 3, S, S): C crops taken independently anywhere
+    in the image, which share its kernels (the positives of a contrastive degradation encoder, as LightBSR's code
+    cuts them) —, ``kernel1``/``kernel2``/``sinc_kernel`` (K, 21, 21), their label vectors
     ``kernel1_info``/``kernel2_info`` (K, 7) and ``sinc_info`` (K, 2), and ``gt_path``.
     """
 
@@ -83,9 +87,13 @@ class PairedDegradationDataset(data.Dataset):
         self.options = dataset_options(PairedDegradationOptions, opt)
         if self.options.kernel_sets not in (1, 2):
             raise GsrError(f'datasets.{opt.get("name")}.kernel_sets must be 1 or 2, got {self.options.kernel_sets}')
+        if self.options.crops_per_image < 1:
+            raise GsrError(f'datasets.{opt.get("name")}.crops_per_image must be at least 1, got '
+                           f'{self.options.crops_per_image}')
         self.io_backend = dict(opt.get('io_backend') or {'type': 'disk'})
         self.file_client = None
         self.keys = self._list_keys()
+        self.decoded: Dict[str, np.ndarray] = {}  # ``cache_images``: key -> decoded image, filled on first read
 
     def _list_keys(self) -> List[str]:
         self.options.dataroot_gt = resolve_root(self.options.dataroot_gt)
@@ -113,6 +121,14 @@ class PairedDegradationDataset(data.Dataset):
         return list_images(root)
 
     def _read(self, key: str) -> np.ndarray:
+        if key in self.decoded:
+            return self.decoded[key]
+        img = self._decode(key)
+        if self.options.cache_images:
+            self.decoded[key] = img
+        return img
+
+    def _decode(self, key: str) -> np.ndarray:
         if self.file_client is None:  # opened lazily, in the worker process that reads
             backend = dict(self.io_backend)
             self.file_client = FileClient(backend.pop('type'), **backend)
@@ -148,9 +164,12 @@ class PairedDegradationDataset(data.Dataset):
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         img, key = self._read_with_skip(index)
-        img = augment(img, self.options.use_hflip, self.options.use_rot)
-        img = crop_or_pad(img, self.options.crop_pad_size)
-        item = {'gt': img2tensor([img], bgr2rgb=True, float32=True)[0], 'gt_path': key}
+        # crop, then flip and rotate the crop (the same distribution as Real-ESRGAN's flip-then-crop): BasicSR's
+        # ``augment`` flips in place, which must not reach a cached image, and a crop is cheaper to flip
+        o = self.options
+        crops = [img2tensor([augment(crop_or_pad(img, o.crop_pad_size).copy(), o.use_hflip, o.use_rot)],
+                            bgr2rgb=True, float32=True)[0] for _ in range(o.crops_per_image)]
+        item = {'gt': crops[0] if o.crops_per_image == 1 else torch.stack(crops), 'gt_path': key}
         item.update(self._kernels())
         return item
 

@@ -18,6 +18,8 @@ class LossContext:
     ``features`` maps a tap name to what it captured on the LQ rows (``MAIN_TAP`` for ``feature_tap:``);
     ``records`` maps an attached module's name to what it recorded in the step (e.g. a detector's logits).
     ``twin_features`` / ``twin_records``: the same on the noise-free twin rows, when the model forwards the twin.
+    ``teacher_twin`` maps an attached module's name to the EMA network's tensor at that module on the twin rows
+    (without gradient), for the losses that ask for a mean-teacher target (``teacher_reads``).
     Statistics shared by several losses are computed once per step (``pair``).
     """
     batch: DegradedBatch
@@ -26,6 +28,7 @@ class LossContext:
     twin_features: Dict[str, torch.Tensor] = field(default_factory=dict)
     records: Dict[str, Dict[str, torch.Tensor]] = field(default_factory=dict)
     twin_records: Dict[str, Dict[str, torch.Tensor]] = field(default_factory=dict)
+    teacher_twin: Dict[str, torch.Tensor] = field(default_factory=dict)
     iteration: int = 0  # the training iteration (set by ``GsrModel.optimize_parameters``; loss warm-ups read it)
     across_ranks: bool = False  # batch statistics of ``pair()`` over every rank (``batch_statistics: global``)
     _pairs: Dict[str, FeaturePair] = field(default_factory=dict, repr=False)

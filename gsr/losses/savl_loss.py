@@ -17,9 +17,11 @@ def gaussian_kl(mean: torch.Tensor, log_var: torch.Tensor, dim_reduction: str = 
 
 @LOSS_REGISTRY.register()
 class SAVLKLLoss(nn.Module):
-    """The mutual-information suppression term of SAVL's objective (B.2, PROPOSAL B.7.3):
+    """The KL term of SAVL's objective (B.2, PROPOSAL B.7.3):
     ``loss_weight * (1 + lambda_mis) * min(1, iteration / warmup_iter) * mean over rows and pixels of gaussian_kl``,
-    on the posterior the model records as ``context.records['savl']`` (``mean``, ``log_var``)."""
+    on the posterior the model records as ``context.records['savl']`` (``mean``, ``log_var``). ``loss_weight`` (beta)
+    alone is the ELBO's KL; ``lambda_mis`` > 0 adds the mutual-information suppression lane, whose VIB bound on
+    I(r; y) shares this KL, so the paper's two lanes collapse to the (1 + lambda) weight; lambda 0 switches it off."""
 
     def __init__(self, loss_weight: float = 1e-3, lambda_mis: float = 0.0, dim_reduction: str = 'mean',
                  warmup_iter: int = 0):

@@ -1,4 +1,6 @@
 """The losses of targeted feature denoising (our reading of arXiv 2509.14841; proposal §5.5 in docs/TFD.md)."""
+from typing import Any, Dict, List
+
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
@@ -8,6 +10,16 @@ from gsr.data.second_order_degrader import effective_noise_std
 from gsr.losses.feature_alignment_loss import check_choice
 from gsr.losses.loss_context import LossContext
 
+TWIN_LOSSES = ('residual', 'feature')
+TWIN_TARGETS = ('ema', 'self')
+
+
+def balanced_accuracy(said: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """(TPR + TNR) / 2 of boolean predictions against boolean labels: 0.5 for any constant answer; the mean of
+    the rates that exist when a step has only one class."""
+    rates = [(said[rows] == truth[rows]).float().mean() for rows in (truth, ~truth) if rows.any()]
+    return torch.stack(rates).mean()
+
 
 @LOSS_REGISTRY.register()
 class NoiseDetectionLoss(nn.Module):
@@ -16,7 +28,8 @@ class NoiseDetectionLoss(nn.Module):
     Target per LQ row: ``binary`` y = 1[s_eff > ``threshold``] (BCE on the logit), or ``level`` min(s_eff /
     ``level_scale``, 1) (L1 on the sigmoid), with s_eff from ``effective_noise_std`` (0-255 units). The noise-free
     twin rows are negatives with target 0. With a per-pixel head, the same on ``noise_map`` (|LQ − twin| averaged
-    over channels, resized to the feature) against ``threshold`` / 255, averaged with the image term.
+    over channels, resized to the feature) against ``threshold`` / 255, averaged with the image term. Logged as
+    ``bacc_<name>``: the image head's balanced accuracy on the step's rows (``balanced_accuracy``).
     """
     needs_twin = True
     needs_noisy_rows = True  # positives for the detector
@@ -27,6 +40,7 @@ class NoiseDetectionLoss(nn.Module):
         self.loss_weight, self.threshold, self.level_scale = float(loss_weight), float(threshold), float(level_scale)
         self.target = check_choice('NoiseDetectionLoss.target', target, ('binary', 'level'))
         self.attachment = attachment
+        self.metrics: Dict[str, torch.Tensor] = {}
 
     def _term(self, logit: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         if self.target == 'binary':
@@ -37,7 +51,9 @@ class NoiseDetectionLoss(nn.Module):
         noisy = context.record(self.attachment, 'logit')
         clean = context.record(self.attachment, 'logit', twin=True)
         level = effective_noise_std(context.labels)
-        loss = self._term(torch.cat([noisy, clean]), torch.cat([level, torch.zeros_like(level)]))
+        logits, levels = torch.cat([noisy, clean]), torch.cat([level, torch.zeros_like(level)])
+        self.metrics = {'bacc': balanced_accuracy(logits.detach() > 0, levels > self.threshold)}
+        loss = self._term(logits, levels)
         if 'pixel_logit' in context.records.get(self.attachment, {}):
             pixel = torch.cat([context.record(self.attachment, 'pixel_logit'),
                                context.record(self.attachment, 'pixel_logit', twin=True)])
@@ -48,32 +64,54 @@ class NoiseDetectionLoss(nn.Module):
 
 @LOSS_REGISTRY.register()
 class TwinFeatureLoss(nn.Module):
-    """Pulls the features of noisy rows toward the stop-gradient features of their noise-free twins.
+    """Makes the noisy rows' features those of their noise-free twins (d: ``criterion``, per row).
 
-    Inline modules: d(f'(x), sg(f(x_twin))) with f' the module's output; ``training_only`` modules:
-    g · d(f(x), sg(f(x_twin))) with the detector's probability g (stop-gradient) as the weight, so the backbone's
-    own features are denoised where noise is detected. d is the mean absolute difference (``l1``) or
-    1 − cosine similarity of the flattened features (``cosine``, the TFD analysis' measure); averaged over the rows
-    that received noise (zero when none did).
+    ``twin_loss: residual`` (inline modules, the default): the module's removed component regresses the feature
+    noise, d(g · n̂(f(x)), sg(f(x) − f(x_twin))), over every LQ row (rows without noise teach it to remove
+    nothing); the denoiser, not the backbone, does the denoising, as the paper's design implies.
+    ``twin_loss: feature`` (always for ``training_only`` modules): d(f'(x), sg(t(x_twin))) over the rows that
+    received noise, f' the module's output inline, the backbone's feature f weighted by the detector's
+    probability (stop-gradient) in ``training_only``. Its target t: ``twin_target: ema``, the EMA network's
+    feature (a mean teacher, which a step of the student cannot move; the model runs it on the twin rows), or
+    ``self``, the same network in the same pass: then every step moves the target as much as the prediction and
+    the distance grows instead of shrinking (docs/TFD.md), the "brute-force" matching the alignment paper calls
+    very unstable. d: the mean absolute difference (``l1``) or 1 − the cosine similarity of the flattened tensors.
     """
     needs_twin = True
 
-    def __init__(self, loss_weight: float = 0.1, criterion: str = 'l1', attachment: str = 'tfd'):
+    def __init__(self, loss_weight: float = 1.0, criterion: str = 'l1', twin_loss: str = 'residual',
+                 twin_target: str = 'ema', attachment: str = 'tfd'):
         super().__init__()
         self.loss_weight = float(loss_weight)
         self.criterion = check_choice('TwinFeatureLoss.criterion', criterion, ('l1', 'cosine'))
+        self.twin_loss = check_choice('TwinFeatureLoss.twin_loss', twin_loss, TWIN_LOSSES)
+        self.twin_target = check_choice('TwinFeatureLoss.twin_target', twin_target, TWIN_TARGETS)
         self.attachment = attachment
 
-    def forward(self, context: LossContext) -> torch.Tensor:
-        records = context.records.get(self.attachment, {})
-        inline = 'output' in records
-        features = context.record(self.attachment, 'output' if inline else 'input').float()
-        target = context.record(self.attachment, 'input', twin=True).detach().float()
+    def form(self, mode: str) -> str:
+        """``residual`` or ``feature``: what this loss computes for a module in ``mode``."""
+        return 'residual' if mode == 'inline' and self.twin_loss == 'residual' else 'feature'
+
+    def teacher_reads(self, attach: Dict[str, Dict[str, Any]]) -> List[str]:
+        """The attached modules whose EMA-network tensor on the twin rows this loss reads (``LossContext``)."""
+        mode = (attach.get(self.attachment) or {}).get('mode', 'inline')
+        return [self.attachment] if self.twin_target == 'ema' and self.form(mode) == 'feature' else []
+
+    def distance(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.criterion == 'l1':
-            distance = (features - target).abs().flatten(1).mean(1)
-        else:
-            distance = 1 - F.cosine_similarity(features.flatten(1), target.flatten(1), dim=1)
+            return (x - y).abs().flatten(1).mean(1)
+        return 1 - F.cosine_similarity(x.flatten(1), y.flatten(1), dim=1)
+
+    def forward(self, context: LossContext) -> torch.Tensor:
+        inline = 'output' in context.records.get(self.attachment, {})
+        twin = context.record(self.attachment, 'input', twin=True).detach()
+        if self.form('inline' if inline else 'training_only') == 'residual':
+            noise = context.record(self.attachment, 'input').detach() - twin
+            distance = self.distance(context.record(self.attachment, 'removed'), noise)
+            return self.loss_weight * distance.mean()
+        target = context.teacher_twin[self.attachment] if self.twin_target == 'ema' else twin
+        distance = self.distance(context.record(self.attachment, 'output' if inline else 'input'), target.detach())
         if not inline:
-            distance = distance * torch.sigmoid(context.record(self.attachment, 'logit')).detach().float()
+            distance = distance * torch.sigmoid(context.record(self.attachment, 'logit')).detach()
         noisy = (effective_noise_std(context.labels) > 0).float()
         return self.loss_weight * (distance * noisy).sum() / noisy.sum().clamp(min=1)

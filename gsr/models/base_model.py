@@ -161,6 +161,7 @@ class GsrModel(SRModel):
                                if train_opt.get('perceptual_opt') else None)
         self.regularizers = OrderedDict(
             (name, build_loss(cfg).to(self.device)) for name, cfg in (train_opt.get('regularizers') or {}).items())
+        self.teacher_taps = self.add_teacher_taps()
         if self.cri_pix is None and self.cri_perceptual is None and not self.regularizers:
             raise GsrError('train: no loss configured (pixel_opt, perceptual_opt or regularizers)')
         self.max_nonfinite_steps = int(train_opt.get('max_nonfinite_steps', 10))
@@ -171,6 +172,17 @@ class GsrModel(SRModel):
         compile_in_place(self.net_g, self.train_execution, 'train', self.device.type)
         self.setup_optimizers()
         self.setup_schedulers()
+
+    def add_teacher_taps(self) -> Dict[str, FeatureTap]:
+        """Taps on ``net_g_ema`` at the attached modules whose mean-teacher tensor a regularizer reads
+        (``teacher_reads``): the tensor entering (or leaving) that layer after the module, as in ``net_g``."""
+        points = getattr(self.get_bare_model(self.net_g), 'points', {})
+        names = sorted({name for loss in self.regularizers.values()
+                        for name in getattr(loss, 'teacher_reads', lambda attach: [])(self.opt.get('attach') or {})})
+        if names and not hasattr(self, 'net_g_ema'):
+            raise GsrError(f'a regularizer reads the EMA network\'s features at attach.{names[0]}: set '
+                           'train.ema_decay > 0 (or twin_target: self)')
+        return {name: FeatureTap(self.net_g_ema, points[name].layer, points[name].capture) for name in names}
 
     def setup_optimizers(self) -> None:
         """One optimizer per network that has ``train.optim_<name>``; the options are read, never modified."""
@@ -223,13 +235,25 @@ class GsrModel(SRModel):
             if getattr(module, 'record', None):
                 records[name], module.record = module.record, {}  # the context holds the step's tensors now
         self.output = float32(output[:n])
+        teacher_twin = self.teacher_forward(batch.lq_noise_free) if with_twin else {}
 
         def rows(tensors: Dict[str, torch.Tensor], twin: bool) -> Dict[str, torch.Tensor]:
             return {k: float32(t[n:] if twin else t[:n]) for k, t in tensors.items()}
 
         return LossContext(batch, self.output, rows(features, False), rows(features, True) if with_twin else {},
                            {name: rows(r, False) for name, r in records.items()},
-                           {name: rows(r, True) for name, r in records.items()} if with_twin else {})
+                           {name: rows(r, True) for name, r in records.items()} if with_twin else {}, teacher_twin)
+
+    @torch.no_grad()
+    def teacher_forward(self, lq: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """``net_g_ema`` on ``lq`` (the twin rows): what its teacher taps captured, in float32."""
+        if not self.teacher_taps:
+            return {}
+        for tap in self.teacher_taps.values():
+            tap.clear()
+        with self.autocast():
+            self.net_g_ema(self.to_memory_format(lq))
+        return {name: float32(tap.features) for name, tap in self.teacher_taps.items()}
 
     def autocast(self) -> torch.autocast:
         """The training forward's autocast (``train.precision``); losses run outside it, in float32."""
@@ -260,6 +284,7 @@ class GsrModel(SRModel):
         total = sum(terms.values())
         terms['l_total'] = total
         logged = {k: v.detach() for k, v in terms.items()}
+        logged.update(self.regularizer_metrics())
         if self.gradient_ratio_freq and current_iter % self.gradient_ratio_freq == 0:
             logged.update(self.gradient_ratios(terms))
         self.log_dict = self.reduce_loss_dict(logged)
@@ -271,6 +296,12 @@ class GsrModel(SRModel):
         self.grad_scaler.update()
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
+
+    def regularizer_metrics(self) -> Dict[str, torch.Tensor]:
+        """What the regularizers measured in the step besides their loss (their ``metrics``, e.g. a detector's
+        balanced accuracy), logged as ``<metric>_<name without l_>`` (``bacc_det``)."""
+        return {f'{key}_{name[2:] if name.startswith("l_") else name}': value.detach()
+                for name, loss in self.regularizers.items() for key, value in getattr(loss, 'metrics', {}).items()}
 
     def gradient_ratios(self, terms: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """``grad_<term>``: the norm of each regularizer's gradient with respect to the main tap's features divided

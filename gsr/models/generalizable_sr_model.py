@@ -66,7 +66,7 @@ class GeneralizableSRModel(GsrModel):
                           options: GeneralizableSROptions) -> None:
         """What a regularizer declares it needs: paired copies (``needs_pairs``), enough pairs per GPU
         (``minimum_pairs``), the noise-free twin and the attached module whose records it reads (``needs_twin``),
-        rows that received noise (``needs_noisy_rows``)."""
+        the EMA network (``teacher_reads``), rows that received noise (``needs_noisy_rows``)."""
         loss, kind = LOSS_REGISTRY.get(cfg['type']), cfg['type']
         if getattr(loss, 'needs_pairs', False) and not options.paired:
             raise GsrError(f'{where}: {kind} compares two degraded copies of each crop: it needs paired: true')
@@ -82,6 +82,11 @@ class GeneralizableSRModel(GsrModel):
             if attachment not in options.attach:
                 raise GsrError(f'{where}: {kind} reads the module attach.{attachment}, which is not attached '
                                f'(attach: {", ".join(options.attach) or "none"})')
+        built = loss(**{k: v for k, v in cfg.items() if k != 'type'})  # checks its values before any folder exists
+        reads_teacher = getattr(built, 'teacher_reads', lambda attach: [])(options.attach)
+        if reads_teacher and not (opt.get('train') or {}).get('ema_decay'):
+            raise GsrError(f'{where}: {kind} takes its target from the EMA network (a mean teacher): set '
+                           'train.ema_decay > 0, or twin_target: self')
         if getattr(loss, 'needs_noisy_rows', False) and options.degradation.noise_prob == 0:
             raise GsrError(f'{where}: with degradation.noise_prob 0 no row is noisy, so the detector has no positives; '
                            'use noise_prob > 0 (0.5 in the TFD option files)')

@@ -43,6 +43,7 @@ class LightBSROptions(GsrModelOptions):
     degradation: DegradationOptions = field(default_factory=DegradationOptions)
     kernel_pca: Optional[str] = None
     init_from_teacher: bool = True
+    global_batch: Optional[int] = None  # images per step over every process (the code's: 64 on one GPU)
 
 
 class LightBSRModel(GsrModel):
@@ -64,6 +65,11 @@ class LightBSRModel(GsrModel):
             raise GsrError(f'stage must be encoder or joint, got {options.stage!r}')
         if options.patches < 1:
             raise GsrError(f'patches must be at least 1, got {options.patches}')
+        cls.check_global_batch(opt, options)
+        crops = ((opt.get('datasets') or {}).get('train') or {}).get('crops_per_image', 1)
+        if crops not in (1, options.patches):
+            raise GsrError(f'datasets.train.crops_per_image is {crops}: it must be patches ({options.patches}, the '
+                           'positives cut anywhere in each image) or 1 (all cut from one crop_pad_size region)')
         if options.kernel_pca is None:
             raise GsrError('kernel_pca is missing: the degradation prior projects kernels on the basis that '
                            '`gsr prepare kernel-pca --output FILE` writes')
@@ -81,6 +87,21 @@ class LightBSRModel(GsrModel):
                            f'values ({cls.prior_description(options)})')
         cls.batch_options(opt, options)
         return options
+
+    @staticmethod
+    def check_global_batch(opt: Dict[str, Any], options: LightBSROptions) -> None:
+        """``global_batch``: BasicSR's batch is per process, so on k processes ``batch_size_per_gpu`` B trains k·B
+        images per step (and the teacher enqueues k·B keys); the paper's runs are one GPU with 64."""
+        per_process = ((opt.get('datasets') or {}).get('train') or {}).get('batch_size_per_gpu')
+        world = int(opt.get('world_size') or 1)
+        if options.global_batch is None or not isinstance(per_process, int) or per_process * world == \
+                options.global_batch:
+            return
+        fix = (f'set datasets.train.batch_size_per_gpu: {options.global_batch // world}' if options.global_batch %
+               world == 0 else f'use a number of processes that divides {options.global_batch}')
+        raise GsrError(f'datasets.train.batch_size_per_gpu {per_process} on {world} process(es) trains '
+                       f'{per_process * world} images per step, but global_batch is {options.global_batch} '
+                       f'(the paper\'s runs: one GPU, 64): {fix}')
 
     @staticmethod
     def prior_extra(options: LightBSROptions) -> int:

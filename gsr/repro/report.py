@@ -41,10 +41,58 @@ def comparison_table(comparisons: List[Dict]) -> str:
 def variant_table(results: Dict) -> str:
     settings = results['settings']
     lines = ['| variant | ' + ' | '.join(settings) + ' | mean |', '|---' * (len(settings) + 2) + '|']
+    floor = results.get('bicubic_by_setting')
+    if floor:
+        lines.append('| bicubic | ' + ' | '.join(f'{floor[s]:.2f}' for s in settings + ['mean']) + ' |')
     for variant, per_setting in results['psnr_by_setting'].items():
         cells = [f'{per_setting[s]["mean"]:.2f} ± {per_setting[s]["std"]:.2f}' for s in settings + ['mean']]
         lines.append(f'| {variant} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
+
+
+def floor_table(results: Dict) -> str:
+    """Each variant's PSNR minus bicubic's on the same images in the same run (mean over seeds)."""
+    settings, floor = results['settings'], results['bicubic_by_setting']
+    lines = ['| variant | ' + ' | '.join(settings) + ' | mean |', '|---' * (len(settings) + 2) + '|']
+    for variant, per_setting in results['psnr_by_setting'].items():
+        gains = [per_setting[s]['mean'] - floor[s] for s in settings + ['mean']]
+        lines.append(f'| {variant} | ' + ' | '.join(f'{g:+.2f}' for g in gains) + ' |')
+    return '\n'.join(lines)
+
+
+def curve_table(curves: Dict) -> str:
+    """Per variant and validated iteration: training minutes and pooled PSNR minus bicubic per curve setting."""
+    settings = list(curves['bicubic'])
+    lines = ['| variant | iteration | training minutes | ' + ' | '.join(f'{s} (vs bicubic)' for s in settings) + ' |',
+             '|---|---|---|' + '---|' * len(settings)]
+    for variant, curve in curves['variants'].items():
+        for i, it in enumerate(curve['iterations']):
+            minutes = curve['minutes'][i]
+            cells = [f'{curve["psnr"][s][i]:.2f} ({curve["psnr"][s][i] - curves["bicubic"][s]:+.2f})'
+                     for s in settings]
+            lines.append(f'| {variant} | {it} | {"n/a" if minutes is None else f"{minutes:.0f}"} | '
+                         + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def curve_plots(curves: Dict, folder: str) -> Dict[str, str]:
+    """learning_curves_iterations.png and learning_curves_minutes.png: pooled validation PSNR per curve setting
+    against iterations / training minutes, one line per variant, the bicubic level dashed."""
+    settings, paths = list(curves['bicubic']), {}
+    for axis, label in (('iterations', 'iteration'), ('minutes', 'training minutes (2 CPU cores)')):
+        fig, axes = pyplot().subplots(1, len(settings), figsize=(4 * len(settings), 3.4), squeeze=False)
+        for ax, setting in zip(axes[0], settings):
+            for variant, curve in curves['variants'].items():
+                points = [(x, y) for x, y in zip(curve[axis], curve['psnr'][setting]) if x is not None]
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker='o', ms=3, label=variant)
+            ax.axhline(curves['bicubic'][setting], color='k', ls='--', lw=0.8, label='bicubic')
+            ax.set_title(setting, fontsize=9)
+            ax.set_xlabel(label, fontsize=8)
+            ax.set_ylabel('PSNR (dB)', fontsize=8)
+        axes[0][0].legend(fontsize=6)
+        paths[f'curves_{axis}'] = os.path.join(folder, f'learning_curves_{axis}.png')
+        save_figure(fig, paths[f'curves_{axis}'])
+    return paths
 
 
 INERT = 0.01  # a gradient ratio below this: the term barely moves the features next to the L1 loss
@@ -129,6 +177,8 @@ def plots(results: Dict, folder: str) -> Dict[str, str]:
         ax.legend(fontsize=6)
         save_figure(fig, os.path.join(folder, 'bands.png'))
         paths['bands'] = os.path.join(folder, 'bands.png')
+    if (results.get('learning_curves') or {}).get('variants'):
+        paths.update(curve_plots(results['learning_curves'], folder))
     curves = results['gradient_curves']
     if curves:
         fig, ax = pyplot().subplots(figsize=(5.5, 3.5))
@@ -177,10 +227,24 @@ def markdown(results: Dict, report_path: str) -> str:
                  f'**{c["verdict"]}**.', '']
         body += [comparison_table(c['comparisons']) if c['comparisons'] else 'Not run: the study has none of the '
                  'variants this claim compares.']
+        if c.get('context'):
+            body += ['', 'Shown for context, not counted in the verdict: these comparisons differ in training data '
+                     'as well as in method (the TFD variants skip noise half the time, alignment never does).', '',
+                     comparison_table(c['context'])]
     body += ['', '## PSNR per variant and setting (dB, mean ± std over seeds, datasets averaged)', '',
              variant_table(results)]
+    if results.get('bicubic_by_setting'):
+        body += ['', '### Against bicubic', '', 'Each variant\'s PSNR minus bicubic upscaling\'s (MATLAB bicubic, '
+                 'the same images and degradations, the same run), mean over seeds:', '', floor_table(results)]
     if 'gains' in images:
         body += ['', f'![PSNR gain over the baseline per setting]({images["gains"]})']
+    if 'curves_iterations' in images:
+        body += ['', '## Learning curves', '', 'Validation PSNR during training (first seed; the benchmark\'s '
+                 'datasets, images pooled; the weights the benchmark scores) against iterations and against '
+                 'training minutes (validation time left out), with the bicubic level of the same images dashed.',
+                 '', f'![learning curves against iterations]({images["curves_iterations"]})', '',
+                 f'![learning curves against training minutes]({images["curves_minutes"]})', '',
+                 curve_table(results['learning_curves'])]
     if 'bands' in images:
         body += ['', '## Frequency-band error', '', 'MAPE of the FFT amplitude per radial band, averaged over '
                  'seeds, images and settings.', '', f'![band MAPE per variant]({images["bands"]})']

@@ -10,7 +10,7 @@ import numpy as np
 
 from gsr.repro.claims import Measurements, claims
 from gsr.repro.report import summarize_by_setting
-from gsr.repro.runner import growth, late_median, training_curves
+from gsr.repro.runner import growth, late_median, training_curves, validation_curves
 from gsr.repro.study import Study
 
 
@@ -63,7 +63,38 @@ def gradient_curves(curves: Dict[str, Dict]) -> Dict[str, List]:
                        for key, curve in per_key.items() if key.startswith('grad_'))
 
 
-def collect(study: Study, rows: List[Dict], analyses: Dict[str, Dict], factors: Dict[str, float],
+def floor_by_setting(bicubic: List[Dict], settings: List[str]) -> Dict[str, float]:
+    """Bicubic PSNR per setting and its mean over the settings, images of every dataset pooled (as the variants')."""
+    per_setting = OrderedDict((s, float(np.mean([r['psnr'] for r in bicubic if r['setting'] == s])))
+                              for s in settings)
+    per_setting['mean'] = float(np.mean(list(per_setting.values())))
+    return per_setting
+
+
+def learning_curves(study: Study, bicubic: List[Dict]) -> Dict:
+    """Per variant (first seed, ``curves:``): iterations, training minutes and validation PSNR per curve setting,
+    images of every dataset pooled; and the bicubic level of the same images."""
+    if study.options.curves is None:
+        return {}
+    counts = OrderedDict((d, len({r['image'] for r in bicubic if r['dataset'] == d})) for d in study.datasets)
+    settings = study.options.curves.settings
+    out = OrderedDict(bicubic={s: float(np.mean([r['psnr'] for r in bicubic if r['setting'] == s]))
+                               for s in settings}, variants=OrderedDict())
+    for run in study.runs:
+        if run.seed != study.options.seeds[0]:
+            continue
+        logged = validation_curves(run)
+        minutes = dict(logged['minutes'])
+        per_key = {k: dict(v) for k, v in logged['psnr'].items()}
+        iterations = sorted(set.intersection(*(set(per_key.get(f'{d}_{s}', {})) for d in counts for s in settings)))
+        pooled = {s: [sum(counts[d] * per_key[f'{d}_{s}'][it] for d in counts) / sum(counts.values())
+                      for it in iterations] for s in settings}
+        out['variants'][run.variant] = {'iterations': iterations, 'minutes': [minutes.get(it) for it in iterations],
+                                        'psnr': pooled}
+    return out
+
+
+def collect(study: Study, rows: List[Dict], bicubic: List[Dict], analyses: Dict[str, Dict], factors: Dict[str, float],
             protocol_checks: Dict, meta: Dict) -> Dict:
     bench = study.options.benchmark
     settings = list(OrderedDict.fromkeys(r['setting'] for r in rows))
@@ -106,6 +137,8 @@ def collect(study: Study, rows: List[Dict], analyses: Dict[str, Dict], factors: 
         'variants_not_run': [v for v in study.overrides if v not in study.selected],
         'runs': {run.key: {'folder': os.path.relpath(run.folder, study.output)} for run in study.runs},
         'psnr_by_setting': summarize_by_setting(psnr, settings),
+        'bicubic_by_setting': floor_by_setting(bicubic, settings),
+        'learning_curves': learning_curves(study, bicubic),
         'gains_by_setting': summarize_by_setting(gains, settings),
         'band_mape': bands,
         'regularizer_activity': regularizer_activity(study, curves),

@@ -1,5 +1,6 @@
 """Running a study: every run trained in its own process (resumable, ``--jobs`` at a time), then the benchmark and
 the analyses of the finished runs, each cached, so a killed study continues where it stopped."""
+import hashlib
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import numpy as np
 import yaml
 
 from gsr.repro.study import WEIGHTS, Run, Study
+from gsr.tools.evaluate import BICUBIC
 from gsr.utils.checkpoint import atomic_write_text
 from gsr.utils.errors import GsrError
 
@@ -65,10 +67,16 @@ def train(run: Run, threads: int, say: Callable[[str], None]) -> None:
         with open(os.path.join(run.folder, 'train.out')) as f:
             last = ([line.strip() for line in f if line.strip()] or [''])[-1]
         raise GsrError(f'{run.key}: training failed (exit {result.returncode}; see {run.folder}/train.out): {last}')
-    seconds = time.time() - start
+    seconds = logged_seconds(run)
     atomic_write_text(run.done_file, json.dumps({'options_sha256': run.options_sha(), 'seconds': seconds,
                                                  'finished': time.strftime('%Y-%m-%d %H:%M:%S')}))
-    say(f'{run.key}: done in {seconds:.0f} s')
+    say(f'{run.key}: done ({seconds:.0f} s of training over its sessions; {time.time() - start:.0f} s this time)')
+
+
+def logged_seconds(run: Run) -> float:
+    """The run's training time over every session of it, from its BasicSR logs (``validation_curves``'s minutes:
+    validations, the waits between sessions and stopped processes left out)."""
+    return validation_curves(run)['minutes'][-1][1] * 60
 
 
 def training_curves(run: Run) -> Curves:
@@ -86,6 +94,59 @@ def training_curves(run: Run) -> Curves:
                     if key.startswith(('l_', 'grad_')):
                         curves.setdefault(key, {})[int(it.group(1).replace(',', ''))] = float(value)
     return {k: sorted(v.items()) for k, v in curves.items()}
+
+
+LOG_TIME = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ')
+LOG_START = re.compile(r'Start training from epoch: \d+, iter: ([\d,]+)')
+LOG_VALIDATION = re.compile(r'Validation (\S+)')
+LOG_PSNR = re.compile(r'# psnr: ([-+]?\d+(?:\.\d+)?)')
+
+
+def log_time(line: str) -> float:
+    """Seconds since the epoch of a BasicSR log line's timestamp (``nan`` for a line without one)."""
+    import datetime
+    found = LOG_TIME.match(line)
+    if not found:
+        return float('nan')
+    return datetime.datetime.strptime(found.group(1), '%Y-%m-%d %H:%M:%S,%f').timestamp()
+
+
+SUSPENDED = 5.0  # a logged interval longer than this many times the run's median: the process was stopped
+
+
+def validation_curves(run: Run) -> Dict[str, Dict]:
+    """The run's validation during training (``curves:``): ``{'<dataset>_<setting>': {iteration: psnr}}`` and
+    ``'minutes'``: training minutes at each validated iteration, the time between logged iterations with the
+    validations themselves left out (a resumed run continues from the minutes of the iteration it resumed at; an
+    interval longer than ``SUSPENDED`` times the median per-iteration time counts as the median, as the process was
+    stopped then)."""
+    psnr: Dict[str, Dict[int, float]] = {}
+    intervals: List[Tuple[int, int, float]] = []  # (from iteration, to iteration, seconds)
+    logs = sorted(f for f in os.listdir(run.experiment) if f.startswith('train_') and f.endswith('.log'))
+    for name in logs:
+        last_it, last_t, validating, pending = None, float('nan'), None, None
+        with open(os.path.join(run.experiment, name)) as f:
+            for line in f:
+                t = log_time(line)
+                start, it, val = LOG_START.search(line), LOG_ITER.search(line), LOG_VALIDATION.search(line)
+                if start:
+                    last_it, last_t = int(start.group(1).replace(',', '')), t
+                elif val:
+                    validating, pending = val.group(1), t
+                elif validating and LOG_PSNR.search(line):
+                    psnr.setdefault(validating, {})[last_it] = float(LOG_PSNR.search(line).group(1))
+                    validating = None
+                elif it and ' l_' in line and last_it is not None:
+                    now = int(it.group(1).replace(',', ''))
+                    intervals.append((last_it, now, t - (pending if pending is not None else last_t)))
+                    last_it, last_t, pending = now, t, None
+    per_iteration = float(np.median([s / (b - a) for a, b, s in intervals if b > a])) if intervals else 0.0
+    minutes = {0: 0.0}
+    for a, b, seconds in intervals:  # in log order: a resumed run's intervals start from a known iteration
+        capped = min(seconds, SUSPENDED * per_iteration * (b - a))
+        minutes[b] = minutes.get(a, max(minutes.values())) + capped / 60
+    return {'psnr': {k: sorted(v.items()) for k, v in psnr.items()},
+            'minutes': sorted(minutes.items())}
 
 
 def late_median(curve: List[Tuple[int, float]]) -> float:
@@ -147,15 +208,17 @@ def train_all(study: Study, jobs: int, say: Callable[[str], None]) -> Dict[str, 
 
 
 def evaluation_config(study: Study) -> str:
-    """``gsr evaluate``'s config for every run (its cache in ``<output>/evaluation`` makes reruns free)."""
+    """``gsr evaluate``'s config for every run and bicubic upscaling, the floor (its cache in
+    ``<output>/evaluation`` makes reruns free)."""
     bench = study.options.benchmark
     cfg = {
         'name': f'{study.options.name}_benchmark', 'output': os.path.join(study.output, 'evaluation'),
         'scale': study.base.get('scale', 4), 'crop_border': bench.crop_border, 'settings': bench.settings,
         'noise_sigma': bench.noise_sigma, 'seed': 0, 'metrics': bench.metrics, 'band_mape': bench.band_mape,
         'datasets': study.datasets,
-        'models': {run.key: {'option_file': os.path.join(run.folder, 'options.yml'), 'checkpoint': run.checkpoint,
-                             'param_key': WEIGHTS[bench.weights]} for run in study.runs},
+        'models': dict({BICUBIC: BICUBIC}, **{
+            run.key: {'option_file': os.path.join(run.folder, 'options.yml'), 'checkpoint': run.checkpoint,
+                      'param_key': WEIGHTS[bench.weights]} for run in study.runs}),
     }
     path = os.path.join(study.output, 'evaluation', 'evaluate.yml')
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -164,10 +227,11 @@ def evaluation_config(study: Study) -> str:
 
 
 def run_analyses(study: Study, run: Run) -> Dict:
-    """The representation analyses of one run on the study's analysis set (cached in ``<run>/analyses.json`` by
-    the checkpoint's content): per image, the clean/degraded feature cosine similarity for blur, noise and JPEG
-    (TFD's analysis) and the Calinski-Harabasz index of the deep degradation representation, on the pooled
-    features and on their 2-D t-SNE embedding (the alignment paper's Sec. 5; which one it used is not known)."""
+    """The representation analyses of one run on the study's analysis set (cached in ``<run>/analyses.json``, keyed
+    on the checkpoint's content, the analysis images' content and every option the numbers depend on): per image,
+    the clean/degraded feature cosine similarity for blur, noise and JPEG (TFD's analysis) and the
+    Calinski-Harabasz index of the deep degradation representation, on the pooled features and on their 2-D t-SNE
+    embedding (the alignment paper's Sec. 5; which one it used is not known)."""
     import argparse
     from gsr.tools.analyze import (calinski_harabasz, cossim_images, cossim_per_image, ddr_features, device,
                                    tsne_embedding)
@@ -175,22 +239,26 @@ def run_analyses(study: Study, run: Run) -> Dict:
     from gsr.tools.evaluate import file_sha256
     from gsr.utils.feature_tap import FeatureTap
     from gsr.utils.inference import load_network
+    from gsr.utils.image_io import list_images
     path = os.path.join(run.folder, 'analyses.json')
-    sha = file_sha256(run.checkpoint)
-    if os.path.isfile(path):
-        with open(path) as f:
-            cached = json.load(f)
-        if cached.get('checkpoint_sha256') == sha:
-            return cached
     bench = study.options.benchmark
     hr = study.datasets[next(iter(study.datasets))]
     args = argparse.Namespace(hr=hr, settings=settings_list(bench.settings), scale=study.base['scale'],
                               noise_sigma=bench.noise_sigma, seed=0, crop=32, crops_per_image=4, protocol='eight')
+    inputs = {'checkpoint_sha256': file_sha256(run.checkpoint),  # everything the numbers depend on
+              'images': {os.path.basename(p): file_sha256(p) for p in list_images(hr)},
+              'options': {k: v for k, v in vars(args).items() if k != 'hr'}}
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    if os.path.isfile(path):
+        with open(path) as f:
+            cached = json.load(f)
+        if cached.get('inputs_sha256') == key:
+            return cached
     net = load_network(run.options, run.checkpoint, WEIGHTS[bench.weights], device())
     tap = FeatureTap(net, (run.options.get('feature_tap') or {}).get('layer', 'conv_last'))
     feats, labels = ddr_features(net, tap, args)
     result = {
-        'checkpoint_sha256': sha, 'dataset': next(iter(study.datasets)),
+        'inputs_sha256': key, 'dataset': next(iter(study.datasets)),
         'cossim': cossim_per_image(net, tap, cossim_images(args)),
         'chi_pooled': calinski_harabasz(feats, labels),
         'chi_tsne': calinski_harabasz(tsne_embedding(feats, 0), labels),

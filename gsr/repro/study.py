@@ -17,6 +17,12 @@ Keys (``docs/RESULTS.md`` is what ``options/repro/cpu_small.yml`` produces; ``do
   ``noise_sigma`` (20; the published noise folders before 2024-07 used 40), ``weights`` (``ema`` or ``raw``),
   ``metrics`` (psnr, ssim, lpips), ``band_mape`` (radial bands, 8), ``crop_border`` (4), ``protocol_checks``
   (true: the baseline's and alignment's first seed also under noise sigma 40 and with the other weights).
+* ``optimizer_protocol``: ``released_code`` (default: the option files as the released code, Adam beta2 0.99 and
+  cosine restarts) or ``paper_text`` (the alignment paper's text: beta2 0.999 and one cosine period,
+  ``use_paper_text_optimizer``).
+* ``curves`` (optional): ``every`` (1000), ``settings`` (clean, noise, b+n+j): the first seed's runs validate on the
+  benchmark's datasets during training (EMA weights where the run keeps them); the report draws the learning curves
+  against iterations and training minutes, with the bicubic level of the same images.
 """
 import copy
 import hashlib
@@ -25,12 +31,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from gsr.data.eval_protocol import folder_name
 from gsr.utils.default_data import EMBEDDED, resolve_root
 from gsr.utils.errors import GsrError
 from gsr.utils.option_check import load_option_file
 from gsr.utils.options import options_from_dict
 
 WEIGHTS = {'ema': 'params_ema', 'raw': 'params'}
+OPTIMIZER_PROTOCOLS = ('released_code', 'paper_text')
 VARIANT_KEYS = ('from', 'scale_to_ratio', 'option_file', 'seeds')
 
 
@@ -44,6 +52,14 @@ class BenchmarkOptions:
     band_mape: int = 8
     crop_border: int = 4
     protocol_checks: bool = True
+
+
+@dataclass
+class CurveOptions:
+    """``curves:`` — the first seed's runs validate on the benchmark's datasets every ``every`` iterations under
+    ``settings`` (the learning curves of the report)."""
+    every: int = 1000
+    settings: List[str] = field(default_factory=lambda: ['clean', 'noise', 'b+n+j'])
 
 
 @dataclass
@@ -64,6 +80,8 @@ class StudyOptions:
     iterations: Optional[int] = None
     output: str = ''
     report: str = ''
+    curves: Optional[CurveOptions] = None
+    optimizer_protocol: str = 'released_code'
 
 
 @dataclass
@@ -133,6 +151,14 @@ class Study:
             raise GsrError(f'{path}: seeds must be a non-empty list of distinct integers, got {o.seeds!r}')
         if not o.benchmark.datasets:
             raise GsrError(f'{path}: benchmark.datasets must name at least one HR folder')
+        if o.optimizer_protocol not in OPTIMIZER_PROTOCOLS:
+            raise GsrError(f'{path}: optimizer_protocol must be one of {", ".join(OPTIMIZER_PROTOCOLS)}, got '
+                           f'{o.optimizer_protocol!r}')
+        if o.curves is not None:
+            if o.curves.every < 1:
+                raise GsrError(f'{path}: curves.every must be at least 1, got {o.curves.every}')
+            for setting in o.curves.settings:
+                folder_name(setting, o.benchmark.noise_sigma)
         self.output = os.path.abspath(o.output or os.path.join('experiments', 'repro', o.name))
         self.report = os.path.abspath(o.report or os.path.join(self.output, 'RESULTS.md'))
         base_path = o.base if os.path.isabs(o.base) else os.path.join(here, o.base)
@@ -213,10 +239,40 @@ class Study:
         opt['datasets']['train']['dataroot_gt'] = self.hr
         if self.options.iterations:
             set_iterations(opt, self.options.iterations)
+        if self.options.optimizer_protocol == 'paper_text':
+            use_paper_text_optimizer(opt)
+        if self.options.curves is not None and seed == self.options.seeds[0]:
+            self.add_validation(opt)
         for key, ds in opt['datasets'].items():
             if key != 'train' and str(ds.get('dataroot_gt', '')).startswith(EMBEDDED):
                 ds['dataroot_gt'] = resolve_root(ds['dataroot_gt'])
         return Run(name, seed, os.path.join(self.output, name, f'seed{seed}'), opt, self.scaling(name))
+
+    def add_validation(self, opt: Dict[str, Any]) -> None:
+        """Validation of the learning curves: every benchmark dataset under every ``curves.settings`` entry
+        (``<dataset>_<setting>``), PSNR as the benchmark measures it; the base's own validation sets are replaced, its
+        ``val:`` block is kept (without one, validation runs with the training's precision and memory format)."""
+        curves, bench = self.options.curves, self.options.benchmark
+        opt['datasets'] = {'train': opt['datasets']['train']}
+        for i, (name, setting) in enumerate(((n, s) for n in self.datasets for s in curves.settings), 1):
+            opt['datasets'][f'val_{i}'] = {'name': f'{name}_{setting}', 'type': 'DegradedBenchmarkDataset',
+                                           'dataroot_gt': self.datasets[name], 'setting': setting,
+                                           'noise_sigma': bench.noise_sigma}
+        psnr = {'type': 'calculate_psnr', 'crop_border': bench.crop_border, 'test_y_channel': False}
+        execution = {k: opt['train'][k] for k in ('precision', 'channels_last') if k in opt['train']}
+        opt['val'] = dict(opt.get('val') or execution, val_freq=curves.every, save_img=False, metrics={'psnr': psnr})
+
+
+def use_paper_text_optimizer(opt: Dict[str, Any]) -> None:
+    """The alignment paper's text (shared by the Dropout and TFD line): Adam beta2 0.999 and one cosine period over
+    the whole run, where the released code (the option files) uses beta2 0.99 and restarts at 250k and 500k."""
+    train = opt['train']
+    optimizer = train.get('optim_g') or {}
+    if optimizer.get('type') == 'Adam':
+        optimizer['betas'] = [list(optimizer.get('betas', [0.9, 0.999]))[0], 0.999]
+    scheduler = train.get('scheduler') or {}
+    if scheduler.get('type') == 'CosineAnnealingRestartLR':
+        scheduler.update(periods=[train['total_iter']], restart_weights=[1])
 
 
 def set_iterations(opt: Dict[str, Any], iterations: int) -> None:

@@ -49,7 +49,7 @@ from gsr.data.blind_protocol import PROTOCOLS, degrade_blind_file
 from gsr.data.eval_protocol import degrade_file, noise_seed, settings_list
 from gsr.utils.inference import load_network, super_resolve, to_tensor
 from gsr.utils.checkpoint import atomic_write_text
-from gsr.utils.errors import GsrError
+from gsr.utils.errors import GsrError, check_at_least
 from gsr.utils.feature_tap import FeatureTap
 from gsr.utils.image_io import list_images, read_image_uint8_rgb
 from gsr.utils.option_check import load_option_file
@@ -482,6 +482,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--tile', type=int, default=0)
     args = parser.parse_args(argv)
     args.settings = settings_list(args.settings)
+    for flag, minimum in (('--bands', 1), ('--scale', 1), ('--noise-sigma', 0), ('--crop', 0),
+                          ('--crops-per-image', 1), ('--tile', 0)):
+        check_at_least(flag, getattr(args, flag[2:].replace('-', '_')), minimum)
+    if args.param_key not in ('params_ema', 'params'):
+        raise GsrError(f'--param-key must be params_ema or params, got {args.param_key!r}')
+    if args.analysis == 'ddr' and args.protocol == 'eight' and len(args.settings) < 2:
+        raise GsrError('gsr analyze ddr clusters features by setting: give at least two --settings')
     needs = {'cossim': ('opt', 'checkpoints'), 'leakage': ('opt', 'checkpoints'),
              'spectrum': ()}.get(args.analysis, ('opt', 'checkpoint'))
     missing = [f'--{n}' if n != 'opt' else '-opt' for n in needs if not getattr(args, n)]

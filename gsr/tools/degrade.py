@@ -23,7 +23,9 @@ from tqdm import tqdm
 from gsr.data import blind_protocol
 from gsr.data import eval_protocol as bd
 from gsr.data import spatial_protocol
+from gsr.data.classic_degrader import BORDERS
 from gsr.utils.checkpoint import atomic_write_text
+from gsr.utils.errors import check_at_least
 from gsr.utils.image_io import list_images, write_image
 from gsr.utils.staging import staged_folder
 
@@ -87,13 +89,13 @@ def write_benchmark_sets(hr_folder: str,
 
 
 def write_blind_sets(hr_folder: str, output: str, protocol: str, scale: int = 4, seed: int = 0,
-                     overwrite: bool = False, progress: bool = True) -> str:
+                     overwrite: bool = False, progress: bool = True, border: str = 'replicate') -> str:
     """Write the sets of a blind protocol (module docstring); returns the manifest path."""
     settings = blind_protocol.protocol_settings(protocol)
     folder = 'LR_' + protocol.replace('-', '_')
 
     def outputs_of(path: str, name: str) -> Dict[str, np.ndarray]:
-        hr, lrs = blind_protocol.degrade_blind_file(path, protocol, scale, seed)
+        hr, lrs = blind_protocol.degrade_blind_file(path, protocol, scale, seed, border)
         outputs = {os.path.join('HR', f'x{scale}', f'{name}.png'): hr}
         outputs.update({os.path.join(folder, s, f'{name}.png'): lr for s, lr in lrs.items()})
         return outputs
@@ -103,6 +105,7 @@ def write_blind_sets(hr_folder: str, output: str, protocol: str, scale: int = 4,
         'scale': scale,
         'seed': seed,
         'degradation': '21x21 Gaussian blur (reflect padding), MATLAB bicubic, Gaussian noise, 8-bit rounding',
+        'bicubic_border': border,
         'settings': {s: dict(zip(('sigma_x', 'sigma_y', 'theta_degrees', 'noise'), v), folder=f'{folder}/{s}')
                      for s, v in settings.items()},
     }
@@ -144,14 +147,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--scale', type=int, default=4)
     parser.add_argument('--noise-sigma', type=float, default=20, help='published noise-only sets before 2024-07: 40')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--bicubic-border', choices=BORDERS, default='replicate',
+                        help='blind protocols: the bicubic border of DASR\'s / LightBSR\'s code (replicate, default) '
+                        'or MATLAB\'s imresize (symmetric); they differ in the outer 2 LR pixels')
     parser.add_argument('--overwrite', action='store_true')
     args = parser.parse_args(argv)
+    check_at_least('--scale', args.scale, 1)
+    check_at_least('--noise-sigma', args.noise_sigma, 0)
     if args.protocol == 'eight':
         manifest = write_benchmark_sets(args.hr, args.output, args.settings, args.scale, args.noise_sigma, args.seed,
                                         args.overwrite)
     elif args.protocol == 'spatial':
         manifest = write_spatial_sets(args.hr, args.output, args.scale, args.seed, args.overwrite)
     else:
-        manifest = write_blind_sets(args.hr, args.output, args.protocol, args.scale, args.seed, args.overwrite)
+        manifest = write_blind_sets(args.hr, args.output, args.protocol, args.scale, args.seed, args.overwrite,
+                                    border=args.bicubic_border)
     print(f'wrote {manifest}')
     return 0

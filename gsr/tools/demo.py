@@ -10,10 +10,9 @@ from typing import Dict, List, Optional
 import numpy as np
 import yaml
 from basicsr.metrics import calculate_psnr
-from PIL import Image
 
 from gsr.data.eval_protocol import degrade_file
-from gsr.utils.inference import load_network, super_resolve
+from gsr.utils.inference import bicubic_upscale, load_network, super_resolve
 from gsr.train import run
 from gsr.utils.checkpoint import atomic_write_text
 from gsr.utils.default_data import materialize
@@ -24,10 +23,6 @@ OPTION_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'options'
 TABLE_SETTINGS = ('clean', 'blur', 'noise', 'jpeg', 'b+n+j')
 PANEL_SETTINGS = ('clean', 'noise', 'b+n+j')
 PANEL = 128
-
-
-def bicubic_up(lr: np.ndarray, scale: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(lr).resize((lr.shape[1] * scale, lr.shape[0] * scale), Image.BICUBIC))
 
 
 def center_crop(img: np.ndarray, size: int) -> np.ndarray:
@@ -45,7 +40,7 @@ def evaluate(net, val_folder: str, scale: int, out_dir: str) -> List[str]:
         hr, lrs = degrade_file(path, list(TABLE_SETTINGS), scale)
         panel_rows = []
         for setting, lr in lrs.items():
-            bic, sr = bicubic_up(lr, scale), super_resolve(net, lr, scale)
+            bic, sr = bicubic_upscale(lr, scale), super_resolve(net, lr, scale)
             rows[setting].append((calculate_psnr(bic, hr, scale), calculate_psnr(sr, hr, scale)))
             if setting in PANEL_SETTINGS:
                 panel_rows.append(np.concatenate([center_crop(x, PANEL) for x in (bic, sr, hr)], axis=1))
@@ -81,7 +76,7 @@ def show_shipped(val_folder: str, out_dir: str) -> List[str]:
         hr, lrs = degrade_file(path, list(TABLE_SETTINGS), scale)
         panel_rows = []
         for setting, lr in lrs.items():
-            outputs = [bicubic_up(lr, scale)] + [super_resolve(net, lr, scale) for net in nets.values()]
+            outputs = [bicubic_upscale(lr, scale)] + [super_resolve(net, lr, scale) for net in nets.values()]
             rows[setting].append([calculate_psnr(x, hr, scale) for x in outputs])
             if setting in PANEL_SETTINGS:
                 panel_rows.append(np.concatenate([center_crop(x, PANEL) for x in outputs + [hr]], axis=1))

@@ -23,15 +23,16 @@ from tqdm import tqdm
 
 from gsr.data.eval_protocol import degrade_file, settings_list
 from gsr.metrics.lpips_metric import lpips_distance, maybe_lpips
-from gsr.utils.inference import load_network, super_resolve
+from gsr.utils.inference import bicubic_upscale, load_network, super_resolve
 from gsr.utils.checkpoint import atomic_write_text
-from gsr.utils.errors import GsrError
+from gsr.utils.errors import GsrError, check_at_least
 from gsr.utils.execution import EXECUTION_KEYS, add_execution_arguments, execution_options, inference_network
 from gsr.utils.image_io import list_images
 from gsr.utils.option_check import load_option_file
 from gsr.utils.plotting import pyplot, save_figure
 
 METRICS = ('psnr', 'ssim', 'lpips')
+BICUBIC = 'bicubic'
 KEY_FIELDS = ('model', 'dataset', 'setting', 'image')
 Key = Tuple[str, str, str, str]
 
@@ -47,10 +48,18 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def is_bicubic(spec) -> bool:
+    """A ``models`` entry given as the word ``bicubic``: MATLAB bicubic upscaling, no option file or checkpoint."""
+    return spec == BICUBIC
+
+
 def result_id(cfg: Dict, model: str) -> str:
     """What a cached per-image result depends on: the checkpoint's content, the network it is loaded into, the
     weights chosen, and every protocol and metric option. A cached row is reused only when this matches."""
     spec = cfg['models'][model]
+    if is_bicubic(spec):
+        inputs = {'model': BICUBIC, 'protocol': {k: cfg.get(k) for k in PROTOCOL_KEYS}}
+        return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
     opt = load_option_file(spec['option_file'])
     inputs = {
         'checkpoint_sha256': file_sha256(spec['checkpoint']),
@@ -82,9 +91,11 @@ class ResultCache:
     def key(row: Dict) -> Key:
         return tuple(row[k] for k in KEY_FIELDS)
 
-    def get(self, key: Key, model_id: str) -> Optional[Dict]:
+    def get(self, key: Key, model_id: str, image_sha256: str) -> Optional[Dict]:
+        """The cached row of ``key`` if it was computed by the same model and protocol on the same image content."""
         row = self.rows.get(key)
-        return row if row is not None and row.get('model_id') == model_id else None
+        fresh = row is not None and row.get('model_id') == model_id and row.get('image_sha256') == image_sha256
+        return row if fresh else None
 
     def add(self, row: Dict) -> None:
         with open(self.path, 'a') as f:
@@ -107,8 +118,15 @@ def load_config(path: str, overrides: Optional[Dict] = None) -> Dict:
     cfg.setdefault('crop_border', cfg['scale'])
     cfg['settings'] = settings_list(cfg.get('settings', ['all']))
     cfg.setdefault('metrics', list(METRICS))
+    unknown = [m for m in cfg['metrics'] if m not in METRICS] if isinstance(cfg['metrics'], list) else [cfg['metrics']]
+    if unknown or not cfg['metrics']:
+        raise GsrError(f'{path}: metrics must be a non-empty list of {", ".join(METRICS)}, got {cfg["metrics"]!r}')
     for key, default in (('noise_sigma', 20), ('seed', 0), ('tile', 0), ('lpips_net', 'alex'), ('band_mape', 0)):
         cfg.setdefault(key, default)
+    if not isinstance(cfg['scale'], int) or isinstance(cfg['scale'], bool):
+        raise GsrError(f'{path}: scale must be an integer, got {cfg["scale"]!r}')
+    for key, minimum in (('scale', 1), ('crop_border', 0), ('noise_sigma', 0), ('tile', 0), ('band_mape', 0)):
+        check_at_least(f'{path}: {key}', cfg[key], minimum)
     device = torch.device(cfg.get('device') or ('cuda' if torch.cuda.is_available() else 'cpu'))
     try:
         cfg['execution'] = execution_options(cfg, '', device.type)
@@ -118,6 +136,14 @@ def load_config(path: str, overrides: Optional[Dict] = None) -> Dict:
     if cfg['reference'] not in cfg['models']:
         raise GsrError(f'{path}: reference {cfg["reference"]!r} is not one of the models')
     for name, model in cfg['models'].items():
+        if is_bicubic(model):
+            continue
+        if not isinstance(model, dict):
+            raise GsrError(f'{path}: models.{name} must be a mapping (option_file, checkpoint, param_key) or the '
+                           f'word {BICUBIC}, got {model!r}')
+        if model.get('param_key', 'params_ema') not in ('params_ema', 'params'):
+            raise GsrError(f'{path}: models.{name}.param_key must be params_ema or params, got '
+                           f'{model["param_key"]!r}')
         for key in ('option_file', 'checkpoint'):
             if key not in model:
                 raise GsrError(f'{path}: models.{name}.{key} is missing')
@@ -150,7 +176,10 @@ class Measurement:
         scale, crop = int(self.cfg['scale']), int(self.cfg['crop_border'])
         hr, lrs = degrade_file(path, [setting], scale, self.cfg['noise_sigma'], self.cfg['seed'])
         lr = lrs[setting]
-        sr = super_resolve(self.network(model), lr, scale, self.cfg['tile'])
+        if is_bicubic(self.cfg['models'][model]):
+            sr = bicubic_upscale(lr, scale)
+        else:
+            sr = super_resolve(self.network(model), lr, scale, self.cfg['tile'])
         result = {'psnr': calculate_psnr(sr, hr, crop), 'ssim': calculate_ssim(sr, hr, crop)}
         if self.lpips is not None:
             inner = (slice(crop, -crop or None), ) * 2
@@ -169,14 +198,16 @@ def evaluate(cfg: Dict, progress: bool = True) -> List[Dict]:
     model_ids = {model: result_id(cfg, model) for model in cfg['models']}
     tasks = [(model, dataset, path, setting) for model in cfg['models'] for dataset, folder in cfg['datasets'].items()
              for path in list_images(folder) for setting in cfg['settings']]
+    image_ids = {path: file_sha256(path) for path in {task[2] for task in tasks}}  # a replaced image is a new one
     measure = Measurement(cfg)
     rows = []
     for model, dataset, path, setting in tqdm(tasks, desc='evaluate', unit='img', disable=not progress):
         image = os.path.splitext(os.path.basename(path))[0]
         key = (model, dataset, setting, image)
-        row = cache.get(key, model_ids[model])
+        row = cache.get(key, model_ids[model], image_ids[path])
         if row is None:
-            row = dict(zip(KEY_FIELDS, key), model_id=model_ids[model], **measure(model, path, setting))
+            row = dict(zip(KEY_FIELDS, key), model_id=model_ids[model], image_sha256=image_ids[path],
+                       **measure(model, path, setting))
             cache.add(row)
         rows.append(row)
     return rows
@@ -267,7 +298,10 @@ def write_reports(cfg: Dict, rows: List[Dict]) -> Dict[str, str]:
                           'results': summary
                       }, indent=1, default=str))
     atomic_write_text(paths['md'], f'# {cfg["name"]}\n\n' + markdown_tables(summary, metrics, cfg['reference']))
-    gains_chart(summary, cfg['reference'], paths['png'])
+    if 'psnr' in metrics:
+        gains_chart(summary, cfg['reference'], paths['png'])
+    else:
+        paths.pop('png')
     return paths
 
 

@@ -77,6 +77,17 @@ def export_onnx(net: ExportedNetwork, example: torch.Tensor, path: str, opset: i
         summary = found_in_chain(e, r"<class '([^']+)'>: ([^\n]+)")  # the exporter's "Exception summary"
         kind, text = summary[0] if summary else (type(e).__name__, (str(e).strip().splitlines() or [''])[0])
         raise GsrError(f'ONNX export failed: {kind.split(".")[-1]}: {text[:300]}') from e
+    written = written_opset(path)
+    if written != opset:  # torch exports at its own opset and converts down; a failed conversion keeps its own
+        raise GsrError(f'--opset {opset}: torch.onnx could not convert the network to opset {opset} (it wrote '
+                       f'opset {written}); use --opset {written} or an opset its version converter reaches')
+
+
+def written_opset(path: str) -> int:
+    """The default-domain opset an ONNX file imports."""
+    import onnx
+    model = onnx.load(path, load_external_data=False)
+    return next(o.version for o in model.opset_import if o.domain in ('', 'ai.onnx'))
 
 
 def check_images(image: Optional[str], scale: int) -> List[Tuple[str, np.ndarray]]:

@@ -27,7 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from gsr.utils.checkpoint import atomic_write_bytes, atomic_write_text
-from gsr.utils.errors import GsrError
+from gsr.utils.errors import GsrError, check_at_least
 from gsr.utils.image_io import list_images
 
 LR_SUFFIX = re.compile(r'x[2348]$')
@@ -222,7 +222,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     kp.add_argument('--seed', type=int, default=0)
     kp.add_argument('--overwrite', action='store_true')
     args = parser.parse_args(argv)
+    for flag, minimum in {'kernel-pca': (('--samples', 1), ('--components', 1), ('--kernel-size', 3)),
+                          'subimages': (('--crop-size', 1), ('--step', 1), ('--thresh-size', 0), ('--workers', 1)),
+                          'lmdb': (('--workers', 1), )}[args.what]:
+        check_at_least(flag, getattr(args, flag[2:].replace('-', '_')), minimum)
     if args.what == 'kernel-pca':
+        check_at_least('--l-max', args.l_max, 0, exclusive=True)
+        if args.kernel_size % 2 == 0 or args.components > args.kernel_size**2:
+            raise GsrError(f'--kernel-size must be odd and --components at most its square, got {args.kernel_size} '
+                           f'and {args.components}')
         from gsr.data.kernel_pca import write_kernel_pca
         if os.path.exists(args.output) and not args.overwrite:
             raise GsrError(f'{args.output} exists: choose another --output or pass --overwrite')

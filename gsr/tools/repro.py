@@ -10,11 +10,13 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+import numpy as np
+
 from gsr.repro import report
 from gsr.repro.results import collect
 from gsr.repro.runner import evaluation_config, run_analyses, train_all
 from gsr.repro.study import WEIGHTS, Study, merge
-from gsr.tools.evaluate import evaluate, load_config
+from gsr.tools.evaluate import BICUBIC, evaluate, load_config
 from gsr.utils.errors import GsrError
 
 ANALYSED = ('baseline', 'align')  # the runs whose representations claims 4 and 5 read
@@ -63,14 +65,45 @@ def protocol_checks(study: Study, config: str, rows: List[Dict], progress: bool)
     return out
 
 
-REFERENCES = ('baseline', 'paired_baseline', 'baseline_noise_half')  # not regularized
+REFERENCES = ('baseline', 'paired_baseline', 'baseline_noise_half', 'baseline_no_usm')  # not regularized
+
+
+STORAGE_TOLERANCE_DB = 0.01  # the most float16 storage may move a shipped network's PSNR in any setting
+
+
+def storage_change(study: Study, run, weights: Dict, storage: str) -> float:
+    """The largest change of mean PSNR (dB) over the study's benchmark settings and images when the run's network is
+    loaded from ``storage`` instead of float32 (0 for float32)."""
+    import tempfile
+    import torch
+    import yaml
+    from gsr.utils.pretrained import stored
+    if storage == 'float32':
+        return 0.0
+    with tempfile.TemporaryDirectory() as folder:
+        models = {}
+        for kind in ('float32', storage):
+            path = os.path.join(folder, f'{kind}.pth')
+            torch.save({'params': stored(weights, kind)}, path)
+            models[kind] = {'option_file': os.path.join(run.folder, 'options.yml'), 'checkpoint': path,
+                            'param_key': 'params'}
+        bench = study.options.benchmark
+        cfg = {'output': os.path.join(folder, 'out'), 'settings': bench.settings, 'noise_sigma': bench.noise_sigma,
+               'crop_border': bench.crop_border, 'metrics': ['psnr'], 'datasets': study.datasets, 'models': models}
+        with open(os.path.join(folder, 'check.yml'), 'w') as f:
+            yaml.safe_dump(cfg, f)
+        rows = evaluate(load_config(os.path.join(folder, 'check.yml')), progress=False)
+    mean = {(m, s): np.mean([r['psnr'] for r in rows if r['model'] == m and r['setting'] == s])
+            for m in models for s in {r['setting'] for r in rows}}
+    return max(abs(mean[(storage, s)] - mean[('float32', s)]) for _, s in mean)
 
 
 def ship_networks(study: Study, results: Dict, prefix: str, command: str) -> List[str]:
     """Ship the first seed's baseline and best regularized variant (highest mean PSNR over seeds and settings)
-    into the package as ``<prefix>-baseline`` and ``<prefix>-<variant>``."""
+    into the package as ``<prefix>-baseline`` and ``<prefix>-<variant>``; a network above 4 MB in float32 is stored
+    in float16 when that moves its benchmark PSNR by at most ``STORAGE_TOLERANCE_DB`` in every setting."""
     from gsr.utils.checkpoint import network_weights
-    from gsr.utils.pretrained import ship
+    from gsr.utils.pretrained import ship, storage_for
     means = {v: e['mean']['mean'] for v, e in results['psnr_by_setting'].items()}
     regularized = [v for v in means if v not in REFERENCES]
     if 'baseline' not in means or not regularized:
@@ -82,11 +115,16 @@ def ship_networks(study: Study, results: Dict, prefix: str, command: str) -> Lis
         run = next(r for r in study.runs if r.variant == variant and r.seed == seed)
         name = f'{prefix}-{variant.replace("_", "-")}'
         weights = network_weights(run.checkpoint, WEIGHTS[study.options.benchmark.weights])
+        storage = storage_for(weights)
+        change = storage_change(study, run, weights, storage)
+        if change > STORAGE_TOLERANCE_DB:
+            storage, change = 'float32', 0.0
         provenance = {'study': study.options.name, 'variant': variant, 'seed': seed, 'command': command,
+                      'storage_psnr_change_db': change,
                       'weights': study.options.benchmark.weights, 'mean_psnr_over_seeds': means[variant],
                       'option_overrides': results['variant_overrides'][variant],
                       'training_options': merge(run.options, {'datasets': {'train': {'dataroot_gt': study.hr_name}}})}
-        written.append(ship(name, weights, run.options, provenance))
+        written.append(ship(name, weights, run.options, provenance, storage=storage))
     return written
 
 
@@ -117,12 +155,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     say('benchmark')
     config = evaluation_config(study)
     rows = evaluate(load_config(config), not args.no_progress)
+    bicubic = [r for r in rows if r['model'] == BICUBIC]
+    rows = [r for r in rows if r['model'] != BICUBIC]
     say('analyses')
     analyses = {run.key: run_analyses(study, run) for run in study.runs if run.variant in ANALYSED}
     checks = protocol_checks(study, config, rows, not args.no_progress)
     command = 'gsr repro ' + ' '.join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     meta = {'command': command, 'wall_seconds': time.time() - start}
-    results = collect(study, rows, analyses, factors, checks, meta)
+    results = collect(study, rows, bicubic, analyses, factors, checks, meta)
     report.write(results, study.report, os.path.join(study.output, 'results.json'))
     say(f'wrote {study.report} and {os.path.join(study.output, "results.json")}')
     if args.ship:

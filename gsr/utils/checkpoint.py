@@ -18,6 +18,7 @@ from gsr.utils.errors import GsrError
 
 TRAINING_STATE_GLOBALS = [collections.Counter]
 ATTACHED_SUFFIX = '_attached'
+INLINE_ATTACHED = 'attached_at_inference'  # names of the attached modules a checkpoint's network runs at inference
 
 
 def current_umask() -> int:
@@ -166,7 +167,8 @@ def _cpu(state: Mapping[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
 def checkpoint_entries(net: torch.nn.Module, param_key: str) -> Dict[str, 'OrderedDict[str, torch.Tensor]']:
     """What ``net`` (bare) is saved as: ``{param_key: weights}``; an ``AttachedNetwork`` saves its backbone under
     ``param_key`` (loadable into the bare architecture) and its attached modules, if they have any state, under
-    ``param_key + '_attached'``."""
+    ``param_key + '_attached'``, and the names of those that act at inference under ``INLINE_ATTACHED`` (a loader
+    must not run such a network without them)."""
     from gsr.archs.attached_arch import AttachedNetwork
     if not isinstance(net, AttachedNetwork):
         return {param_key: _cpu(net.state_dict())}
@@ -174,6 +176,8 @@ def checkpoint_entries(net: torch.nn.Module, param_key: str) -> Dict[str, 'Order
     attached = net.attached.state_dict()
     if attached:
         entries[param_key + ATTACHED_SUFFIX] = _cpu(attached)
+        entries[INLINE_ATTACHED] = sorted(name for name, module in net.attached.items()
+                                          if net.points[name].inference and module.state_dict())
     return entries
 
 
@@ -181,12 +185,20 @@ def load_network_checkpoint(net: torch.nn.Module, path: str, param_key: str = 'p
     """Load ``path`` into ``net`` (bare); the inverse of ``checkpoint_entries``. The backbone's weights come from
     ``param_key`` (``params`` where that is absent); the attached modules' from the matching ``_attached`` entry,
     which with ``strict`` must exist whenever they have state (a bare backbone checkpoint loads with
-    ``strict: false``, leaving the attached modules as initialised)."""
+    ``strict: false``, leaving the attached modules as initialised). With ``strict``, a checkpoint whose attached
+    modules act at inference (``INLINE_ATTACHED``) is refused for a network that does not attach them: the bare
+    backbone would run silently without its trained inline module."""
     from gsr.archs.attached_arch import AttachedNetwork
-    if not isinstance(net, AttachedNetwork):
-        load_weights(net, network_weights(path, param_key), path, strict)
-        return
     state = load_checkpoint(path)
+    missing = sorted(set(state.get(INLINE_ATTACHED, ())) -
+                     set(net.attached.keys() if isinstance(net, AttachedNetwork) else ()))
+    if strict and missing:
+        raise GsrError(f'checkpoint {path} was trained with the attached module(s) {", ".join(missing)}, which act '
+                       'at inference, but the option file does not attach them; use the option file it was trained '
+                       'with (its attach: block)')
+    if not isinstance(net, AttachedNetwork):
+        load_weights(net, checkpoint_entry(state, path, param_key), path, strict)
+        return
     key = param_key if param_key in state else 'params'
     load_weights(net.backbone, checkpoint_entry(state, path, key), path, strict)
     expected = net.attached.state_dict()

@@ -7,3 +7,11 @@ class GsrError(Exception):
 
 class NonFiniteLossError(GsrError):
     """Training met too many non-finite losses in a row and stopped."""
+
+
+def check_at_least(name: str, value, minimum, exclusive: bool = False) -> None:
+    """One error naming ``name`` unless ``value`` >= ``minimum`` (> with ``exclusive``): the range checks of
+    command-line values and config numbers, made before any work."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < minimum or (exclusive and
+                                                                                             value == minimum):
+        raise GsrError(f'{name} must be {"greater than" if exclusive else "at least"} {minimum}, got {value!r}')

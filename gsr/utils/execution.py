@@ -2,10 +2,14 @@
 
 One typed block, ``ExecutionOptions``, read from ``train:`` (training steps) and from ``val:`` (validation during
 training and ``basicsr test``); ``gsr infer``, ``gsr evaluate`` and ``gsr profile`` take the same choices as flags.
-All default to today's behaviour: float32, contiguous tensors, eager mode.
+All default to today's behaviour: float32, contiguous tensors, eager mode. ``precision: auto`` and
+``channels_last: auto`` choose by the hardware (``native_bf16``): a CPU without bf16 instructions emulates bf16
+autocast at a fraction of the float32 speed (docs/SCALING.md), so a study's option file that must run on every
+machine asks for ``auto``.
 """
 import argparse
 import functools
+import logging
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Union
 
@@ -18,11 +22,13 @@ from gsr.utils.errors import GsrError
 PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
 EXECUTION_KEYS = ('precision', 'channels_last', 'compile')
+AUTO = 'auto'
 
 
 @dataclass
 class ExecutionOptions:
-    """``precision: fp32 | bf16 | fp16``, ``channels_last: bool``, ``compile: false | true | auto | <mode>``."""
+    """``precision: fp32 | bf16 | fp16`` and ``channels_last: bool`` (both resolved from ``auto`` by
+    ``execution_options``), ``compile: false | true | auto | <mode>``."""
     precision: str = 'fp32'
     channels_last: bool = False
     compile: Union[bool, str] = False
@@ -37,6 +43,28 @@ def device_type_of(opt: Dict[str, Any]) -> str:
     return 'cuda' if opt.get('num_gpu') not in (0, None) and torch.cuda.is_available() else 'cpu'
 
 
+@functools.lru_cache(maxsize=None)
+def native_bf16(device_type: str) -> bool:
+    """Whether ``device_type`` computes bf16 convolutions in hardware: a CUDA GPU that supports bf16, or a CPU with
+    AVX512-BF16 or AMX tiles (oneDNN's bf16 kernels; without them bf16 autocast is emulated, about an order of
+    magnitude slower than float32 on an AVX2 CPU: docs/SCALING.md)."""
+    if device_type == 'cuda':
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def resolve_auto(block: Dict[str, Any], device_type: str) -> Dict[str, Any]:
+    """``precision: auto`` is bf16 where ``native_bf16``, else fp32; ``channels_last: auto`` follows the resolved
+    precision on the CPU (channels-last gave 1.48x on top of bf16 with AVX512-BF16, docs/BENCHMARKS.md, but cost
+    20 % in float32 on AVX2, docs/SCALING.md) and is on with CUDA (cuDNN's tensor-core kernels run in NHWC)."""
+    block = dict(block)
+    if block.get('precision') == AUTO:
+        block['precision'] = 'bf16' if native_bf16(device_type) else 'fp32'
+    if block.get('channels_last') == AUTO:
+        block['channels_last'] = device_type == 'cuda' or block.get('precision', 'fp32') == 'bf16'
+    return block
+
+
 def key_name(where: str, key: str) -> str:
     """``train.precision`` for the block ``where`` of an option file, ``precision`` for a file's top level
     (``where=''``), ``--precision`` for a command line (``where='--'``)."""
@@ -47,21 +75,28 @@ def key_name(where: str, key: str) -> str:
 
 def execution_options(block: Optional[Dict[str, Any]], where: str, device_type: str) -> ExecutionOptions:
     """The ``precision`` / ``channels_last`` / ``compile`` keys of ``block`` (``train:`` or ``val:``; see
-    ``key_name`` for ``where``), checked against the device: fp16 autocast exists only on CUDA, bf16 on CUDA
-    needs a GPU that supports it, compiling needs a working compiler."""
-    block = block or {}
+    ``key_name`` for ``where``; ``auto`` resolved by ``resolve_auto``), checked against the device: fp16 autocast
+    exists only on CUDA, bf16 on CUDA needs a GPU that supports it, compiling needs a working compiler. bf16 asked
+    for by name on a CPU without ``native_bf16`` runs, with a warning."""
     precision, channels_last, compile_key = (key_name(where, k) for k in EXECUTION_KEYS)
-    options = ExecutionOptions(**{k: block[k] for k in EXECUTION_KEYS if k in block})
+    options = ExecutionOptions(**{k: v for k, v in resolve_auto(block or {}, device_type).items()
+                                  if k in EXECUTION_KEYS})
     if options.precision not in PRECISIONS:
         raise GsrError(f'{precision}: unknown precision {options.precision!r}; use one of '
-                       f'{", ".join(PRECISIONS)}')
+                       f'{", ".join(PRECISIONS)} or {AUTO}')
     if options.precision == 'fp16' and device_type != 'cuda':
         raise GsrError(f'{precision}: fp16 autocast needs a CUDA device and this runs on the CPU; use bf16, '
                        'which the CPU supports (fp32 is the default)')
-    if options.precision == 'bf16' and device_type == 'cuda' and not torch.cuda.is_bf16_supported():
+    if options.precision == 'bf16' and device_type == 'cuda' and not native_bf16(device_type):
         raise GsrError(f'{precision}: this GPU does not support bf16; use fp16 or fp32')
+    if options.precision == 'bf16' and not native_bf16(device_type):
+        # not BasicSR's root logger: this check runs before a training's log file exists, and the first
+        # get_root_logger() call would fix that logger without its file handler
+        logging.getLogger(__name__).warning(f'{precision}: bf16 on a CPU without AVX512-BF16 or AMX is emulated and '
+                                            f'runs several times slower than fp32; use {AUTO} to choose by the '
+                                            'hardware')
     if not isinstance(options.channels_last, bool):
-        raise GsrError(f'{channels_last} must be true or false, got {options.channels_last!r}')
+        raise GsrError(f'{channels_last} must be true, false or {AUTO}, got {options.channels_last!r}')
     if not (isinstance(options.compile, bool) or options.compile == 'auto' or options.compile in COMPILE_MODES):
         raise GsrError(f'{compile_key}: {options.compile!r} is not false, true, auto or a torch.compile mode '
                        f'({", ".join(COMPILE_MODES)})')
@@ -126,7 +161,8 @@ class ExecutedNetwork(nn.Module):
 
 def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
     """``--precision``, ``--channels-last`` and ``--compile`` for the inference commands."""
-    parser.add_argument('--precision', default='fp32', help='fp32 (default), bf16 or fp16 (CUDA only)')
+    parser.add_argument('--precision', default='fp32',
+                        help='fp32 (default), bf16, fp16 (CUDA only) or auto (bf16 where the hardware has it)')
     parser.add_argument('--channels-last', action='store_true', help='run the network in channels-last format')
     parser.add_argument('--compile', nargs='?', const=True, default=False,
                         help='torch.compile the network (optionally a mode, or auto to fall back to eager)')

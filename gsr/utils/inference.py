@@ -26,6 +26,14 @@ def load_network(opt: Dict[str, Any],
     return net.eval().to(device or torch.device('cpu'))
 
 
+def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
+    """The floor every SR result is read against: MATLAB's bicubic upscaling (BasicSR's ``imresize``, as the
+    papers' "Bicubic" rows) of a uint8 RGB image, rounded back to uint8."""
+    from basicsr.utils.matlab_functions import imresize
+    up = imresize(lr.astype(np.float32) / 255., scale)
+    return np.clip(np.round(up * 255.), 0, 255).astype(np.uint8)
+
+
 def add_network_arguments(parser: argparse.ArgumentParser, checkpoint_required: bool = True,
                           shipped: bool = False) -> None:
     """``-opt``, ``--checkpoint`` and ``--param-key``: the trained network a command runs; with ``shipped``,

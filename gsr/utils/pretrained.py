@@ -35,14 +35,30 @@ def shipped(name: str, folder: str = FOLDER) -> Dict[str, Any]:
     return entry
 
 
+HALF_ABOVE_BYTES = 4 * 2**20  # networks larger than this in float32 are stored in float16 (the package stays small)
+STORAGE = {'float32': torch.float32, 'float16': torch.float16}
+
+
+def storage_for(weights: Dict[str, torch.Tensor]) -> str:
+    """``float16`` when the weights would take more than ``HALF_ABOVE_BYTES`` in float32, else ``float32``."""
+    return 'float16' if sum(v.numel() * 4 for v in weights.values()) > HALF_ABOVE_BYTES else 'float32'
+
+
+def stored(weights: Dict[str, torch.Tensor], storage: str) -> Dict[str, torch.Tensor]:
+    """The weights as they are stored (floating tensors cast to ``storage``, on the CPU); loading casts them back
+    into the float32 network (``load_state_dict`` copies)."""
+    return {k: (v.to(STORAGE[storage]) if v.is_floating_point() else v).cpu() for k, v in weights.items()}
+
+
 def ship(name: str, weights: Dict[str, torch.Tensor], options: Dict[str, Any], provenance: Dict[str, Any],
-         folder: str = FOLDER) -> str:
-    """Write ``weights`` as ``<name>.pth`` (under ``params``, float32) and its manifest entry; returns the path."""
+         folder: str = FOLDER, storage: str = 'float32') -> str:
+    """Write ``weights`` as ``<name>.pth`` (under ``params``, in ``storage``) and its manifest entry; returns the
+    path."""
     from gsr.tools.evaluate import file_sha256
     path = os.path.join(folder, f'{name}.pth')
-    atomic_torch_save({'params': {k: v.float().cpu() for k, v in weights.items()}}, path)
+    atomic_torch_save({'params': stored(weights, storage)}, path)
     entries = manifest(folder)
     entries[name] = dict(provenance, file=f'{name}.pth', sha256=file_sha256(path), param_key='params',
-                         scale=options.get('scale', 4), network_g=options['network_g'])
+                         storage=storage, scale=options.get('scale', 4), network_g=options['network_g'])
     atomic_write_text(os.path.join(folder, MANIFEST), json.dumps(entries, indent=1, sort_keys=True))
     return path
