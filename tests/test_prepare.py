@@ -89,3 +89,23 @@ def test_lmdb_refuses_truncated_images_and_round_trips_any_name(tmp_path, photo_
         stored = ds._read(key[:-len('.png')])
         assert key.isascii() and key.count('.') == 1 and stored.shape[:2] == (96, 96)
         assert shape == '(96,96,{})'.format(4 if key.startswith('gray_alpha') else 3)
+
+
+def test_lmdb_rerun_packs_a_changed_source_again(tmp_path, photo_folder):
+    """Review case c4: keys were skipped by name, so a source replaced under the same name kept its old image."""
+    from gsr.tools.prepare import make_lmdb, stored_shape
+    photo = cv2.imread(list_images(photo_folder)[0])
+    src = tmp_path / 'src'
+    src.mkdir()
+    cv2.imwrite(str(src / 'my photo.png'), photo[:96, :96])
+    cv2.imwrite(str(src / 'other.png'), photo[:32, :32])
+    out = str(tmp_path / 'hr.lmdb')
+    assert make_lmdb(str(src), out, workers=1, progress=False) == 2
+    cv2.imwrite(str(src / 'my photo.png'), cv2.resize(photo, (64, 48)))
+    assert make_lmdb(str(src), out, workers=1, progress=False) == 1  # only the changed one
+    meta = open(os.path.join(out, 'meta_info.txt')).read()
+    assert 'my%20photo.png (48,64,3) 1' in meta and 'other.png (32,32,3) 1' in meta
+    import lmdb
+    with lmdb.open(out, readonly=True, lock=False) as env, env.begin() as txn:
+        assert stored_shape(txn.get(b'my%20photo')) == (48, 64, 3)
+    assert make_lmdb(str(src), out, workers=1, progress=False) == 0

@@ -236,7 +236,7 @@ def run_analyses(study: Study, run: Run) -> Dict:
     from gsr.tools.analyze import (calinski_harabasz, cossim_images, cossim_per_image, ddr_features, device,
                                    tsne_embedding)
     from gsr.data.eval_protocol import settings_list
-    from gsr.tools.evaluate import file_sha256
+    from gsr.utils.checkpoint import file_sha256
     from gsr.utils.feature_tap import FeatureTap
     from gsr.utils.inference import load_network
     from gsr.utils.image_io import list_images

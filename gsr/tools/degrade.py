@@ -12,7 +12,6 @@ RDSR folder names (``bicubic``, ``blur2_bicubic``, ...); ``manifest.json`` recor
 the seed and the sha256 of every file. Output appears only when complete.
 """
 import argparse
-import hashlib
 import json
 import os
 from typing import Any, Callable, Dict, List, Optional
@@ -24,15 +23,10 @@ from gsr.data import blind_protocol
 from gsr.data import eval_protocol as bd
 from gsr.data import spatial_protocol
 from gsr.data.classic_degrader import BORDERS
-from gsr.utils.checkpoint import atomic_write_text
+from gsr.utils.checkpoint import atomic_write_text, file_sha256
 from gsr.utils.errors import check_at_least
 from gsr.utils.image_io import list_images, write_image
 from gsr.utils.staging import staged_folder
-
-
-def sha256(path: str) -> str:
-    with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def write_sets(hr_folder: str, output: str, outputs_of: Callable[[str, str], Dict[str, np.ndarray]],
@@ -51,7 +45,7 @@ def write_sets(hr_folder: str, output: str, outputs_of: Callable[[str, str], Dic
                     np.save(full, data)
                 else:
                     write_image(full, data)
-                files[rel] = sha256(full)
+                files[rel] = file_sha256(full)
         content = dict(manifest, source=os.path.abspath(hr_folder), files=dict(sorted(files.items())))
         atomic_write_text(os.path.join(root, 'manifest.json'), json.dumps(content, indent=1))
     return os.path.join(output, 'manifest.json')

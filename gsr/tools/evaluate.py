@@ -24,7 +24,7 @@ from tqdm import tqdm
 from gsr.data.eval_protocol import degrade_file, settings_list
 from gsr.metrics.lpips_metric import lpips_distance, maybe_lpips
 from gsr.utils.inference import bicubic_upscale, load_network, super_resolve
-from gsr.utils.checkpoint import atomic_write_text
+from gsr.utils.checkpoint import atomic_write_text, file_sha256
 from gsr.utils.errors import GsrError, check_at_least
 from gsr.utils.execution import EXECUTION_KEYS, add_execution_arguments, execution_options, inference_network
 from gsr.utils.image_io import list_images
@@ -38,14 +38,6 @@ Key = Tuple[str, str, str, str]
 
 
 PROTOCOL_KEYS = ('scale', 'crop_border', 'noise_sigma', 'seed', 'tile', 'metrics', 'lpips_net', 'band_mape')
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_bicubic(spec) -> bool:

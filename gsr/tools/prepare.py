@@ -4,7 +4,8 @@
 threshold 0; BasicSR ``extract_subimages.py``) with a process pool and a progress bar.
 ``gsr prepare lmdb --input DIR --output X.lmdb``: an LMDB in BasicSR's format (keys = file names without
 extension, percent-encoded so that any name is one ASCII token without dots; ``meta_info.txt`` with
-``<key>.png (h,w,c) <compress>``, the shape of the stored image), its map size computed from all images.
+``<key>.png (h,w,c) <compress>``, the shape of the stored image), its map size computed from all images;
+``gsr_sources.json`` records the sha256 of each image's source, so a rerun packs a changed source again.
 ``gsr prepare kernel-pca --output kernel_pca.pth``: the 15-d PCA basis of 21 x 21 Gaussian kernels that
 LightBSR's degradation prior projects kernels on (``gsr/data/kernel_pca.py``), computed once from a seeded draw.
 Every source image is decoded completely before anything is written from it: a truncated or unreadable file is
@@ -14,6 +15,7 @@ written atomically.
 """
 import argparse
 import io
+import json
 import os
 import re
 from multiprocessing import Pool
@@ -26,12 +28,13 @@ from basicsr.utils.lmdb_util import read_img_worker
 from PIL import Image
 from tqdm import tqdm
 
-from gsr.utils.checkpoint import atomic_write_bytes, atomic_write_text
+from gsr.utils.checkpoint import atomic_write_bytes, atomic_write_text, file_sha256
 from gsr.utils.errors import GsrError, check_at_least
 from gsr.utils.image_io import list_images
 
 LR_SUFFIX = re.compile(r'x[2348]$')
 COMMIT_EVERY = 500
+SOURCES = 'gsr_sources.json'  # in the LMDB folder: the sha256 of the source file of each stored image
 
 
 # ------------------------------------------------------------------------------------------- sub-images
@@ -145,9 +148,12 @@ def make_lmdb(input_dir: str,
     if not output.endswith('.lmdb'):
         raise GsrError(f'LMDB output must end with .lmdb: {output}')
     keys = lmdb_keys(list_images(input_dir))
+    sources = {key: file_sha256(path) for key, path in keys.items()}
     env = lmdb.open(output, map_size=map_size_for(list(keys.values())))
     with env.begin(write=False) as txn:
-        done = {k.decode() for k in txn.cursor().iternext(keys=True, values=False)}
+        stored = {k.decode() for k in txn.cursor().iternext(keys=True, values=False)}
+    packed_from = packed_sources(output)
+    done = {key for key in stored if packed_from.get(key) == sources.get(key)}  # a changed source is packed again
     todo = [(path, key, compress_level) for key, path in keys.items() if key not in done]
     shapes: Dict[str, Tuple[int, ...]] = {}
     txn = env.begin(write=True)
@@ -165,10 +171,24 @@ def make_lmdb(input_dir: str,
             shapes[key] = stored_shape(txn.get(key.encode('ascii')))
     lines = [f'{k}.png ({",".join(map(str, shapes[k]))}) {compress_level}\n' for k in sorted(keys)]
     atomic_write_text(os.path.join(output, 'meta_info.txt'), ''.join(lines))
+    atomic_write_text(os.path.join(output, SOURCES), json.dumps(dict(packed_from, **sources), indent=1, sort_keys=True))
     if verify:
         verify_lmdb(env, {k: shapes[k] for k in keys})
     env.close()
     return len(todo)
+
+
+def packed_sources(output: str) -> Dict[str, str]:
+    """key -> sha256 of the source file each stored image was packed from (``SOURCES``; empty for an LMDB that
+    gsr did not write, whose images are then all packed again: their sources are unknown)."""
+    path = os.path.join(output, SOURCES)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            return dict(json.load(f))
+    except (ValueError, TypeError) as e:
+        raise GsrError(f'{path}: not the JSON gsr wrote ({e}); delete it to pack every image again') from e
 
 
 def stored_shape(data: bytes) -> Tuple[int, int, int]:

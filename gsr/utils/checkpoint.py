@@ -6,6 +6,7 @@ the final name, so a reader (e.g. ``--auto_resume``) never sees a partial file. 
 store (``collections.Counter``).
 """
 import collections
+import hashlib
 import os
 from collections import OrderedDict
 import pickle
@@ -99,6 +100,15 @@ def _load(path: str, what: str, safe_globals=()) -> Any:
         raise GsrError(f'{what} {path} holds objects that are not allowed when loading safely: {first}') from e
     except (RuntimeError, EOFError) as e:
         raise GsrError(f'{what} {path} is truncated or not a torch checkpoint: {e}') from e
+
+
+def file_sha256(path: str) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks: what caches and manifests key a file's content on."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_checkpoint(path: str) -> Mapping[str, Any]:

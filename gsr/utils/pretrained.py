@@ -7,7 +7,7 @@ from typing import Any, Dict
 
 import torch
 
-from gsr.utils.checkpoint import atomic_torch_save, atomic_write_text
+from gsr.utils.checkpoint import atomic_torch_save, atomic_write_text, file_sha256
 from gsr.utils.errors import GsrError
 
 FOLDER = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'pretrained')
@@ -24,7 +24,6 @@ def manifest(folder: str = FOLDER) -> Dict[str, Dict[str, Any]]:
 
 def shipped(name: str, folder: str = FOLDER) -> Dict[str, Any]:
     """The manifest entry of ``name`` with ``checkpoint`` (its path), after checking the file's sha256."""
-    from gsr.tools.evaluate import file_sha256
     entries = manifest(folder)
     if name not in entries:
         raise GsrError(f'--model {name!r}: no such shipped network (shipped: {", ".join(entries) or "none"})')
@@ -54,7 +53,6 @@ def ship(name: str, weights: Dict[str, torch.Tensor], options: Dict[str, Any], p
          folder: str = FOLDER, storage: str = 'float32') -> str:
     """Write ``weights`` as ``<name>.pth`` (under ``params``, in ``storage``) and its manifest entry; returns the
     path."""
-    from gsr.tools.evaluate import file_sha256
     path = os.path.join(folder, f'{name}.pth')
     atomic_torch_save({'params': stored(weights, storage)}, path)
     entries = manifest(folder)
