@@ -252,3 +252,38 @@ def test_a_dataloader_worker_error_is_one_line(tmp_path, small_photo_folder):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith('gsr: error: ') and f'{first.name}: not a readable image' in last
     assert 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('where', ['proc', 'parent_is_a_file', 'long_name'])
+def test_writes_that_cannot_start_are_one_error_and_a_long_legal_name_works(where, tmp_path):
+    """Review cases W1-W4, W7, W8, X4, X13, L17, P5: the temporary file or folder was made outside the conversion of
+    OS errors, and its name added ~14 characters to a legal 241-255-character name."""
+    from gsr.utils.checkpoint import atomic_write_text
+    from gsr.utils.staging import staged_folder
+    (tmp_path / 'a.png').write_bytes(b'not a folder')
+    target = {'proc': '/proc/gsr_out', 'parent_is_a_file': str(tmp_path / 'a.png' / 'out'),
+              'long_name': str(tmp_path / ('c' * 250))}[where]
+    if where == 'long_name':
+        atomic_write_text(target + '.txt', 'kept')
+        with staged_folder(target) as folder:
+            atomic_write_text(os.path.join(folder, 'b' * 250 + '.png'), 'x')
+        assert open(target + '.txt').read() == 'kept' and os.listdir(target) != []
+        return
+    for write in (lambda: atomic_write_text(os.path.join(target, 'f.txt'), 'x'),
+                  lambda: staged_folder(target).__enter__()):
+        with pytest.raises(GsrError, match=f'^could not write {target}'):
+            write()
+
+
+def test_torch_reporting_a_full_disk_is_a_write_failure(tmp_path):
+    """Review case F3: on a full disk torch's stream writer says "unexpected pos", not "write"."""
+    from gsr.utils.checkpoint import atomic_write
+    (tmp_path / 'net.pth').write_bytes(b'the previous checkpoint')
+
+    def full_disk(tmp: str) -> None:
+        open(tmp, 'wb').write(b'partial')
+        raise RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos 454912 vs 454800')
+
+    with pytest.raises(GsrError, match='^could not write .*net.pth: .*unexpected pos'):
+        atomic_write(str(tmp_path / 'net.pth'), full_disk)
+    assert os.listdir(tmp_path) == ['net.pth'] and (tmp_path / 'net.pth').read_bytes() == b'the previous checkpoint'

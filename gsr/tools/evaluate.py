@@ -90,10 +90,13 @@ class ResultCache:
         return row if fresh else None
 
     def add(self, row: Dict) -> None:
-        with open(self.path, 'a') as f:
-            f.write(json.dumps(row) + '\n')
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.path, 'a') as f:
+                f.write(json.dumps(row) + '\n')
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a torn last line is ignored when the cache is read back: the rows before it stay
+            raise GsrError(f'could not write {self.path}: {e}') from e
         self.rows[self.key(row)] = row
 
 

@@ -19,6 +19,7 @@ from gsr.utils.errors import GsrError
 
 TRAINING_STATE_GLOBALS = [collections.Counter]
 ATTACHED_SUFFIX = '_attached'
+TEMPORARY_NAME_KEEP = 200  # characters of a file's name kept in its temporary name (+ ~14 random and suffix)
 INLINE_ATTACHED = 'attached_at_inference'  # names of the attached modules a checkpoint's network runs at inference
 
 
@@ -36,15 +37,29 @@ def training_states(folder: str) -> Dict[int, str]:
     return {int(stem): f'{stem}.state' for stem in stems if stem.isdigit()}
 
 
+def temporary_prefix(path: str) -> str:
+    """The prefix of a temporary name beside ``path``: hidden, recognisable, and short enough that the random part
+    and suffix keep a legal name (255 bytes) even when ``path``'s own name is nearly that long."""
+    return f'.{os.path.basename(path)[:TEMPORARY_NAME_KEEP]}.'
+
+
+def is_write_failure(e: BaseException) -> bool:
+    """An OS error, or torch's report of one: ``torch.save`` writes through its stream writer, which raises a
+    RuntimeError ("... write ..." or, on a full disk, "unexpected pos N vs M")."""
+    return isinstance(e, OSError) or (isinstance(e, RuntimeError) and any(
+        mark in str(e).lower() for mark in ('write', 'unexpected pos')))
+
+
 def atomic_write(path: str, write) -> None:
-    """Call ``write(tmp_path)`` and move the result onto ``path`` atomically; remove the temp file on failure."""
+    """Call ``write(tmp_path)`` and move the result onto ``path`` atomically; remove the temp file on failure. A
+    failed write (``is_write_failure``) is one error naming ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), suffix='.tmp', dir=folder)
+        os.close(fd)
     except OSError as e:
         raise GsrError(f'could not write {path}: {e}') from e
-    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
-    os.close(fd)
     try:
         write(tmp)
         with open(tmp, 'rb') as f:
@@ -54,8 +69,7 @@ def atomic_write(path: str, write) -> None:
     except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
-        # torch.save reports a failed write (disk full, ...) as a RuntimeError from its stream writer
-        if isinstance(e, OSError) or (isinstance(e, RuntimeError) and 'write' in str(e).lower()):
+        if is_write_failure(e):
             raise GsrError(f'could not write {path}: {e}') from e
         raise
 

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from typing import Iterable, Iterator, List
 
-from gsr.utils.checkpoint import atomic_write_text, current_umask
+from gsr.utils.checkpoint import atomic_write_text, current_umask, temporary_prefix
 from gsr.utils.errors import GsrError
 
 OWNER_FILE = '.gsr-output.json'
@@ -62,8 +62,11 @@ def staged_folder(target: str, overwrite: bool = False, inputs: Iterable[str] = 
             raise GsrError(f'output already exists: {target} (pass --overwrite to replace it)')
         check_replaceable(target)
     parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f'.{os.path.basename(target)}.', suffix='.partial', dir=parent)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=temporary_prefix(target), suffix='.partial', dir=parent)
+    except OSError as e:
+        raise GsrError(f'could not write {target}: {e}') from e
     try:
         yield staging
         atomic_write_text(os.path.join(staging, OWNER_FILE), json.dumps({'files': _files(staging)}, indent=1))
