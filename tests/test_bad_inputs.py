@@ -369,3 +369,37 @@ def test_evaluate_with_ssim_alone_writes_its_tables(tmp_path, photo_folder):
                                                       'models': {'bicubic': 'bicubic'}}))
     paths = write_reports(cfg, evaluate(cfg, progress=False))
     assert '### SSIM' in open(paths['md']).read() and 'png' not in paths
+
+
+def test_damaged_files_and_missing_keys_are_one_line(tmp_path, photo_folder, monkeypatch, capsys):
+    """Review cases R2 (a study without ``base``), I9 (a damaged shipped-network manifest), b5 (a cache line gsr
+    did not write) and P3 (a profile size that does not fit in memory): one line or ignored, not a traceback."""
+    from gsr.cli import main
+    from gsr.tools import profile
+    from gsr.tools.evaluate import ResultCache
+    from gsr.utils.pretrained import manifest
+    monkeypatch.chdir(tmp_path)
+    raw = {'name': 'nobase', 'seeds': [0], 'variants': {'baseline': {}},
+           'benchmark': {'datasets': {'S': [photo_folder]}}}
+    study = write_yaml(tmp_path / 'r.yml', raw)
+    assert main(['repro', study]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'missing required key: base' in err[0], err
+
+    def no_memory(opt, args):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(profile, 'profile', no_memory)
+    opt = write_yaml(tmp_path / 'o.yml', tiny_options(photo_folder, photo_folder))
+    assert main(['profile', '-opt', opt, '--lr-size', '60000x60000', '--device', 'cpu']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('gsr: error: --lr-size 60000x60000: the network does not fit'), err
+    assert sorted(os.listdir(tmp_path)) == ['o.yml', 'r.yml']
+
+    (tmp_path / 'm').mkdir()
+    (tmp_path / 'm' / 'manifest.json').write_text('{"x": ')
+    with pytest.raises(GsrError, match='manifest.json: not valid JSON'):
+        manifest(str(tmp_path / 'm'))
+    cache = tmp_path / 'per_image.jsonl'
+    cache.write_text('{"model": "base"}\n[1, 2]\n{"torn": \n')
+    assert ResultCache(str(cache)).rows == {}

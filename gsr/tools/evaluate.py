@@ -77,7 +77,8 @@ class ResultCache:
                         row = json.loads(line)
                     except json.JSONDecodeError:
                         continue
-                    self.rows[self.key(row)] = row
+                    if isinstance(row, dict) and all(k in row for k in KEY_FIELDS):  # else not a row gsr wrote
+                        self.rows[self.key(row)] = row
 
     @staticmethod
     def key(row: Dict) -> Key:

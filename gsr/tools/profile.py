@@ -88,7 +88,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise GsrError(f'--runs must be at least 1, got {args.runs}')
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         raise GsrError(f'--device {args.device}: CUDA is not available here; use --device cpu')
-    figures = profile(load_option_file(args.opt), args)
+    try:
+        figures = profile(load_option_file(args.opt), args)
+    except (RuntimeError, torch.OutOfMemoryError) as e:
+        if not any(mark in str(e).lower() for mark in ('allocate', 'out of memory')):
+            raise
+        h, w = args.lr_size
+        raise GsrError(f'--lr-size {h}x{w}: the network does not fit in {args.device} memory at this size '
+                       f'({(str(e).strip().splitlines() or [""])[0][:200]}); profile a smaller size') from e
     print(report(figures))
     if args.json:
         atomic_write_text(args.json, json.dumps(figures, indent=2) + '\n')

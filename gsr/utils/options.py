@@ -66,13 +66,18 @@ def unknown_keys_error(where: str, unknown, known) -> GsrError:
 
 def options_from_dict(cls: Type[T], values: Optional[Mapping[str, Any]], where: str) -> T:
     """Build dataclass ``cls`` from ``values``; ``where`` names the YAML block in error messages ('' for the top
-    level). A key whose value is null keeps its default."""
+    level). A key whose value is null keeps its default; a key without a default must be given."""
     values = {k: v for k, v in dict(values or {}).items() if v is not None}
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(names))
     if unknown:
         raise unknown_keys_error(where, unknown, names)
+    required = [f.name for f in dataclasses.fields(cls) if f.name not in values and f.init
+                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if required:
+        keys = ', '.join(f'{where}.{k}' if where else k for k in required)
+        raise GsrError(f'missing required key{"s" if len(required) > 1 else ""}: {keys}')
     checked = {k: _check_value(v, hints[k], f'{where}.{k}' if where else k) for k, v in values.items()}
     try:
         return cls(**checked)

@@ -15,11 +15,18 @@ MANIFEST = 'manifest.json'
 
 
 def manifest(folder: str = FOLDER) -> Dict[str, Dict[str, Any]]:
+    """The shipped networks' manifest (name -> entry); a damaged file is one error naming it."""
     path = os.path.join(folder, MANIFEST)
     if not os.path.isfile(path):
         return {}
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            entries = json.load(f)
+    except ValueError as e:
+        raise GsrError(f'{path}: not valid JSON ({e}); restore it from the package (git checkout or reinstall)') from e
+    if not isinstance(entries, dict):
+        raise GsrError(f'{path}: expected a mapping of shipped networks, got {type(entries).__name__}')
+    return entries
 
 
 def shipped(name: str, folder: str = FOLDER) -> Dict[str, Any]:
