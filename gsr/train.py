@@ -4,6 +4,7 @@ Distributed: ``torchrun --nproc_per_node=N -m gsr.train -opt X --launcher pytorc
 """
 import argparse
 import os
+import re
 import sys
 from typing import List, Optional, Tuple
 
@@ -47,19 +48,32 @@ def launched_world_size(launcher: str) -> int:
     return int(value) if value.isdigit() and int(value) > 0 else 1
 
 
+FORCE_YML_KEY = re.compile(r'[A-Za-z0-9_.\-]+')
+
+
 def apply_force_yml(opt: dict, entry: str) -> None:
     """Apply one ``--force_yml key:sub=value`` the way BasicSR will, so that the option check sees it too."""
     from basicsr.utils.options import _postprocess_yml_value
     if '=' not in entry:
         raise GsrError(f'--force_yml {entry!r}: expected key:subkey=value')
+    if entry.count('=') > 1:  # BasicSR splits the entry at every '='
+        raise GsrError(f'--force_yml {entry!r}: a value cannot contain "=" (BasicSR splits the entry at each one)')
     keys, value = (part.strip() for part in entry.split('=', 1))
-    node = opt
     *parents, last = keys.split(':')
+    # BasicSR builds Python source from the keys and exec()s it: anything but plain names would run as code
+    odd = [key for key in parents + [last] if not FORCE_YML_KEY.fullmatch(key)]
+    if odd:
+        raise GsrError(f'--force_yml {entry!r}: {odd[0]!r} is not an option key (letters, digits, _ . -)')
+    try:
+        value = _postprocess_yml_value(value)
+    except (SyntaxError, ValueError) as e:
+        raise GsrError(f'--force_yml {entry!r}: {value!r} is not a value ({type(e).__name__}: {e})') from e
+    node = opt
     for key in parents:
         if not isinstance(node.get(key), dict):
             raise GsrError(f'--force_yml {entry!r}: {key!r} is not a block of the option file')
         node = node[key]
-    node[last] = _postprocess_yml_value(value)
+    node[last] = value
 
 
 def run(argv: List[str], is_train: bool) -> int:

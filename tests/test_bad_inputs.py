@@ -298,6 +298,13 @@ def test_command_line_mistakes_are_one_line(tmp_path, photo_folder, monkeypatch,
     cases = [
         (['train', '-opt', path, '--force_yml', 'datasets:train:batch_size_per_gpu=0'], 'must be positive, got 0'),
         (['train', '-opt', path, '--force_yml', 'train:nope:lr=1'], "'nope' is not a block of the option file"),
+        (['train', '-opt', path, '--force_yml', 'train:total_iter=[1,'], "'[1,' is not a value (SyntaxError"),  # d10
+        (['train', '-opt', path, '--force_yml', 'train:ema_decay=!!float x'], "is not a value (ValueError"),  # d12
+        (['train', '-opt', path, '--force_yml', 'name=a=b'], 'a value cannot contain "="'),
+        # d15: BasicSR exec()s the keys as Python source; a key that is code never reaches it
+        (['train', '-opt', path, '--force_yml', 'name"]=print("ran");x=opt["name=1'], 'a value cannot contain'),
+        (['train', '-opt', path, '--force_yml', 'train"]; import os; opt["train:x=1'],
+         "'train\"]; import os; opt[\"train' is not an option key"),
         (['test', '-opt', path], 'path.pretrain_network_g is not set: testing would score a randomly initialised'),
         (['infer', '-opt', path, '--checkpoint', 'x.pth', '--input', photo_folder, '--output', 'o', '--tile-pad',
           '-1'], 'must not be negative'),
