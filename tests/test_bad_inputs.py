@@ -322,7 +322,7 @@ def test_command_line_mistakes_are_one_line(tmp_path, photo_folder, monkeypatch,
 
 def test_numeric_and_choice_mistakes_of_the_commands_are_one_line(tmp_path, photo_folder, monkeypatch, capsys):
     """Values that used to reach the work and end in a traceback, an all-NaN file or a silently wrong number (the
-    reliability review's c5, c6, D1, D7, L9-L11, V10, V13, V14, E3, E4, E5, E7): one line, nothing written."""
+    reliability review's c5, c6, D1, D7, L9-L11, V10, V13, V14, E3-E7): one line, nothing written."""
     from gsr.cli import main
     monkeypatch.chdir(tmp_path)
     opt = write_yaml(tmp_path / 'o.yml', tiny_options(photo_folder, photo_folder))
@@ -347,6 +347,7 @@ def test_numeric_and_choice_mistakes_of_the_commands_are_one_line(tmp_path, phot
          'metrics must be a non-empty list of psnr, ssim, lpips'),
         (['evaluate', write_yaml(tmp_path / 'e2.yml', dict(evaluate, scale='four'))], 'scale must be an integer'),
         (['evaluate', write_yaml(tmp_path / 'e3.yml', dict(evaluate, noise_sigma=-20))], 'noise_sigma must be at'),
+        (['evaluate', write_yaml(tmp_path / 'e5.yml', dict(evaluate, crop_border=500))], 'crop_border 500 leaves 0'),
         (['evaluate', write_yaml(tmp_path / 'e4.yml', dict(evaluate, models={'m': dict(
             evaluate['models']['m'], param_key='params_emma')}))], 'models.m.param_key must be params_ema or params'),
     ]

@@ -37,6 +37,7 @@ KEY_FIELDS = ('model', 'dataset', 'setting', 'image')
 Key = Tuple[str, str, str, str]
 
 
+SSIM_WINDOW = 11  # BasicSR's SSIM: an 11x11 Gaussian window over the valid region
 PROTOCOL_KEYS = ('scale', 'crop_border', 'noise_sigma', 'seed', 'tile', 'metrics', 'lpips_net', 'band_mape')
 
 
@@ -146,8 +147,25 @@ def load_config(path: str, overrides: Optional[Dict] = None) -> Dict:
             if not os.path.isfile(model[key]):
                 raise GsrError(f'{path}: models.{name}.{key} not found: {model[key]}')
     for name, folder in cfg['datasets'].items():
-        list_images(folder)
+        for image in list_images(folder):
+            check_border_fits(path, image, cfg)
     return cfg
+
+
+def check_border_fits(path: str, image: str, cfg: Dict) -> None:
+    """``crop_border`` must leave pixels to score on every image (SSIM: its 11-pixel window), checked from the
+    image's header before any work (review case E6: cv2 failed in SSIM after every network had run)."""
+    from PIL import Image
+    try:
+        with Image.open(image) as im:
+            side = min(im.size) // cfg['scale'] * cfg['scale']
+    except (OSError, SyntaxError, ValueError) as e:
+        raise GsrError(f'{image}: not a readable image ({e})') from e
+    needed = SSIM_WINDOW if 'ssim' in cfg['metrics'] else 1
+    if side - 2 * cfg['crop_border'] < needed:
+        raise GsrError(f'{path}: crop_border {cfg["crop_border"]} leaves {max(side - 2 * cfg["crop_border"], 0)} '
+                       f'pixels of {image} ({side} on its short side) to score; '
+                       f'{"SSIM needs" if needed > 1 else "at least"} {needed}')
 
 
 class Measurement:
