@@ -411,3 +411,31 @@ def test_damaged_files_and_missing_keys_are_one_line(tmp_path, photo_folder, mon
     cache = tmp_path / 'per_image.jsonl'
     cache.write_text('{"model": "base"}\n[1, 2]\n{"torn": \n')
     assert ResultCache(str(cache)).rows == {}
+
+
+def bomb_png(side: int = 40000) -> bytes:
+    """A PNG whose header declares side x side grey pixels (past OpenCV's and PIL's pixel limits); both readers
+    refuse it from the header, so its data holds only the first rows."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff)
+
+    packer, row = zlib.compressobj(9), b'\0' * (side + 1)
+    data = b''.join(packer.compress(row) for _ in range(8)) + packer.flush()
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', side, side, 8, 0, 0, 0, 0)) +
+            chunk(b'IDAT', data) + chunk(b'IEND', b''))
+
+
+def test_a_decompression_bomb_is_one_line_in_every_reader(tmp_path):
+    """Review cases I7 (gsr infer: OpenCV's pixel limit as a traceback) and I7b (gsr prepare lmdb: PIL's)."""
+    from gsr.tools.prepare import make_lmdb
+    from gsr.utils.image_io import read_image
+    (tmp_path / 'bomb').mkdir()
+    path = tmp_path / 'bomb' / 'bomb.png'
+    path.write_bytes(bomb_png())
+    with pytest.raises(GsrError, match='bomb.png: OpenCV refused to decode it'):
+        read_image(str(path))
+    with pytest.raises(GsrError, match='bomb.png: not a readable image'):
+        make_lmdb(str(tmp_path / 'bomb'), str(tmp_path / 'b.lmdb'), workers=1, progress=False)

@@ -27,7 +27,7 @@ from gsr.utils.inference import bicubic_upscale, load_network, super_resolve
 from gsr.utils.checkpoint import atomic_write_text, file_sha256
 from gsr.utils.errors import GsrError, check_at_least
 from gsr.utils.execution import EXECUTION_KEYS, add_execution_arguments, execution_options, inference_network
-from gsr.utils.image_io import list_images
+from gsr.utils.image_io import PIL_UNREADABLE, list_images
 from gsr.utils.option_check import load_option_file
 from gsr.utils.plotting import pyplot, save_figure
 
@@ -159,7 +159,7 @@ def check_border_fits(path: str, image: str, cfg: Dict) -> None:
     try:
         with Image.open(image) as im:
             side = min(im.size) // cfg['scale'] * cfg['scale']
-    except (OSError, SyntaxError, ValueError) as e:
+    except PIL_UNREADABLE as e:
         raise GsrError(f'{image}: not a readable image ({e})') from e
     needed = SSIM_WINDOW if 'ssim' in cfg['metrics'] else 1
     if side - 2 * cfg['crop_border'] < needed:

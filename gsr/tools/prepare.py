@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from gsr.utils.checkpoint import atomic_write_bytes, atomic_write_text, file_sha256
 from gsr.utils.errors import GsrError, check_at_least
-from gsr.utils.image_io import list_images
+from gsr.utils.image_io import PIL_UNREADABLE, list_images
 
 LR_SUFFIX = re.compile(r'x[2348]$')
 COMMIT_EVERY = 500
@@ -63,7 +63,7 @@ def check_complete(path: str) -> Tuple[int, int, int]:
         with Image.open(path) as im:
             im.load()
             return im.size[1], im.size[0], len(im.getbands())
-    except (OSError, SyntaxError, ValueError) as e:
+    except PIL_UNREADABLE as e:
         raise GsrError(f'{path}: not a complete, readable image ({e})') from e
 
 
@@ -132,7 +132,7 @@ def map_size_for(paths: List[str]) -> int:
         try:
             with Image.open(path) as im:
                 total += im.size[0] * im.size[1] * 8
-        except (OSError, SyntaxError, ValueError) as e:
+        except PIL_UNREADABLE as e:
             raise GsrError(f'{path}: not a readable image ({e})') from e
     return int(total * 1.1) + (64 << 20)
 

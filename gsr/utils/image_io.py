@@ -4,9 +4,12 @@ from typing import List
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from gsr.utils.errors import GsrError
 
+# what PIL raises for a file it cannot read: broken data, or a header that claims more pixels than it will decode
+PIL_UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 
 
@@ -17,7 +20,11 @@ def decode_image(content: bytes, name: str) -> np.ndarray:
     """
     if content is None or len(content) == 0:
         raise GsrError(f'{name}: empty image file (0 bytes)')
-    img = cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        img = cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:  # e.g. a header that claims more than OpenCV's pixel limit (a decompression bomb)
+        reason = next((line.strip() for line in str(e).splitlines() if 'error:' in line), str(e).strip())
+        raise GsrError(f'{name}: OpenCV refused to decode it ({reason[:200]})') from e
     if img is None:
         raise GsrError(f'{name}: not a readable image (corrupt or unsupported format)')
     if img.dtype == np.uint16:
