@@ -1,5 +1,6 @@
 """Crash safety: SIGKILL during training loses nothing complete; the non-finite guard skips and stops cleanly."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -168,6 +169,56 @@ def test_overwrite_never_deletes_what_gsr_did_not_write(tmp_path, infer_setup, c
     assert 'never deletes' in capsys.readouterr().err and (out / 'my_edit.txt').read_text() == 'mine'
     assert main(infer + ['--input', str(photos), '--output', str(dataset / 'HR'), '--overwrite']) == 2
     assert 'not one' in capsys.readouterr().err and _snapshot(dataset) == kept
+
+
+def test_overwrite_keeps_a_users_edit_symlink_and_empty_folder_in_a_gsr_output(tmp_path, infer_setup, capsys):
+    """Review cases a6 (a retouched file under a gsr name) and a7 (a symlink and an empty folder, which os.walk does
+    not list as files): --overwrite refuses, and each is still there."""
+    from gsr.cli import main
+    photos, infer = infer_setup
+    (tmp_path / 'userdata').mkdir()
+    (tmp_path / 'userdata' / 'keep.txt').write_text('keep')
+    out = tmp_path / 'sr'
+    args = infer + ['--input', str(photos), '--output', str(out)]
+    edited = sorted(out.glob('*.png'))[0] if main(args) == 0 else None
+    for change, check in (
+            (lambda: edited.write_bytes(b'RETOUCHED'), lambda: edited.read_bytes() == b'RETOUCHED'),
+            (lambda: os.symlink(tmp_path / 'userdata', out / 'mydata'), lambda: (out / 'mydata').is_symlink()),
+            (lambda: (out / 'emptydir').mkdir(), lambda: (out / 'emptydir').is_dir())):
+        assert main(args + ['--overwrite']) == 0  # gsr's own, unchanged: replaced
+        edited = sorted(out.glob('*.png'))[0]
+        change()
+        assert main(args + ['--overwrite']) == 2
+        assert 'never deletes' in capsys.readouterr().err and check()
+        shutil.rmtree(out)
+        assert main(args) == 0
+    assert (tmp_path / 'userdata' / 'keep.txt').read_text() == 'keep'
+
+
+def test_resumable_commands_write_only_into_new_empty_or_gsr_folders(tmp_path, photo_folder, capsys):
+    """Review cases b7 (gsr evaluate replaced a user's table.md), R10 (gsr repro a user's RESULTS.md), b6 / V9
+    (evaluate and analyze wrote into their dataset folder, then scored their own plots as test images)."""
+    from gsr.cli import main
+    evaluate = {'settings': ['clean'], 'metrics': ['psnr'], 'datasets': {'S': photo_folder},
+                'models': {'bicubic': 'bicubic'}}
+    mine = tmp_path / 'mynotes'
+    mine.mkdir()
+    (mine / 'table.md').write_text('my table, do not lose')
+    cases = [
+        (['evaluate', write_yaml(tmp_path / 'e1.yml', dict(evaluate, output=str(mine)))], 'gsr did not write'),
+        (['evaluate', write_yaml(tmp_path / 'e2.yml', dict(evaluate, output=photo_folder))], 'contains the input'),
+        (['analyze', 'spectrum', '--hr', photo_folder, '--output', photo_folder], 'contains the input'),
+        (['analyze', 'spectrum', '--hr', photo_folder, '--output', str(mine)], 'gsr did not write'),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert (mine / 'table.md').read_text() == 'my table, do not lose' and os.listdir(mine) == ['table.md']
+    out = tmp_path / 'ev'
+    assert main(['evaluate', write_yaml(tmp_path / 'e3.yml', dict(evaluate, output=str(out)))]) == 0
+    assert main(['evaluate', str(tmp_path / 'e3.yml')]) == 0  # its own folder: resumed
+    assert (out / '.gsr-output.json').is_file() and (out / 'table.md').is_file()
 
 
 def test_two_inputs_with_one_name_are_refused(tmp_path, infer_setup, capsys):

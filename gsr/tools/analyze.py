@@ -54,6 +54,7 @@ from gsr.utils.feature_tap import FeatureTap
 from gsr.utils.image_io import list_images, read_image_uint8_rgb
 from gsr.utils.option_check import load_option_file
 from gsr.utils.plotting import pyplot, save_figure
+from gsr.utils.staging import claim_output_folder
 
 
 # ------------------------------------------------------------------------------------------- measures
@@ -495,7 +496,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if missing:
         raise GsrError(f'gsr analyze {args.analysis} needs {" and ".join(missing)}')
     list_images(args.hr)
-    os.makedirs(args.output, exist_ok=True)
+    claim_output_folder(args.output, [args.hr] + [p for p in [args.opt, args.checkpoint] + list(args.checkpoints or [])
+                                                  if p])
     if args.analysis in STANDALONE:
         print(STANDALONE[args.analysis](args, args.output))
         print(f'wrote {args.output}')

@@ -30,6 +30,7 @@ from gsr.utils.execution import EXECUTION_KEYS, add_execution_arguments, executi
 from gsr.utils.image_io import PIL_UNREADABLE, list_images
 from gsr.utils.option_check import load_option_file
 from gsr.utils.plotting import pyplot, save_figure
+from gsr.utils.staging import claim_output_folder
 
 METRICS = ('psnr', 'ssim', 'lpips')
 BICUBIC = 'bicubic'
@@ -327,6 +328,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.set_defaults(precision=None, channels_last=None, compile=None)  # unset flags keep the config's keys
     args = parser.parse_args(argv)
     cfg = load_config(args.config, {k: getattr(args, k) for k in EXECUTION_KEYS if getattr(args, k) is not None})
+    models = [m for m in cfg['models'].values() if isinstance(m, dict)]
+    claim_output_folder(cfg['output'], list(cfg['datasets'].values()) + [args.config] +
+                        [m[k] for m in models for k in ('option_file', 'checkpoint')])
     paths = write_reports(cfg, evaluate(cfg))
     print(open(paths['md']).read())
     for path in paths.values():

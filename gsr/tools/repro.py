@@ -18,6 +18,7 @@ from gsr.repro.runner import evaluation_config, run_analyses, train_all
 from gsr.repro.study import WEIGHTS, Study, merge
 from gsr.tools.evaluate import BICUBIC, evaluate, load_config
 from gsr.utils.errors import GsrError
+from gsr.utils.staging import claim_output_folder
 
 ANALYSED = ('baseline', 'align')  # the runs whose representations claims 4 and 5 read
 CHECKED = ('baseline', 'align')   # the runs of the protocol checks (first seed)
@@ -143,7 +144,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise GsrError(f'--jobs must be at least 1, got {args.jobs}')
     start = time.time()
     study = Study(args.study, args.variants, args.seeds)  # every check before anything is written
-    os.makedirs(study.output, exist_ok=True)
+    claim_output_folder(study.output, [study.hr, args.study] + list(study.datasets.values()))
 
     def say(text: str) -> None:
         if not args.no_progress:

@@ -1,7 +1,11 @@
-"""Commands that write a folder build it beside the target and move it into place only when complete.
+"""gsr's one output-folder policy: never an input, never a user's files.
 
-Every such folder carries ``OWNER_FILE``, the list of what gsr wrote in it. ``--overwrite`` replaces a folder only
-when it holds that list and nothing else besides the listed files, so it can never delete a user's files; and no
+Commands that write a finished folder (``gsr infer``, ``gsr degrade``) build it beside the target and move it into
+place only when complete (``staged_folder``). Commands that fill a folder as they go and resume in it (``gsr
+evaluate``, ``gsr analyze``, ``gsr repro``) write only into a folder that is new, empty or one gsr made
+(``claim_output_folder``). Every gsr folder carries ``OWNER_FILE``; a staged one lists what gsr wrote in it, with
+each file's sha256. ``--overwrite`` replaces a folder only when it holds that list and nothing else — no other file,
+no symlink or folder of the user's, no listed file changed since — so it can never delete a user's work; and no
 output folder may be, or contain, one of the command's inputs.
 """
 import contextlib
@@ -9,19 +13,33 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Iterable, Iterator, List
+from typing import Dict, Iterable, Iterator, List
 
-from gsr.utils.checkpoint import atomic_write_text, current_umask, temporary_prefix
+from gsr.utils.checkpoint import atomic_write_text, current_umask, file_sha256, temporary_prefix
 from gsr.utils.errors import GsrError
 
 OWNER_FILE = '.gsr-output.json'
 
 
 def _files(folder: str) -> List[str]:
+    """Every entry under ``folder`` that is not a plain folder with something in it: files, symlinks (to files or
+    folders, not followed) and empty folders (with a trailing ``/``), relative to ``folder``."""
     found = []
-    for root, _, names in os.walk(folder):
+    for root, dirs, names in os.walk(folder):
         found += [os.path.relpath(os.path.join(root, n), folder) for n in names]
+        for d in dirs:
+            path = os.path.join(root, d)
+            if os.path.islink(path):
+                found.append(os.path.relpath(path, folder))
+            elif not os.listdir(path):
+                found.append(os.path.relpath(path, folder) + os.sep)
     return sorted(found)
+
+
+def _contents(folder: str) -> Dict[str, str]:
+    """relative path -> sha256 of every file gsr wrote in a finished ``folder`` (``OWNER_FILE``'s record)."""
+    return {name: file_sha256(os.path.join(folder, name)) for name in _files(folder)
+            if not name.endswith(os.sep) and not os.path.islink(os.path.join(folder, name))}
 
 
 def check_not_inside(target: str, inputs: Iterable[str]) -> None:
@@ -39,13 +57,17 @@ def check_replaceable(target: str) -> None:
         raise GsrError(f'--overwrite replaces only folders gsr wrote, and {target} is not one (no {OWNER_FILE}); '
                        'choose another output')
     try:
-        written = set(json.load(open(owner))['files'])
+        with open(owner) as f:
+            written = json.load(f)['files']
     except (ValueError, KeyError, TypeError) as e:
         raise GsrError(f'{owner} is unreadable; {target} is left as it is: choose another output') from e
-    foreign = [f for f in _files(target) if f not in written and f != OWNER_FILE]
+    sums = written if isinstance(written, dict) else {}  # a list: written before gsr recorded contents
+    foreign = [f for f in _files(target) if f != OWNER_FILE and (
+        f not in written or os.path.islink(os.path.join(target, f)) or
+        (f in sums and file_sha256(os.path.join(target, f)) != sums[f]))]
     if foreign:
-        raise GsrError(f'{target} holds {len(foreign)} file(s) gsr did not write (e.g. {foreign[0]}); --overwrite '
-                       'never deletes them: move them away or choose another output')
+        raise GsrError(f'{target} holds {len(foreign)} file(s) gsr did not write or that changed since (e.g. '
+                       f'{foreign[0]}); --overwrite never deletes them: move them away or choose another output')
 
 
 @contextlib.contextmanager
@@ -69,7 +91,7 @@ def staged_folder(target: str, overwrite: bool = False, inputs: Iterable[str] = 
         raise GsrError(f'could not write {target}: {e}') from e
     try:
         yield staging
-        atomic_write_text(os.path.join(staging, OWNER_FILE), json.dumps({'files': _files(staging)}, indent=1))
+        atomic_write_text(os.path.join(staging, OWNER_FILE), json.dumps({'files': _contents(staging)}, indent=1))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -81,3 +103,25 @@ def staged_folder(target: str, overwrite: bool = False, inputs: Iterable[str] = 
         shutil.rmtree(backup, ignore_errors=True)
     else:
         os.replace(staging, target)
+
+
+def claim_output_folder(folder: str, inputs: Iterable[str] = ()) -> str:
+    """The folder a resumable command writes into (module docstring): created, or an empty folder, or one gsr made
+    (it holds ``OWNER_FILE``); never one of ``inputs`` or a folder that contains one. Returns its real path."""
+    target = os.path.realpath(folder)
+    check_not_inside(target, inputs)
+    owner = os.path.join(target, OWNER_FILE)
+    if os.path.lexists(target):
+        if not os.path.isdir(target):
+            raise GsrError(f'output {folder} is a file, not a folder: choose another output')
+        if os.listdir(target) and not os.path.isfile(owner):
+            raise GsrError(f'output folder {folder} holds files gsr did not write (no {OWNER_FILE}); gsr never '
+                           f'writes beside them: choose a new or empty folder (a folder an earlier gsr wrote: add '
+                           f'an empty {OWNER_FILE} to it)')
+    try:
+        os.makedirs(target, exist_ok=True)
+    except OSError as e:
+        raise GsrError(f'could not write {folder}: {e}') from e
+    if not os.path.isfile(owner):
+        atomic_write_text(owner, json.dumps({'resumable': True}) + '\n')
+    return target
