@@ -322,9 +322,12 @@ def test_command_line_mistakes_are_one_line(tmp_path, photo_folder, monkeypatch,
 
 def test_numeric_and_choice_mistakes_of_the_commands_are_one_line(tmp_path, photo_folder, monkeypatch, capsys):
     """Values that used to reach the work and end in a traceback, an all-NaN file or a silently wrong number (the
-    reliability review's c5, c6, D1, D7, L9-L11, V10, V13, V14, E3-E7): one line, nothing written."""
+    reliability review's c5, c6, D1, D4, D7, L9-L11, V10, V13, V14, E3-E7): one line, nothing written."""
     from gsr.cli import main
     monkeypatch.chdir(tmp_path)
+    tiny_folder = str(tmp_path / 'tiny')
+    os.makedirs(tiny_folder)
+    cv2.imwrite(os.path.join(tiny_folder, 't.png'), np.zeros((4, 4, 3), np.uint8))
     opt = write_yaml(tmp_path / 'o.yml', tiny_options(photo_folder, photo_folder))
     checkpoint = str(tmp_path / 'net.pth')
     torch.save({'params': build_network({'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1}).state_dict()},
@@ -339,6 +342,7 @@ def test_numeric_and_choice_mistakes_of_the_commands_are_one_line(tmp_path, phot
         (['prepare', 'kernel-pca', '--output', 'k.pth', '--samples', '0'], '--samples must be at least 1'),
         (['degrade', '--hr', photo_folder, '--output', 'd', '--scale', '0'], '--scale must be at least 1'),
         (['degrade', '--hr', photo_folder, '--output', 'd', '--noise-sigma', '-5'], '--noise-sigma must be at'),
+        (['degrade', '--protocol', 'spatial', '--hr', tiny_folder, '--output', 'd'], 'too small for the spatial'),
         (analyze + ['--bands', '-2'], '--bands must be at least 1'),
         (['analyze', 'spectrum', '--hr', photo_folder, '--output', 'a', '--bands', '0'], '--bands must be at least 1'),
         (['analyze', 'ddr', '-opt', opt, '--checkpoint', checkpoint, '--hr', photo_folder, '--output', 'a',

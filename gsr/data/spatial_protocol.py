@@ -24,6 +24,7 @@ from gsr.utils.image_io import read_image_uint8_rgb
 FAMILIES = ('gradient', 'blobs', 'halves')
 BLUR_LEVELS = (0.2, 1.0, 2.0, 3.0)  # Gaussian sigma at HR resolution, interpolated by the blur map
 MAX_NOISE = 30.0
+KERNEL_SIZE = 21  # the blur kernels' side
 
 
 def degradation_map(family: str, h: int, w: int, generator: torch.Generator) -> torch.Tensor:
@@ -54,7 +55,7 @@ def degrade_spatial(hr: np.ndarray, family: str, scale: int, seed: int) -> Tuple
     levels = torch.tensor(BLUR_LEVELS)
     blurred = []
     for sigma in BLUR_LEVELS:
-        kernel = gaussian_kernels(torch.tensor([sigma]), torch.tensor([sigma]), torch.zeros(1), 21)
+        kernel = gaussian_kernels(torch.tensor([sigma]), torch.tensor([sigma]), torch.zeros(1), KERNEL_SIZE)
         blurred.append(bicubic_downsample(filter2D(gt, kernel), scale))
     position = blur_map * (len(BLUR_LEVELS) - 1)  # blend the two nearest blur levels linearly
     lower = position.floor().clamp(max=len(BLUR_LEVELS) - 2).long()
@@ -71,9 +72,18 @@ def degrade_spatial(hr: np.ndarray, family: str, scale: int, seed: int) -> Tuple
                       'noise_sigma': noise_sigma.numpy().astype(np.float32)}
 
 
+def check_size(hr_path: str, h: int, w: int, scale: int) -> None:
+    """The HR image (cropped to a multiple of ``scale``) must be larger than the blur's reflect padding."""
+    h, w = h // scale * scale, w // scale * scale
+    if min(h, w) <= KERNEL_SIZE // 2:
+        raise GsrError(f'{hr_path}: {h}x{w} (cropped to a multiple of {scale}) is too small for the spatial '
+                       f'protocol\'s {KERNEL_SIZE}x{KERNEL_SIZE} blur: at least {KERNEL_SIZE // 2 + 1} pixels a side')
+
+
 def degrade_spatial_file(hr_path: str, family: str, scale: int = 4, seed: int = 0):
     """HR (mod-cropped), LR and true maps of one HR file; the seed depends on (seed, image, family)."""
     hr = mod_crop(read_image_uint8_rgb(hr_path), scale)
+    check_size(hr_path, hr.shape[0], hr.shape[1], scale)
     name = os.path.splitext(os.path.basename(hr_path))[0]
     lr, maps = degrade_spatial(hr, family, scale, noise_seed(seed, name, family))
     return hr, lr, maps

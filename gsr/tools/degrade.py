@@ -25,7 +25,7 @@ from gsr.data import spatial_protocol
 from gsr.data.classic_degrader import BORDERS
 from gsr.utils.checkpoint import atomic_write_text, file_sha256
 from gsr.utils.errors import check_at_least
-from gsr.utils.image_io import list_images, write_image
+from gsr.utils.image_io import image_size, list_images, write_image
 from gsr.utils.staging import staged_folder
 
 
@@ -127,6 +127,8 @@ def write_spatial_sets(hr_folder: str, output: str, scale: int = 4, seed: int = 
         'blur_levels': list(spatial_protocol.BLUR_LEVELS),
         'max_noise': spatial_protocol.MAX_NOISE,
     }
+    for path in list_images(hr_folder):  # every image large enough, read from its header before any work
+        spatial_protocol.check_size(path, *image_size(path), scale)
     return write_sets(hr_folder, output, outputs_of, manifest, overwrite, progress)
 
 

@@ -27,7 +27,7 @@ from gsr.utils.inference import bicubic_upscale, load_network, super_resolve
 from gsr.utils.checkpoint import atomic_write_text, file_sha256
 from gsr.utils.errors import GsrError, check_at_least
 from gsr.utils.execution import EXECUTION_KEYS, add_execution_arguments, execution_options, inference_network
-from gsr.utils.image_io import PIL_UNREADABLE, list_images
+from gsr.utils.image_io import image_size, list_images
 from gsr.utils.option_check import load_option_file
 from gsr.utils.plotting import pyplot, save_figure
 from gsr.utils.staging import claim_output_folder
@@ -156,12 +156,7 @@ def load_config(path: str, overrides: Optional[Dict] = None) -> Dict:
 def check_border_fits(path: str, image: str, cfg: Dict) -> None:
     """``crop_border`` must leave pixels to score on every image (SSIM: its 11-pixel window), checked from the
     image's header before any work (review case E6: cv2 failed in SSIM after every network had run)."""
-    from PIL import Image
-    try:
-        with Image.open(image) as im:
-            side = min(im.size) // cfg['scale'] * cfg['scale']
-    except PIL_UNREADABLE as e:
-        raise GsrError(f'{image}: not a readable image ({e})') from e
+    side = min(image_size(image)) // cfg['scale'] * cfg['scale']
     needed = SSIM_WINDOW if 'ssim' in cfg['metrics'] else 1
     if side - 2 * cfg['crop_border'] < needed:
         raise GsrError(f'{path}: crop_border {cfg["crop_border"]} leaves {max(side - 2 * cfg["crop_border"], 0)} '

@@ -1,6 +1,6 @@
 """Reading images robustly: any bit depth and channel count in, float32 BGR [0, 1] out, errors that name the file."""
 import os
-from typing import List
+from typing import List, Tuple
 
 import cv2
 import numpy as np
@@ -54,6 +54,15 @@ def read_image_uint8_rgb(path: str) -> np.ndarray:
     """Read an image as uint8 RGB HWC (the benchmark protocol works on 8-bit RGB)."""
     bgr = read_image(path)
     return np.ascontiguousarray((bgr[:, :, ::-1] * 255.).round().clip(0, 255).astype(np.uint8))
+
+
+def image_size(path: str) -> Tuple[int, int]:
+    """(height, width) from an image file's header, without decoding it; an error naming the file otherwise."""
+    try:
+        with Image.open(path) as im:
+            return im.size[1], im.size[0]
+    except PIL_UNREADABLE as e:
+        raise GsrError(f'{path}: not a readable image ({e})') from e
 
 
 def list_images(folder: str) -> List[str]:
