@@ -58,8 +58,12 @@ def check_replaceable(target: str) -> None:
                        'choose another output')
     try:
         with open(owner) as f:
-            written = json.load(f)['files']
-    except (ValueError, KeyError, TypeError) as e:
+            record = json.load(f)
+        if record.get('resumable'):
+            raise GsrError(f'{target} is a folder gsr evaluate / analyze / repro fills and resumes in; --overwrite '
+                           'does not replace it: choose another output')
+        written = record['files']
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise GsrError(f'{owner} is unreadable; {target} is left as it is: choose another output') from e
     sums = written if isinstance(written, dict) else {}  # a list: written before gsr recorded contents
     foreign = [f for f in _files(target) if f != OWNER_FILE and (
