@@ -10,7 +10,7 @@ Stack compatibility (each has a test in ``tests/test_compat.py`` that fails with
 3. ``load_resume_state``: ``--auto_resume`` called CUDA APIs and looked relative to the working directory.
 4. training states load with ``weights_only=True`` plus exactly ``collections.Counter``.
 5. option YAML is parsed with a safe loader (``!!python/...`` tags are rejected); ``--force_yml`` lists
-   are parsed with ``ast.literal_eval`` instead of ``eval``.
+   are parsed with ``ast.literal_eval`` instead of ``eval``, and numbers in exponent notation (``2e-4``) as numbers.
 6. ``setup_optimizers`` / ``setup_schedulers`` no longer mutate the options dict (they ``pop('type')``): every
    model class's ``setup_optimizers``, BasicSR's and any defined later, runs on a copy of ``opt['train']``.
 
@@ -25,6 +25,7 @@ import copy
 import functools
 import importlib
 import os
+import re
 import subprocess
 import sys
 import types
@@ -196,12 +197,18 @@ def _wrap_ordered_yaml(original):
     return ordered_yaml
 
 
+# a number in exponent notation, which BasicSR's ``--force_yml`` parser leaves a string
+SCIENTIFIC = re.compile(r'[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+')
+
+
 def _wrap_postprocess_yml_value(original):
 
     @functools.wraps(original)
     def postprocess(value: str):
         if value.startswith('['):
             return ast.literal_eval(value)
+        if SCIENTIFIC.fullmatch(value):  # BasicSR keeps 2e-4 and 2.0e-4 as strings (review case d17)
+            return float(value)
         return original(value)
 
     return postprocess

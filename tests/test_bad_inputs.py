@@ -443,3 +443,67 @@ def test_a_decompression_bomb_is_one_line_in_every_reader(tmp_path):
         read_image(str(path))
     with pytest.raises(GsrError, match='bomb.png: not a readable image'):
         make_lmdb(str(tmp_path / 'bomb'), str(tmp_path / 'b.lmdb'), workers=1, progress=False)
+
+
+def test_mistakes_found_only_by_running_are_one_line_before_anything_is_written(
+        tmp_path, photo_folder, monkeypatch, capsys):
+    """Review cases that failed after a folder existed or after hours of other runs: a module at a layer of another
+    width (t3), SAVL networks of different latent sizes (S8), `gsr infer` on a LightBSR teacher (N1), a `path:`
+    entry that is not a folder name (U20), a missing or mismatching pretrain_network_g (d21, U7b), a study variant's
+    mistake (R4, R17), `gsr analyze` creating its output before its checkpoint is checked (V3), `gsr profile --json`
+    unwritable found after the work (P5)."""
+    from gsr.archs.attached_arch import network_from_options
+    from gsr.cli import main
+    from gsr.tools import profile
+    from gsr.utils.option_check import load_option_file
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tiny = os.path.join(repo, 'options', 'tiny')
+    monkeypatch.chdir(tmp_path)
+    teacher_opt = os.path.join(tiny, 'train_lightbsr_teacher.yml')
+    teacher = str(tmp_path / 'teacher.pth')
+    torch.save({'params': network_from_options(load_option_file(teacher_opt)).backbone.state_dict()}, teacher)
+    opt = tiny_options(photo_folder, photo_folder)
+    bomb = dict(opt, path={'pretrain_network_g': None, 'a1': [['lol'] * 10] * 10})
+    other = str(tmp_path / 'other.pth')
+    torch.save({'params': build_network({'type': 'MSRResNet', 'num_feat': 16, 'num_block': 2}).state_dict()}, other)
+    study = {'name': 's', 'base': os.path.join(repo, 'options', 'repro', 'base_srresnet_small.yml'),
+             'hr': [photo_folder], 'seeds': [0], 'output': str(tmp_path / 'study'),
+             'benchmark': {'datasets': {'S': [photo_folder]}}, 'variants': {'baseline': {}}}
+    typo = dict(study, variants={'baseline': {}, 'dropout': {'dropot': {'p': 0.7}}})
+    tfd = ['train', '-opt', os.path.join(tiny, 'train_srresnet_tfd.yml'), '--force_yml']
+    cases = [
+        ('t3', tfd + ['attach:tfd:layer=pixel_shuffle'], 'does not run on an LR batch of shape (2, 3, 16, 16): '),
+        ('S8', ['train', '-opt', os.path.join(tiny, 'train_savl_a.yml'), '--force_yml',
+                'network_degrader:latent_dim=4'],
+         "network_degrader.latent_dim is 4 but network_g's is 8"),
+        ('N1', ['infer', '-opt', teacher_opt, '--checkpoint', teacher, '--input', photo_folder, '--output', 'n1'],
+         'this network is a LightBSR teacher'),
+        ('U20', ['train', '-opt', write_yaml(tmp_path / 'bomb.yml', bomb)], 'path.a1 must be a folder name, got list'),
+        ('d21', tfd + ['path:pretrain_network_g=nope.pth'], 'path.pretrain_network_g: checkpoint not found: nope.pth'),
+        ('U7b', ['train', '-opt', write_yaml(tmp_path / 'o.yml', opt), '--force_yml',
+                 f'path:pretrain_network_g={other}'], f'checkpoint {other} does not fit MSRResNet'),
+        ('R4', ['repro', write_yaml(tmp_path / 'r4.yml', typo)], 'variant dropout, seed 0'),
+        ('R17', ['repro', write_yaml(tmp_path / 'r17.yml', dict(study, iterations=-3))],
+         'iterations must be at least 1, got -3'),
+        ('V3', ['analyze', 'variance', '-opt', str(tmp_path / 'o.yml'), '--checkpoint', 'nope.pth', '--hr',
+                photo_folder, '--output', 'v3'], 'checkpoint not found: nope.pth'),
+        ('P5', ['profile', '-opt', str(tmp_path / 'o.yml'), '--lr-size', '16x16', '--json', '/proc/p.json'],
+         'could not write /proc/p.json'),
+    ]
+    monkeypatch.setattr(profile, 'profile', lambda opt, args: pytest.fail('gsr profile ran before --json was checked'))
+    before = sorted(os.listdir(tmp_path))
+    for case, argv, message in cases:
+        assert main(argv) == 2, case
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith('gsr: error: ') and message in err[0], (case, err)
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_force_yml_reads_numbers_in_exponent_notation():
+    """Review case d17: `--force_yml train:optim_g:lr=2.0e-4` was refused as a string (BasicSR's parser keeps
+    exponent notation as text) with a hint that gave the same value."""
+    from gsr.train import apply_force_yml
+    opt = {'train': {'optim_g': {'lr': 1.0}}}
+    for text, value in (('2e-4', 2e-4), ('2.0e-4', 2e-4), ('-1.5E+3', -1500.0), ('7', 7), ('1e', '1e')):
+        apply_force_yml(opt, f'train:optim_g:lr={text}')
+        assert opt['train']['optim_g']['lr'] == value and type(opt['train']['optim_g']['lr']) is type(value), text

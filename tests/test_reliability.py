@@ -103,6 +103,20 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(photo_folder):
     assert np.isfinite(model.log_dict['l_total'])
 
 
+def test_a_run_that_ends_while_its_losses_are_nonfinite_fails_instead_of_saving(photo_folder):
+    """Review case L8: with every step skipped and total_iter below max_nonfinite_steps, the run used to exit 0
+    and save its initial weights as net_g_latest.pth."""
+    from basicsr.models import build_model
+    opt = tiny_options(photo_folder, photo_folder, **{'train.max_nonfinite_steps': 10})
+    opt.update(is_train=True, dist=False, rank=0, world_size=1)
+    model = build_model(opt)
+    model.batch = copies_batch(torch.full((4, 3, 8, 8), float('nan')), torch.rand(4, 3, 32, 32))
+    for it in (1, 2):
+        model.optimize_parameters(it)
+    with pytest.raises(NonFiniteLossError, match='2 non-finite losses in a row at iter 2 when the run reached'):
+        model.save(-1, -1)
+
+
 @pytest.mark.slow
 def test_nonfinite_run_stops_cleanly_and_keeps_the_saved_state(tmp_path, small_photo_folder):
     opt = tiny_options(small_photo_folder, small_photo_folder, name='nan')
@@ -324,6 +338,27 @@ def test_writes_that_cannot_start_are_one_error_and_a_long_legal_name_works(wher
                   lambda: staged_folder(target).__enter__()):
         with pytest.raises(GsrError, match=f'^could not write {target}'):
             write()
+
+
+def test_a_killed_commands_staging_folder_is_removed_by_the_next_run(tmp_path):
+    """Review case G3: `gsr infer` / `gsr degrade` killed with SIGKILL left their hidden staging folder beside the
+    target for good. The next staged write removes it; a staging folder whose writer still runs is kept."""
+    from gsr.utils.staging import staged_folder
+    target = str(tmp_path / 'out')
+    code = (f'import os, time\nfrom gsr.utils.staging import staged_folder\nwith staged_folder({target!r}) as f:\n'
+            '    open(os.path.join(f, "a.png"), "w").write("x")\n    print("ready", flush=True)\n    time.sleep(120)\n')
+    writer = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == 'ready'
+    writer.kill()
+    writer.wait()
+    abandoned = [n for n in os.listdir(tmp_path) if n.endswith('.partial')]
+    assert len(abandoned) == 1
+    live = tmp_path / (abandoned[0].split('-')[0] + f'-{os.getpid()}.x.partial')  # this process's own: alive
+    live.mkdir()
+    with staged_folder(target) as folder:
+        left = sorted(n for n in os.listdir(tmp_path) if n.endswith('.partial'))
+        assert left == sorted([live.name, os.path.basename(folder)])
+    assert os.listdir(target) == ['.gsr-output.json']
 
 
 def test_torch_reporting_a_full_disk_is_a_write_failure(tmp_path):

@@ -13,8 +13,9 @@ how the networks run (``gsr.utils.execution``); losses are always computed in fl
 import copy
 import dataclasses
 import os
+import warnings
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -28,11 +29,12 @@ from gsr.archs.attached_arch import AttachedNetwork, network_from_options
 from gsr.data.batch_builder import DegradedBatchBuilder
 from gsr.data.degraded_batch import DegradedBatch
 from gsr.losses.loss_context import MAIN_TAP, LossContext
-from gsr.utils.checkpoint import training_states
+from gsr.utils.checkpoint import load_network_checkpoint, training_states
 from gsr.utils.errors import GsrError, NonFiniteLossError
 from gsr.utils.execution import (EXECUTION_KEYS, ExecutionOptions, autocast, compile_in_place, device_type_of,
                                  execution_options, inference_network, to_memory_format)
 from gsr.utils.feature_tap import FeatureTap
+from gsr.utils.shape_probe import probe_forward
 from gsr.utils.inference import super_resolve_tensor
 from gsr.utils.options import options_from_dict, unknown_keys_error
 
@@ -97,10 +99,37 @@ class GsrModel(SRModel):
         except (TypeError, ValueError) as e:
             raise GsrError(f'network_g ({opt["network_g"].get("type")}) cannot be built: {e}') from e
         cls.check_network(net, options)
+        cls.check_pretrained(net, opt)
+        inputs = cls.probe_inputs(opt)
+        if inputs is not None:
+            probe_forward(lambda: network_from_options(opt), inputs, 'network_g with its attached modules')
 
     @classmethod
     def check_network(cls, net: AttachedNetwork, options: Any) -> None:
         """Checks of the options against the built ``net_g`` (e.g. that tapped layers exist)."""
+
+    @staticmethod
+    def check_pretrained(net: nn.Module, opt: Dict[str, Any]) -> None:
+        """``path.pretrain_network_g`` exists, loads safely and fits ``net`` (names and shapes; ``net`` may live on
+        the meta device), before BasicSR creates the experiment folder."""
+        paths = opt.get('path') or {}
+        if paths.get('pretrain_network_g') is None:
+            return
+        path = paths['pretrain_network_g']
+        if not isinstance(path, str) or not os.path.isfile(path):
+            raise GsrError(f'path.pretrain_network_g: checkpoint not found: {path}')
+        with warnings.catch_warnings():  # loading into a meta network copies nothing, which torch warns about
+            warnings.filterwarnings('ignore', message='.*copying from a non-meta parameter')
+            load_network_checkpoint(net, path, paths.get('param_key_g', 'params'), paths.get('strict_load_g', True))
+
+    @classmethod
+    def probe_inputs(cls, opt: Dict[str, Any]) -> Optional[Tuple[int, ...]]:
+        """The shape of the LR batch ``probe_forward`` runs ``net_g`` on: two training crops (16 px where the
+        crop size is not a number); None where ``net_g`` takes more than the LR image."""
+        train = (opt.get('datasets') or {}).get('train') or {}
+        gt_size, scale = train.get('gt_size'), opt.get('scale')
+        size = gt_size // scale if isinstance(gt_size, int) and isinstance(scale, int) and scale > 0 else 16
+        return (2, opt['network_g'].get('num_in_ch', 3), max(size, 1), max(size, 1))
 
     # ------------------------------------------------------------------------------------------- setup
     def __init__(self, opt: Dict[str, Any]):
@@ -166,7 +195,7 @@ class GsrModel(SRModel):
             raise GsrError('train: no loss configured (pixel_opt, perceptual_opt or regularizers)')
         self.max_nonfinite_steps = int(train_opt.get('max_nonfinite_steps', 10))
         self.gradient_ratio_freq = int(train_opt.get('gradient_ratio_freq', 0))
-        self.nonfinite_in_row = 0
+        self.nonfinite_in_row, self.last_nonfinite_iter = 0, 0
         # fp16's narrow range needs loss scaling; bf16 has fp32's range and needs none (the scaler is then a no-op)
         self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.train_execution.precision == 'fp16')
         compile_in_place(self.net_g, self.train_execution, 'train', self.device.type)
@@ -343,16 +372,21 @@ class GsrModel(SRModel):
             optimizer.zero_grad()
         get_root_logger().warning(f'iter {current_iter}: non-finite loss {self.log_dict}; step skipped '
                                   f'({self.nonfinite_in_row} in a row, limit {self.max_nonfinite_steps})')
+        self.last_nonfinite_iter = current_iter
         if self.nonfinite_in_row >= self.max_nonfinite_steps:
-            first_bad = current_iter - self.nonfinite_in_row + 1
-            set_aside = self.set_aside_states_from(first_bad) if self.opt['rank'] == 0 else []
-            raise NonFiniteLossError(
-                f'{self.nonfinite_in_row} non-finite losses in a row at iter {current_iter} '
-                f'(train.max_nonfinite_steps = {self.max_nonfinite_steps}); stopped without saving. '
-                + (f'Training states saved from iter {first_bad} on were renamed to *.state.nonfinite '
-                   f'({", ".join(set_aside)}), so --auto_resume continues from the last finite one.'
-                   if set_aside else 'The last saved checkpoint and training state are intact.'))
+            self.stop_nonfinite(f'(train.max_nonfinite_steps = {self.max_nonfinite_steps})')
         return False
+
+    def stop_nonfinite(self, why: str) -> None:
+        """End the run over the current streak of non-finite losses, setting aside the states saved during it."""
+        current_iter = self.last_nonfinite_iter
+        first_bad = current_iter - self.nonfinite_in_row + 1
+        set_aside = self.set_aside_states_from(first_bad) if self.opt['rank'] == 0 else []
+        raise NonFiniteLossError(
+            f'{self.nonfinite_in_row} non-finite losses in a row at iter {current_iter} {why}; stopped without '
+            'saving. ' + (f'Training states saved from iter {first_bad} on were renamed to *.state.nonfinite '
+                          f'({", ".join(set_aside)}), so --auto_resume continues from the last finite one.'
+                          if set_aside else 'The last saved checkpoint and training state are intact.'))
 
     def set_aside_states_from(self, first_iter: int) -> List[str]:
         """Rename training states saved at or after ``first_iter`` (when the losses had turned non-finite) so
@@ -403,7 +437,11 @@ class GsrModel(SRModel):
         return self.val_networks[id(net)]
 
     def save(self, epoch: int, current_iter: int) -> None:
-        """Every network (``net_g`` with its EMA copy), then the training state, which thus implies them."""
+        """Every network (``net_g`` with its EMA copy), then the training state, which thus implies them. A run
+        that reaches its end while its losses are non-finite fails instead of saving its last weights as the
+        result (with every step skipped they would be the initial ones)."""
+        if current_iter == -1 and self.is_train and self.nonfinite_in_row:  # BasicSR's final save, "latest"
+            self.stop_nonfinite('when the run reached train.total_iter')
         for name, net in self.networks.items():
             if name == 'g' and hasattr(self, 'net_g_ema'):
                 self.save_network([net, self.net_g_ema], 'net_g', current_iter, ['params', 'params_ema'])

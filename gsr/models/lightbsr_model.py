@@ -57,6 +57,12 @@ class LightBSRModel(GsrModel):
         return bool(opt.get('train'))
 
     @classmethod
+    def probe_inputs(cls, opt: Dict[str, Any]) -> None:
+        """Not probed: the teacher's ``net_g`` takes the degradation prior besides the LR image, and both networks
+        are checked against the official code's (docs/LIGHTBSR.md)."""
+        return None
+
+    @classmethod
     def validate(cls, opt: Dict[str, Any]) -> LightBSROptions:
         options = super().validate(opt)
         if not cls.training(opt):

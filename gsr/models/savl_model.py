@@ -14,12 +14,13 @@ instead of a sample ("deterministic code, no SAVL"; without ``SAVLKLLoss`` nothi
 information); with ``network_club`` (a ``CLUBConditional``, ``train.optim_club``) and ``SAVLCLUBLoss`` the
 information the code shares with the content is suppressed by CLUB instead ("w/o SAVL + CLUB").
 """
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Dict
 
 import torch
 from basicsr.archs import build_network
-from basicsr.utils.registry import MODEL_REGISTRY
+from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 
 from gsr.archs.attached_arch import backbone_of, network_from_options
 from gsr.archs.savl_arch import SAVLEstimator
@@ -80,6 +81,11 @@ class SAVLModel(GsrModel):
                                'posterior: deterministic there is none (use SAVLCLUBLoss or no MI term)')
         if 'network_club' in opt and not opt['train'].get('optim_club'):
             raise GsrError('train.optim_club is missing: network_club is trained with its own optimizer')
+        latent = latent_dim(opt['network_g'])
+        for key in ('network_degrader', 'network_club'):
+            if key in opt and latent_dim(opt[key]) != latent:
+                raise GsrError(f'{key}.latent_dim is {latent_dim(opt[key])} but network_g\'s is {latent}: the '
+                               'degradation latent passes between them, so the sizes must match')
 
     @staticmethod
     def check_stage_b(opt: Dict[str, Any]) -> None:
@@ -132,3 +138,10 @@ class SAVLModel(GsrModel):
                 records.update(club_mean=float32(club_mean), club_log_var=float32(club_log_var))
         self.output = float32(sr)
         return LossContext(batch, self.output, records={'savl': records})
+
+
+def latent_dim(cfg: Dict[str, Any]) -> Any:
+    """A SAVL network block's ``latent_dim``: the value given, else its class's default."""
+    if 'latent_dim' in cfg:
+        return cfg['latent_dim']
+    return inspect.signature(ARCH_REGISTRY.get(cfg['type'])).parameters['latent_dim'].default

@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from gsr.data.eval_protocol import folder_name
 from gsr.utils.default_data import EMBEDDED, resolve_root
 from gsr.utils.errors import GsrError
-from gsr.utils.option_check import load_option_file
+from gsr.utils.option_check import check_options, load_option_file
 from gsr.utils.options import options_from_dict
 
 WEIGHTS = {'ema': 'params_ema', 'raw': 'params'}
@@ -154,6 +154,8 @@ class Study:
         if o.optimizer_protocol not in OPTIMIZER_PROTOCOLS:
             raise GsrError(f'{path}: optimizer_protocol must be one of {", ".join(OPTIMIZER_PROTOCOLS)}, got '
                            f'{o.optimizer_protocol!r}')
+        if o.iterations is not None and o.iterations < 1:
+            raise GsrError(f'{path}: iterations must be at least 1, got {o.iterations}')
         if o.curves is not None:
             if o.curves.every < 1:
                 raise GsrError(f'{path}: curves.every must be at least 1, got {o.curves.every}')
@@ -175,6 +177,8 @@ class Study:
         self.seeds_run = o.seeds[:first_seeds or len(o.seeds)]
         self.seeds = {name: [s for s in self.variant_seeds(name) if s in self.seeds_run] for name in o.variants}
         self.runs = [self.make_run(name, seed) for name in self.selected for seed in self.seeds[name]]
+        for run in self.runs:  # a variant's mistake fails now, not after the runs before it trained for hours
+            check_options(copy.deepcopy(run.options), f'{path}: variant {run.variant}, seed {run.seed}')
 
     def selection(self, only: Optional[List[str]]) -> List[str]:
         """The variants to run: all, or ``only`` (``--variants``), which must include the source of every

@@ -496,20 +496,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     if missing:
         raise GsrError(f'gsr analyze {args.analysis} needs {" and ".join(missing)}')
     list_images(args.hr)
-    claim_output_folder(args.output, [args.hr] + [p for p in [args.opt, args.checkpoint] + list(args.checkpoints or [])
-                                                  if p])
+    inputs = [p for p in [args.opt, args.checkpoint] + list(args.checkpoints or []) if p]
+    for checkpoint in inputs[1:]:  # every input is checked before the output folder exists (review case V3)
+        if not os.path.isfile(checkpoint):
+            raise GsrError(f'checkpoint not found: {checkpoint}')
+    opt = load_option_file(args.opt) if args.opt else None
     if args.analysis in STANDALONE:
+        claim_output_folder(args.output, [args.hr] + inputs)
         print(STANDALONE[args.analysis](args, args.output))
         print(f'wrote {args.output}')
         return 0
-    opt = load_option_file(args.opt)
-    net = load_network(opt, args.checkpoint, args.param_key, device())
+    net = load_network(opt, args.checkpoint, args.param_key, device(), lr_alone=False)
     idr = isinstance(backbone_of(net), LightBSR)
     if idr and args.analysis != 'ddr':
         raise GsrError(f'gsr analyze {args.analysis}: not defined for LightBSR networks (ddr analyses their IDR)')
     if idr and backbone_of(net).prior_channels:
         args.priors = {k: v.to(device()) for k, v in teacher_priors(opt, args.protocol).items()}
     tap = None if idr or args.analysis == 'variance' else FeatureTap(net, args.layer)
+    claim_output_folder(args.output, [args.hr] + inputs)
     print(ANALYSES[args.analysis](net, tap, args, args.output))
     print(f'wrote {args.output}')
     return 0

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from gsr.archs.attached_arch import network_from_options
-from gsr.utils.checkpoint import atomic_write_text, load_network_checkpoint
+from gsr.utils.checkpoint import atomic_write_text, check_can_write, load_network_checkpoint
 from gsr.utils.errors import GsrError
 from gsr.utils.execution import add_execution_arguments, execution_from_arguments, inference_network
 from gsr.utils.inference import add_network_arguments, pad_to_multiple, size_multiple
@@ -88,6 +88,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise GsrError(f'--runs must be at least 1, got {args.runs}')
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         raise GsrError(f'--device {args.device}: CUDA is not available here; use --device cpu')
+    if args.json:
+        check_can_write(args.json)
     try:
         figures = profile(load_option_file(args.opt), args)
     except (RuntimeError, torch.OutOfMemoryError) as e:

@@ -6,6 +6,7 @@ the final name, so a reader (e.g. ``--auto_resume``) never sees a partial file. 
 store (``collections.Counter``).
 """
 import collections
+import errno
 import hashlib
 import os
 from collections import OrderedDict
@@ -72,6 +73,26 @@ def atomic_write(path: str, write) -> None:
         if is_write_failure(e):
             raise GsrError(f'could not write {path}: {e}') from e
         raise
+
+
+def check_can_write(path: str) -> None:
+    """Fail now, in one line, where ``atomic_write(path)`` would fail after the work (a folder in the way, a parent
+    that is a file or read-only), creating nothing: a temporary file is made and removed in the nearest existing
+    folder above ``path``."""
+    target = os.path.abspath(path)
+    if os.path.isdir(target):
+        raise GsrError(f'could not write {path}: it is a folder')
+    folder = os.path.dirname(target)
+    while not os.path.lexists(folder):
+        folder = os.path.dirname(folder)
+    try:
+        if not os.path.isdir(folder):
+            raise NotADirectoryError(errno.ENOTDIR, 'not a folder', folder)
+        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), suffix='.tmp', dir=folder)
+        os.close(fd)
+        os.remove(tmp)
+    except OSError as e:
+        raise GsrError(f'could not write {path}: {e}') from e
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:

@@ -18,10 +18,17 @@ from gsr.utils.errors import GsrError
 def load_network(opt: Dict[str, Any],
                  checkpoint: str,
                  param_key: str = 'params_ema',
-                 device: Optional[torch.device] = None) -> nn.Module:
+                 device: Optional[torch.device] = None,
+                 lr_alone: bool = True) -> nn.Module:
     """The network an option file trains (``network_g`` with its ``attach:`` modules), loaded from ``checkpoint``
-    (``param_key``, falling back to ``params``), in eval mode on ``device``."""
+    (``param_key``, falling back to ``params``), in eval mode on ``device``. With ``lr_alone`` (every command that
+    super-resolves images) a network that needs more than the LR image is refused: a LightBSR teacher takes the
+    true degradation as its prior, which a real LR image does not come with."""
     net = network_from_options(opt, for_inference=True)
+    if lr_alone and getattr(net.backbone, 'prior_channels', 0):
+        raise GsrError(f'{checkpoint}: this network is a LightBSR teacher: it takes the true degradation (a prior '
+                       f'of {net.backbone.prior_channels} values) besides the LR image, so it cannot super-resolve '
+                       'an image alone; use a student distilled from it (options/train_lightbsr_student*.yml)')
     load_network_checkpoint(net, checkpoint, param_key)
     return net.eval().to(device or torch.device('cpu'))
 

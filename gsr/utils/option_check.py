@@ -1,6 +1,7 @@
 """Checks an option file before BasicSR runs it, so bad input fails at once with one clear line."""
 import inspect
 import os
+import reprlib
 from typing import Any, Dict, Iterable, Optional
 
 import yaml
@@ -155,6 +156,26 @@ def _check_runtime(opt: Dict[str, Any], path: str) -> None:
                        'use num_gpu: 0 for the CPU or auto')
 
 
+def _check_paths(opt: Dict[str, Any], path: str) -> None:
+    """The ``path:`` block as BasicSR reads it: checkpoints and resume states are file names (or empty),
+    ``strict_load_*`` booleans, ``param_key_*`` names, and every other entry a folder BasicSR creates."""
+    block = opt.get('path')
+    if block is None:
+        return
+    if not isinstance(block, dict):
+        raise GsrError(f'{path}: path must be a mapping (pretrain_network_g, resume_state, ...), got '
+                       f'{reprlib.repr(block)}')
+    for key, value in block.items():
+        if key.startswith('strict_load'):
+            ok, kind = isinstance(value, bool), 'true or false'
+        elif key.startswith(('pretrain_network', 'resume')):
+            ok, kind = value is None or isinstance(value, str), 'a file name or ~'
+        else:  # param_key_* names a checkpoint entry; anything else is a folder BasicSR creates with os.makedirs
+            ok, kind = isinstance(value, str), 'a name' if key.startswith('param_key') else 'a folder name'
+        if not ok:
+            raise GsrError(f'{path}: path.{key} must be {kind}, got {type(value).__name__} {reprlib.repr(value)}')
+
+
 def _check_keywords(where: str, cfg: Dict[str, Any], target, path: str, skip: Iterable[str] = ()) -> None:
     """Keys of ``cfg`` must be parameters of ``target`` (unless it takes ``**kwargs``), and a value must have the
     kind of the parameter's default (bool, int, number, string, list) where it has one."""
@@ -250,6 +271,7 @@ def check_options(opt: Dict[str, Any], path: str, skip: Iterable[str] = ()) -> N
         raise GsrError(f'{path}: missing top-level key(s): {", ".join(missing)}')
     _check_type('model_type', opt.get('model_type'), MODEL_REGISTRY, path)
     _check_runtime(opt, path)
+    _check_paths(opt, path)
     _check_networks_and_optimizers(opt, path, skip)
     for key, kind in NUMERIC_KEYS:
         if key not in skip:

@@ -9,9 +9,11 @@ no symlink or folder of the user's, no listed file changed since — so it can n
 output folder may be, or contain, one of the command's inputs.
 """
 import contextlib
+import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from typing import Dict, Iterable, Iterator, List
 
@@ -19,6 +21,9 @@ from gsr.utils.checkpoint import atomic_write_text, current_umask, file_sha256, 
 from gsr.utils.errors import GsrError
 
 OWNER_FILE = '.gsr-output.json'
+STAGING_SUFFIX = '.partial'
+# a staging folder's name says who writes it (host tag, process id), so a later command can tell an abandoned one
+HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
 
 
 def _files(folder: str) -> List[str]:
@@ -74,6 +79,30 @@ def check_replaceable(target: str) -> None:
                        f'{foreign[0]}); --overwrite never deletes them: move them away or choose another output')
 
 
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_abandoned_staging(target: str) -> None:
+    """Remove the staging folders beside ``target`` that a killed command of this machine left (review case G3):
+    the folder's name holds its writer's host and process id, and that process is gone. A folder whose replacement
+    was cut short (a ``.old`` backup beside it) is left for the user: it may hold the only complete output."""
+    parent, prefix = os.path.dirname(target), temporary_prefix(target)
+    names = set(os.listdir(parent))
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(STAGING_SUFFIX)) or name + '.old' in names:
+            continue
+        host, _, pid = name[len(prefix):].split('.', 1)[0].partition('-')
+        if host == HOST_TAG and pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged_folder(target: str, overwrite: bool = False, inputs: Iterable[str] = ()) -> Iterator[str]:
     """Yield a temporary folder next to ``target``; on success it replaces ``target``, on failure it is removed.
@@ -90,7 +119,9 @@ def staged_folder(target: str, overwrite: bool = False, inputs: Iterable[str] = 
     parent = os.path.dirname(target)
     try:
         os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=temporary_prefix(target), suffix='.partial', dir=parent)
+        remove_abandoned_staging(target)
+        staging = tempfile.mkdtemp(prefix=f'{temporary_prefix(target)}{HOST_TAG}-{os.getpid()}.', suffix=STAGING_SUFFIX,
+                                   dir=parent)
     except OSError as e:
         raise GsrError(f'could not write {target}: {e}') from e
     try:
