@@ -45,6 +45,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except GsrError as e:
         print(f'gsr: error: {one_line(e)}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: what was written is complete (atomic writes, staged folders)
+        print(f'gsr: interrupted: {name} stopped; files already written are complete, partial ones removed',
+              file=sys.stderr)
+        return 130
 
 
 def one_line(error: GsrError) -> str:

@@ -507,3 +507,28 @@ def test_force_yml_reads_numbers_in_exponent_notation():
     for text, value in (('2e-4', 2e-4), ('2.0e-4', 2e-4), ('-1.5E+3', -1500.0), ('7', 7), ('1e', '1e')):
         apply_force_yml(opt, f'train:optim_g:lr={text}')
         assert opt['train']['optim_g']['lr'] == value and type(opt['train']['optim_g']['lr']) is type(value), text
+
+
+def test_infer_says_what_it_skipped_a_file_for_a_folder_and_ctrl_c_are_one_line(tmp_path, monkeypatch, capsys):
+    """Noted in the review (section 6): `gsr infer` skipped .gif / .txt files without a word, `--input` given a file
+    said the folder does not exist, Ctrl-C printed a KeyboardInterrupt traceback."""
+    from gsr.cli import main
+    from gsr.tools import infer
+    (tmp_path / 'lr').mkdir()
+    cv2.imwrite(str(tmp_path / 'lr' / 'a.png'), np.full((12, 12, 3), 128, np.uint8))
+    (tmp_path / 'lr' / 'notes.txt').write_text('a note')
+    (tmp_path / 'lr' / 'b.gif').write_bytes(b'GIF89a')
+    argv = ['infer', '--model', 'srresnet-small-baseline', '--input', str(tmp_path / 'lr'), '--output']
+    assert main(argv + [str(tmp_path / 'out')]) == 0
+    assert 'skipped 2 file(s) that are not images (b.gif, notes.txt)' in capsys.readouterr().out
+    assert main(['infer', '--model', 'srresnet-small-baseline', '--input', str(tmp_path / 'lr' / 'a.png'),
+                 '--output', str(tmp_path / 'o2')]) == 2
+    assert capsys.readouterr().err.strip() == f'gsr: error: {tmp_path / "lr" / "a.png"} is a file: give the folder ' \
+                                              'that holds the images'
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(infer, 'main', interrupted)
+    assert main(argv + [str(tmp_path / 'o3')]) == 130
+    assert capsys.readouterr().err.strip().startswith('gsr: interrupted: infer stopped')

@@ -15,7 +15,7 @@ from torch.utils import data
 from gsr.data.kernels import BlurKernelOptions, sample_blur_kernel, sample_final_sinc
 from gsr.utils.default_data import resolve_root
 from gsr.utils.errors import GsrError
-from gsr.utils.image_io import IMAGE_EXTENSIONS, decode_image, list_images
+from gsr.utils.image_io import decode_image, list_images, non_image_files
 from gsr.utils.options import dataset_options
 
 
@@ -115,7 +115,7 @@ class PairedDegradationDataset(data.Dataset):
             if not keys:
                 raise GsrError(f'meta_info file lists no images: {meta}')
             return keys
-        ignored = [f for f in os.listdir(root) if not f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith('.')]
+        ignored = non_image_files(root)
         if ignored:
             get_root_logger().warning(f'{root}: ignoring {len(ignored)} non-image file(s), e.g. {ignored[0]}')
         return list_images(root)

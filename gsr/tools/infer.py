@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from gsr.utils.errors import GsrError
 from gsr.utils.execution import add_execution_arguments, execution_from_arguments, inference_network
-from gsr.utils.image_io import list_images, read_image_uint8_rgb, write_image
+from gsr.utils.image_io import list_images, non_image_files, read_image_uint8_rgb, write_image
 from gsr.utils.inference import add_network_arguments, load_network, network_from_arguments, super_resolve
 from gsr.utils.staging import staged_folder
 
@@ -62,5 +62,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         for path in tqdm(paths, desc='infer', unit='img'):
             sr = super_resolve(net, read_image_uint8_rgb(path), scale, args.tile, args.tile_pad)
             write_image(os.path.join(out, outputs[path]), sr)
-    print(f'wrote {len(paths)} images to {args.output}')
+    skipped = non_image_files(args.input)
+    print(f'wrote {len(paths)} images to {args.output}' + (
+        f'; skipped {len(skipped)} file(s) that are not images ({", ".join(skipped[:3])}'
+        f'{", ..." if len(skipped) > 3 else ""})' if skipped else ''))
     return 0

@@ -67,12 +67,20 @@ def image_size(path: str) -> Tuple[int, int]:
 
 def list_images(folder: str) -> List[str]:
     """Sorted image paths directly in ``folder``; other files are ignored. Errors name the folder."""
+    if os.path.isfile(folder):
+        raise GsrError(f'{folder} is a file: give the folder that holds the images')
     if not os.path.isdir(folder):
         raise GsrError(f'image folder does not exist: {folder} (see docs/DATASETS.md for how to prepare data)')
     paths = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
     if not paths:
         raise GsrError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) in folder: {folder}')
     return paths
+
+
+def non_image_files(folder: str) -> List[str]:
+    """The visible files of ``folder`` that ``list_images`` leaves out (not images by their extension)."""
+    return sorted(f for f in os.listdir(folder) if not f.startswith('.') and not f.lower().endswith(IMAGE_EXTENSIONS)
+                  and os.path.isfile(os.path.join(folder, f)))
 
 
 def write_image(path: str, rgb: np.ndarray) -> None:
