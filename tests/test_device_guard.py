@@ -23,10 +23,11 @@ TFD_FILE = os.path.join(REPO, 'options', 'tiny', 'train_srresnet_tfd.yml')
 CASES = [(p, None) for p in TINY_FILES] + [(TFD_FILE, TRAINING_ONLY)]
 
 
-def model_and_batch(path: str, tmp_path, tfd=None):
+def model_and_batch(path: str, tmp_path, tfd=None, num_gpu: int = 0):
     """The tiny option file's model (stand-in checkpoints where it starts from another run; ``tfd`` changes its
-    attached TFD module) and one training batch as the data loader makes it."""
+    attached TFD module; on CUDA with ``num_gpu`` 1) and one training batch as the data loader makes it."""
     opt = load_option_file(path)
+    opt['num_gpu'] = num_gpu
     if tfd:
         opt['attach']['tfd'].update(tfd)
     opt.update(is_train=True, dist=False, rank=0, world_size=1)
