@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# One command for a GPU machine (issue 27, docs/BENCHMARKS.md "GPU rows"): the CUDA tests (tests/test_cuda.py), then
-# the GPU rows — gsr's degrader against BasicSR's feed_data at GT 128 / 256, the paired SRResNet and RRDB training
-# steps in every precision and memory format, TFD's cost, and a paper-scale slice (SRResNet 64x16 baseline and
-# alignment at the papers' batch: images per second and loss) — each written to $OUT/<step>.txt, in about 8 minutes.
+# One command for a GPU machine (issue 27, docs/BENCHMARKS.md "GPU rows"): the CUDA tests (tests/test_cuda.py),
+# BasicSR's own tests with and without gsr (identical outcomes), then the GPU rows — gsr's degrader against BasicSR's
+# feed_data at GT 128 / 256, the paired SRResNet and RRDB training steps in every precision and memory format, TFD's
+# cost, and a paper-scale slice (SRResNet 64x16 baseline and alignment at the papers' batch: images per second and
+# loss) — each written to $OUT/<step>.txt, meant to fit in 8 minutes (not yet timed on a GPU).
 #
-#   on the GPU machine: `make gpu-wheels` here first; then run it with .whl carried:
+#   on the GPU machine: `make gpu-wheels` here first (and BasicSR's tests into .basicsr/, benchmarks/basicsr_parity.py);
+#   then run it with .whl and .basicsr carried:
 #       benchmarks/gpu_check.sh
 #   rehearsal on the CPU, tiny sizes (tests/test_gpu_check.py):
 #       benchmarks/gpu_check.sh --device cpu --quick
@@ -61,6 +63,12 @@ step tests "$PYTHON" -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider
 step degradation "$PYTHON" benchmarks/degradation_throughput.py --device "$DEVICE" "${DEGRADE[@]}"
 step train_step "$PYTHON" benchmarks/train_step.py --device "$DEVICE" "${STEP[@]}"
 step tfd_cost "$PYTHON" benchmarks/tfd_cost.py --device "$DEVICE" "${TFD[@]}"
+BASICSR_TESTS=${BASICSR_TESTS:-.basicsr/tests}  # BasicSR's tests/ at v1.4.2 (benchmarks/basicsr_parity.py)
+if [ -d "$BASICSR_TESTS" ]; then
+    step basicsr_parity "$PYTHON" benchmarks/basicsr_parity.py "$BASICSR_TESTS" --out "$(mktemp -d)"
+else
+    echo "basicsr_parity: skipped ($BASICSR_TESTS is not here: see benchmarks/basicsr_parity.py)"
+fi
 if [ "$DEVICE" = cuda ]; then  # the paper files' num_gpu: auto, so the slice runs where CUDA is
     step paper_slice bash -c "for f in options/train_srresnet_baseline.yml options/train_srresnet_align.yml; do
         $PYTHON benchmarks/study_step.py \$f --hr embedded:train ${SLICE[*]} || exit 1; done"
