@@ -31,14 +31,16 @@ benchmark: $(STAMP)
 
 # What a GPU machine without network lacks (docs/BENCHMARKS.md, "GPU rows"): BasicSR built here (pure Python),
 # lmdb and lpips for that machine's Python. Into .whl/ (ignored), which travels with the tree and which
-# benchmarks/gpu_check.sh installs into a temporary site. GPU_PYTHON=3.11 makes the set for this machine.
+# benchmarks/gpu_check.sh installs into a temporary site. GPU_PYTHON=3.11 makes the set for this machine (the
+# rehearsal in tests/test_gpu_check.py, into WHEEL_DIR).
 GPU_PYTHON ?= 3.12
+WHEEL_DIR ?= .whl
 gpu-wheels: $(STAMP)
-	mkdir -p .whl
-	$(BIN)/pip wheel --no-deps --no-build-isolation -w .whl basicsr==1.4.2
+	mkdir -p $(WHEEL_DIR)
+	$(BIN)/pip wheel --no-deps --no-build-isolation -w $(WHEEL_DIR) basicsr==1.4.2
 	$(BIN)/pip download --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-		-d .whl lmdb==3.0.0 lpips==0.1.4
+		-d $(WHEEL_DIR) lmdb==3.0.0 lpips==0.1.4
 
 clean:
 	rm -rf experiments results tb_logger .pytest_cache

@@ -32,6 +32,7 @@ if ls "$WHEELS"/*.whl > /dev/null 2>&1; then
     SITE=$(mktemp -d)
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "$WHEELS"/*.whl || exit 2
     export PYTHONPATH="$PYTHONPATH:$SITE"
+    echo "installed $(ls "$WHEELS"/*.whl | wc -l) wheels from $WHEELS into $SITE"
 fi
 "$PYTHON" -c 'import gsr, basicsr, lmdb, lpips' || { echo 'gsr or what it needs does not import' >&2; exit 2; }
 
