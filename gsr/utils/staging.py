@@ -79,13 +79,18 @@ def check_replaceable(target: str) -> None:
                        f'{foreign[0]}); --overwrite never deletes them: move them away or choose another output')
 
 
+def staging_owner(pid: int) -> str:
+    """The part of a staging folder's name that says who writes it: ``<host tag>-<process id>``."""
+    return f'{HOST_TAG}-{pid}'
+
+
 def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process
-        return True
+        pass
     return True
 
 
@@ -98,8 +103,9 @@ def remove_abandoned_staging(target: str) -> None:
     for name in names:
         if not (name.startswith(prefix) and name.endswith(STAGING_SUFFIX)) or name + '.old' in names:
             continue
-        host, _, pid = name[len(prefix):].split('.', 1)[0].partition('-')
-        if host == HOST_TAG and pid.isdigit() and not process_alive(int(pid)):
+        owner = name[len(prefix):].split('.', 1)[0]
+        pid = owner.rpartition('-')[2]
+        if pid.isdigit() and owner == staging_owner(int(pid)) and not process_alive(int(pid)):
             shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
 
 
@@ -120,8 +126,8 @@ def staged_folder(target: str, overwrite: bool = False, inputs: Iterable[str] = 
     try:
         os.makedirs(parent, exist_ok=True)
         remove_abandoned_staging(target)
-        staging = tempfile.mkdtemp(prefix=f'{temporary_prefix(target)}{HOST_TAG}-{os.getpid()}.', suffix=STAGING_SUFFIX,
-                                   dir=parent)
+        staging = tempfile.mkdtemp(prefix=f'{temporary_prefix(target)}{staging_owner(os.getpid())}.',
+                                   suffix=STAGING_SUFFIX, dir=parent)
     except OSError as e:
         raise GsrError(f'could not write {target}: {e}') from e
     try:
