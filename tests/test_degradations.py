@@ -186,3 +186,23 @@ def test_one_kernel_set_is_shared_by_both_copies(batch):
     for key in ('blur1_sigma_x', 'blur2_kind', 'sinc_omega_c'):
         assert torch.equal(labels[key][:b], labels[key][b:]), key
     assert not torch.equal(labels['jpeg1_quality'][:b], labels['jpeg1_quality'][b:])  # other draws stay independent
+
+
+def test_jpeg_probability_compresses_exactly_the_rows_its_labels_name(batch):
+    seed_all(3)
+    degrader = SecondOrderDegrader(DegradationOptions(jpeg_prob=0.5, noise_prob=0.0))
+    p = degrader.sample(batch['gt'], *_kernels(batch))
+    both = (p['jpeg1_applied'] * p['jpeg2_applied']).bool()
+    assert 0 < int(both.sum()) < len(both), 'seed 3 should draw compressed and uncompressed rows'
+    always = dict(p, jpeg1_applied=torch.ones_like(both).float(), jpeg2_applied=torch.ones_like(both).float())
+    lq, lq_always = degrader.apply(batch['gt'], p), degrader.apply(batch['gt'], always)
+    assert torch.equal(lq[both], lq_always[both])
+    assert all(not torch.equal(a, b) for a, b in zip(lq[~both], lq_always[~both]))
+    labels = degrader.labels(p)
+    assert torch.equal(labels['jpeg1_applied'], p['jpeg1_applied'])
+
+
+def test_jpeg_probability_one_compresses_every_row_as_real_esrgan(batch):
+    p = SecondOrderDegrader(DegradationOptions()).sample(batch['gt'], *_kernels(batch))
+    assert torch.equal(p['jpeg1_applied'], torch.ones(len(batch['gt'])))
+    assert torch.equal(p['jpeg2_applied'], torch.ones(len(batch['gt'])))

@@ -10,7 +10,7 @@ per-sample label tensors, and applying the same draws with ``add_noise=False`` g
 Label names: ``blur1_<field>``/``blur2_<field>`` (``kernels.KERNEL_INFO_FIELDS``), ``blur2_applied``,
 ``resize{1,2}_scale``, ``resize{1,2}_mode`` (index into ``RESIZE_MODES``), ``noise{1,2}_kind``
 (0 none, 1 Gaussian, 2 Poisson), ``noise{1,2}_sigma`` (Gaussian sigma in 0-255 units, 0 unless
-applied), ``noise{1,2}_poisson_scale``, ``noise{1,2}_gray``, ``jpeg{1,2}_quality``, ``final_order``
+applied), ``noise{1,2}_poisson_scale``, ``noise{1,2}_gray``, ``jpeg{1,2}_quality``, ``jpeg{1,2}_applied``, ``final_order``
 (0: resize-sinc-JPEG, 1: JPEG-resize-sinc), ``final_resize_mode``, ``sinc_applied``, ``sinc_omega_c``.
 """
 import math
@@ -57,6 +57,7 @@ class DegradationOptions:
     jpeg_range2: Tuple[float, float] = (30., 95.)
     final_order_prob: float = 0.5
     noise_prob: float = 1.0
+    jpeg_prob: float = 1.0
 
     def __post_init__(self):
         for stage in ('', '2'):
@@ -66,7 +67,7 @@ class DegradationOptions:
             check_range(f'poisson_scale_range{stage}', getattr(self, f'poisson_scale_range{stage}'), 0)
             check_range(f'jpeg_range{stage}', getattr(self, f'jpeg_range{stage}'), 1, 100)
         for name in ('gaussian_noise_prob', 'gaussian_noise_prob2', 'gray_noise_prob', 'gray_noise_prob2',
-                     'second_blur_prob', 'final_order_prob', 'noise_prob'):
+                     'second_blur_prob', 'final_order_prob', 'noise_prob', 'jpeg_prob'):
             check_fraction(name, getattr(self, name))
 
 
@@ -187,6 +188,10 @@ class SecondOrderDegrader(torch.nn.Module):
         def quality(jpeg_range: Tuple[float, float]) -> torch.Tensor:
             return torch.empty(b, device=dev).uniform_(*jpeg_range)
 
+        def jpeg_applied() -> torch.Tensor:
+            # drawn only below 1.0, so the default (Real-ESRGAN's always-on JPEG) keeps its random stream
+            return (torch.rand(b, device=dev) < o.jpeg_prob).float() if o.jpeg_prob < 1 else full(1)
+
         p = {'kernel1': kernel1, 'kernel2': kernel2, 'sinc_kernel': sinc_kernel}
         for i, name in enumerate(KERNEL_INFO_FIELDS):
             p[f'blur1_{name}'] = kernel1_info[:, i].to(dev)
@@ -195,6 +200,7 @@ class SecondOrderDegrader(torch.nn.Module):
         p['resize1_mode'] = full(RESIZE_MODES.index(_batch_choice(list(RESIZE_MODES))))
         p.update(self._noise_draws(b, dev, '1'))
         p['jpeg1_quality'] = quality(o.jpeg_range)
+        p['jpeg1_applied'] = jpeg_applied()
         p['blur2_applied'] = full(np.random.uniform() < o.second_blur_prob)
         p['resize2_scale'] = full(_resize_scale(o.resize_prob2, o.resize_range2))
         p['resize2_mode'] = full(RESIZE_MODES.index(_batch_choice(list(RESIZE_MODES))))
@@ -202,6 +208,7 @@ class SecondOrderDegrader(torch.nn.Module):
         p['final_order'] = full(np.random.uniform() >= o.final_order_prob)
         p['final_resize_mode'] = full(RESIZE_MODES.index(_batch_choice(list(RESIZE_MODES))))
         p['jpeg2_quality'] = quality(o.jpeg_range2)
+        p['jpeg2_applied'] = jpeg_applied()
         p['sinc_applied'] = sinc_info[:, 0].to(dev)
         p['sinc_omega_c'] = sinc_info[:, 1].to(dev)
         return p
@@ -217,9 +224,17 @@ class SecondOrderDegrader(torch.nn.Module):
             out = out + generate_poisson_noise_pt(out, scale, gray)
         return out.clamp(0, 1)
 
-    def _jpeg(self, out: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    def _jpeg(self, out: torch.Tensor, p: Dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        """Compress stage ``stage``'s rows whose ``jpeg<stage>_applied`` is 1; the others pass through (clamped)."""
+        out = out.clamp(0, 1).contiguous()
+        applied = p.get(f'jpeg{stage}_applied')
+        if applied is not None and not bool(applied.any()):
+            return out
         # DiffJPEG overwrites its quality tensor in place: give it a copy so the label survives
-        return self.jpeger(out.clamp(0, 1).contiguous(), quality=quality.clone())
+        compressed = self.jpeger(out, quality=p[f'jpeg{stage}_quality'].clone())
+        if applied is None or bool(applied.all()):
+            return compressed
+        return torch.where(applied.bool().view(-1, 1, 1, 1), compressed, out)
 
     @staticmethod
     def _mode(p: Dict[str, torch.Tensor], key: str) -> str:
@@ -240,7 +255,7 @@ class SecondOrderDegrader(torch.nn.Module):
         out = filter2D(gt.contiguous(), p['kernel1'])
         out = F.interpolate(out, scale_factor=float(p['resize1_scale'][0]), mode=self._mode(p, 'resize1_mode'))
         out = self._noise(out, p, '1') if add_noise else out.clamp(0, 1)
-        out = self._jpeg(out, p['jpeg1_quality'])
+        out = self._jpeg(out, p, '1')
         if bool(p['blur2_applied'][0]):
             out = filter2D(out.contiguous(), p['kernel2'])
         s2 = float(p['resize2_scale'][0])
@@ -251,9 +266,9 @@ class SecondOrderDegrader(torch.nn.Module):
         final_mode = self._mode(p, 'final_resize_mode')
         if int(p['final_order'][0]) == 0:
             out = filter2D(F.interpolate(out, size=lq_size, mode=final_mode).contiguous(), p['sinc_kernel'])
-            out = self._jpeg(out, p['jpeg2_quality'])
+            out = self._jpeg(out, p, '2')
         else:
-            out = self._jpeg(out, p['jpeg2_quality'])
+            out = self._jpeg(out, p, '2')
             out = filter2D(F.interpolate(out, size=lq_size, mode=final_mode).contiguous(), p['sinc_kernel'])
         return torch.clamp((out * 255.).round(), 0, 255) / 255.
 
