@@ -10,8 +10,9 @@ per-sample label tensors, and applying the same draws with ``add_noise=False`` g
 Label names: ``blur1_<field>``/``blur2_<field>`` (``kernels.KERNEL_INFO_FIELDS``), ``blur2_applied``,
 ``resize{1,2}_scale``, ``resize{1,2}_mode`` (index into ``RESIZE_MODES``), ``noise{1,2}_kind``
 (0 none, 1 Gaussian, 2 Poisson), ``noise{1,2}_sigma`` (Gaussian sigma in 0-255 units, 0 unless
-applied), ``noise{1,2}_poisson_scale``, ``noise{1,2}_gray``, ``jpeg{1,2}_quality``, ``jpeg{1,2}_applied``, ``final_order``
-(0: resize-sinc-JPEG, 1: JPEG-resize-sinc), ``final_resize_mode``, ``sinc_applied``, ``sinc_omega_c``.
+applied), ``noise{1,2}_poisson_scale``, ``noise{1,2}_gray``, ``jpeg{1,2}_quality``, ``jpeg{1,2}_applied`` (1 where
+the stage's JPEG ran), ``final_order`` (0: resize-sinc-JPEG, 1: JPEG-resize-sinc), ``final_resize_mode``,
+``sinc_applied``, ``sinc_omega_c``.
 """
 import math
 import random
