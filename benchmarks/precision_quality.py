@@ -57,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     os.makedirs(args.work, exist_ok=True)
     import gsr  # noqa: F401
-    from gsr.tools.evaluate import evaluate, load_config, summarize
+    from gsr.analysis.evaluation import evaluate, load_config, summarize
     trained = {name: train(name, seed, execution, args.iters, args.work) for name, (seed, execution) in RUNS.items()}
     config = {'name': 'precision_quality', 'output': os.path.join(args.work, 'evaluation'), 'metrics': ['psnr'],
               'device': 'cpu', 'datasets': {'Set5': os.path.abspath(args.hr)},

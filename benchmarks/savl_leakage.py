@@ -46,8 +46,8 @@ def main() -> None:
     parser.add_argument('--hr', required=True, help='HR folder for the probes (e.g. ../shared/data/Set14)')
     parser.add_argument('--iterations', type=int, default=600)
     args = parser.parse_args()
+    from gsr.archs.network_checkpoint import checkpoint_entries
     from gsr.tools.analyze import run_leakage
-    from gsr.utils.checkpoint import checkpoint_entries
     with tempfile.TemporaryDirectory() as tmp:
         checkpoints = []
         for name, (changes, regularizers) in VARIANTS.items():

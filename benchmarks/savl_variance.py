@@ -19,8 +19,8 @@ sys.path.insert(0, REPO)
 def tiny_stage_a(**changes):
     """``options/tiny/train_savl_a.yml`` on the embedded training photos as a runtime dict, with ``changes``."""
     import gsr  # noqa: F401
+    from gsr.models.option_check import load_option_file
     from gsr.utils.default_data import materialize
-    from gsr.utils.option_check import load_option_file
     opt = load_option_file(os.path.join(REPO, 'options', 'tiny', 'train_savl_a.yml'))
     opt['datasets']['train']['dataroot_gt'] = materialize()['train']
     opt.update(is_train=True, dist=False, rank=0, world_size=1, **changes)
@@ -31,6 +31,7 @@ def trained(opt, iterations: int, before=None):
     """The model of ``opt`` (seed 0) after ``iterations`` steps; ``before(model)`` is called at initialisation."""
     from basicsr.models import build_model
     from basicsr.utils import set_random_seed
+
     from gsr.data.paired_degradation_dataset import PairedDegradationDataset
     set_random_seed(0)
     model = build_model(opt)

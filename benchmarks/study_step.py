@@ -25,10 +25,11 @@ def main() -> None:
     parser.add_argument('--steps', type=int, default=30)
     parser.add_argument('--warmup', type=int, default=3)
     args = parser.parse_args()
-    import gsr  # noqa: F401
     from basicsr.models import build_model
+
+    import gsr  # noqa: F401
     from gsr.data.paired_degradation_dataset import PairedDegradationDataset
-    from gsr.utils.option_check import load_option_file
+    from gsr.models.option_check import load_option_file
     from gsr.utils.default_data import resolve_root
     opt = load_option_file(args.base)
     opt['datasets']['train']['dataroot_gt'] = os.path.abspath(resolve_root(args.hr))

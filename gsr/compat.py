@@ -271,7 +271,8 @@ def check_basicsr_version() -> None:
 def save_network(self, net, net_label, current_iter, param_key='params'):
     """BasicSR's ``save_network``, written atomically; a failed write raises instead of being ignored. An
     ``AttachedNetwork`` is saved as its backbone plus ``<param_key>_attached`` (``checkpoint_entries``)."""
-    from gsr.utils.checkpoint import atomic_torch_save, checkpoint_entries
+    from gsr.archs.network_checkpoint import checkpoint_entries
+    from gsr.utils.checkpoint import atomic_torch_save
     nets = net if isinstance(net, list) else [net]
     keys = param_key if isinstance(param_key, list) else [param_key]
     if len(nets) != len(keys):
@@ -302,7 +303,8 @@ def save_training_state(self, epoch, current_iter):
 def load_network(self, net, load_path, strict=True, param_key='params'):
     """BasicSR's ``load_network`` with ``weights_only=True`` and one clear error for a mismatching checkpoint."""
     from gsr.archs.attached_arch import backbone_of
-    from gsr.utils.checkpoint import load_network_checkpoint, network_weights
+    from gsr.archs.network_checkpoint import load_network_checkpoint
+    from gsr.utils.checkpoint import network_weights
     net = self.get_bare_model(net)
     if not strict:
         self._print_different_keys_loading(backbone_of(net), network_weights(load_path, param_key), strict)
@@ -317,12 +319,12 @@ def apply() -> None:
         return
     check_basicsr_version()
     install_functional_tensor_shim()
+    import basicsr.models  # noqa: F401  (every BasicSR model class, so that all are protected)
     import basicsr.train
     import basicsr.utils.dist_util
     import basicsr.utils.options
     from basicsr.models.base_model import BaseModel
     from basicsr.models.sr_model import SRModel
-    import basicsr.models  # noqa: F401  (every BasicSR model class, so that all are protected)
 
     ORIGINALS.update(
         ordered_yaml=basicsr.utils.options.ordered_yaml,

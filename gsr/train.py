@@ -9,8 +9,8 @@ import sys
 from typing import List, Optional, Tuple
 
 import gsr  # noqa: F401  (compatibility fixes and registration)
+from gsr.models.option_check import check_options, load_option_file
 from gsr.utils.errors import GsrError
-from gsr.utils.option_check import check_options, load_option_file
 
 
 def basicsr_argv(argv: List[str]) -> List[str]:

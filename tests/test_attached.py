@@ -7,10 +7,11 @@ import torch
 from basicsr.archs import build_network
 
 from gsr.archs.attached_arch import AttachedNetwork
-from gsr.utils.checkpoint import checkpoint_entries, load_checkpoint, load_network_checkpoint, network_weights
+from gsr.archs.network_checkpoint import checkpoint_entries, load_network, load_network_checkpoint
+from gsr.utils.checkpoint import load_checkpoint, network_weights
 from gsr.utils.errors import GsrError
 from gsr.utils.image_io import list_images, read_image_uint8_rgb
-from gsr.utils.inference import load_network, super_resolve
+from gsr.utils.inference import super_resolve
 from tests.conftest import attached_and_bare, run_gsr, tiny_options, write_yaml
 
 BACKBONE = {'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1, 'upscale': 4}

@@ -7,11 +7,12 @@ import pytest
 import torch
 from basicsr.archs import build_network
 
+from gsr.archs.network_checkpoint import load_network
 from gsr.data.paired_degradation_dataset import PairedDegradationDataset
-from gsr.utils.inference import load_network, super_resolve, super_resolve_tensor
 from gsr.tools.prepare import make_lmdb
 from gsr.utils.errors import GsrError
 from gsr.utils.image_io import list_images, read_image, read_image_uint8_rgb
+from gsr.utils.inference import super_resolve, super_resolve_tensor
 from tests.conftest import copies_batch, run_gsr, tiny_options, write_yaml
 
 
@@ -375,7 +376,7 @@ def test_a_kernel_pca_file_with_non_finite_values_is_refused(tmp_path):
 
 def test_evaluate_with_ssim_alone_writes_its_tables(tmp_path, photo_folder):
     """A valid config without PSNR (E3b) once crashed in the gains chart after scoring every image."""
-    from gsr.tools.evaluate import evaluate, load_config, write_reports
+    from gsr.analysis.evaluation import evaluate, load_config, write_reports
     cfg = load_config(write_yaml(tmp_path / 'e.yml', {'output': str(tmp_path / 'e'), 'settings': ['clean'],
                                                       'metrics': ['ssim'], 'datasets': {'S': photo_folder},
                                                       'models': {'bicubic': 'bicubic'}}))
@@ -386,9 +387,9 @@ def test_evaluate_with_ssim_alone_writes_its_tables(tmp_path, photo_folder):
 def test_damaged_files_and_missing_keys_are_one_line(tmp_path, photo_folder, monkeypatch, capsys):
     """Review cases R2 (a study without ``base``), I9 (a damaged shipped-network manifest), b5 (a cache line gsr
     did not write) and P3 (a profile size that does not fit in memory): one line or ignored, not a traceback."""
+    from gsr.analysis.evaluation import ResultCache
     from gsr.cli import main
     from gsr.tools import profile
-    from gsr.tools.evaluate import ResultCache
     from gsr.utils.pretrained import manifest
     monkeypatch.chdir(tmp_path)
     raw = {'name': 'nobase', 'seeds': [0], 'variants': {'baseline': {}},
@@ -454,8 +455,8 @@ def test_mistakes_found_only_by_running_are_one_line_before_anything_is_written(
     unwritable found after the work (P5)."""
     from gsr.archs.attached_arch import network_from_options
     from gsr.cli import main
+    from gsr.models.option_check import load_option_file
     from gsr.tools import profile
-    from gsr.utils.option_check import load_option_file
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     tiny = os.path.join(repo, 'options', 'tiny')
     monkeypatch.chdir(tmp_path)

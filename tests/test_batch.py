@@ -80,6 +80,7 @@ def test_kernel_sets_beyond_the_copies_is_an_error():
 
 def test_real_lq_batches_are_not_degraded_again(photo_folder):
     from basicsr.models import build_model
+
     from tests.conftest import tiny_options
     opt = tiny_options(photo_folder, photo_folder)
     opt.update(is_train=True, dist=False, rank=0, world_size=1)
@@ -95,8 +96,9 @@ def test_a_model_that_forwards_the_twin_gets_its_features_in_the_same_pass(hr_ba
     """``forward_twin`` (for systems that compare noisy and noise-free features): one pass over LQ and twin rows,
     the twin rows' features in ``twin_features``, the output and pixel loss on the LQ rows only."""
     from basicsr.models.sr_model import SRModel  # noqa: F401  (BasicSR's models registered)
+
+    from gsr.archs.feature_tap import FeatureTap
     from gsr.models.generalizable_sr_model import GeneralizableSRModel
-    from gsr.utils.feature_tap import FeatureTap
     from tests.conftest import tiny_options
 
     opt = tiny_options('unused', 'unused', noise_free_twin=True)
@@ -132,6 +134,7 @@ def test_positives_cut_anywhere_in_the_image_share_its_draws_and_little_content(
     pairwise overlap on a 2K image), each degraded on its own with the image's draws; the old region mode
     (crops_per_image 1, crop_pad_size R) cuts them from one R-px region, whose crops overlap far more."""
     import cv2
+
     from gsr.data.classic_degrader import ClassicDegradationOptions
     rows, cols = np.meshgrid(np.arange(768), np.arange(1024), indexing='ij')
     coordinates = np.stack([np.zeros_like(rows), cols, rows], -1) / 1023.  # BGR: R = row, G = column

@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from gsr.archs.attached_arch import network_from_options
+from gsr.archs.network_checkpoint import checkpoint_entries
 from gsr.data.second_order_degrader import DegradationOptions, SecondOrderDegrader
-from gsr.utils.checkpoint import checkpoint_entries, load_training_state
+from gsr.utils.checkpoint import load_training_state
 from gsr.utils.execution import execution_options, inference_network
 from gsr.utils.inference import super_resolve
 from tests.conftest import run_gsr, tiny_options, write_yaml

@@ -11,8 +11,8 @@ from basicsr.data import build_dataset
 from basicsr.models import build_model
 
 from gsr.archs.attached_arch import network_from_options
+from gsr.models.option_check import load_option_file
 from gsr.utils.default_data import resolve_root
-from gsr.utils.option_check import load_option_file
 from tests.conftest import REPO
 from tests.device_guard import DeviceMistake, HostTensorGuard
 

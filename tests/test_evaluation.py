@@ -11,11 +11,12 @@ import torch
 from basicsr.archs import build_network
 from basicsr.metrics import calculate_psnr, calculate_ssim
 
+from gsr.analysis.measures import band_mape, calinski_harabasz, dominant_dct_bands, entropy_bits
+from gsr.archs.network_checkpoint import load_network
 from gsr.data.eval_protocol import degrade, mod_crop, noise_seed
 from gsr.metrics.lpips_metric import calculate_lpips, lpips_available
-from gsr.tools.analyze import band_mape, calinski_harabasz, dominant_dct_bands, entropy_bits
-from gsr.utils.inference import load_network, super_resolve
 from gsr.utils.image_io import list_images, read_image_uint8_rgb
+from gsr.utils.inference import super_resolve
 from tests.conftest import run_gsr, write_yaml
 
 NET = {'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1}
@@ -69,7 +70,7 @@ def test_dominant_dct_band_and_entropy():
 def test_tiled_inference_equals_whole_image_within_tolerance(photo_folder, tiny_checkpoints):
     """Stated tolerance: with tile_pad >= the network's receptive radius the results agree to 1 grey level."""
     option, (ckpt, _) = tiny_checkpoints
-    from gsr.utils.option_check import load_option_file
+    from gsr.models.option_check import load_option_file
     net = load_network(load_option_file(option), ckpt)
     hr = mod_crop(read_image_uint8_rgb(list_images(photo_folder)[0]), 4)
     lr = degrade(hr, 'b+n', seed=0)
@@ -123,7 +124,7 @@ def test_evaluate_end_to_end_resumes_and_tables_agree(tmp_path, photo_folder, ti
     row = json.loads(cached[0])
     hr = mod_crop(read_image_uint8_rgb(list_images(photo_folder)[0]), 4)
     lr = degrade(hr, row['setting'], 4, 20, noise_seed(0, row['image'], row['setting']))
-    from gsr.utils.option_check import load_option_file
+    from gsr.models.option_check import load_option_file
     sr = super_resolve(load_network(load_option_file(option), ckpt0), lr, 4)
     assert row['psnr'] == calculate_psnr(sr, hr, 4) and row['ssim'] == calculate_ssim(sr, hr, 4)
 
@@ -192,7 +193,8 @@ def test_bicubic_entry_scores_matlab_bicubic_upscaling_in_the_same_run(tmp_path,
     """``models: {bicubic: bicubic}`` needs no option file or checkpoint, scores BasicSR's MATLAB ``imresize`` of
     the same LR, and can be the reference of the Improvement rows."""
     from basicsr.utils.matlab_functions import imresize
-    from gsr.tools.evaluate import evaluate, load_config, write_reports
+
+    from gsr.analysis.evaluation import evaluate, load_config, write_reports
     option, (ckpt0, _) = tiny_checkpoints
     cfg = {'name': 'floor', 'output': str(tmp_path / 'out'), 'settings': ['clean', 'noise'], 'metrics': ['psnr'],
            'reference': 'bicubic', 'datasets': {'Set': photo_folder},
@@ -214,7 +216,8 @@ def test_bicubic_entry_scores_matlab_bicubic_upscaling_in_the_same_run(tmp_path,
 def test_the_cache_is_keyed_on_the_images_content(tmp_path, photo_folder):
     """A test image replaced under the same name is scored again (it once kept the old image's cached numbers)."""
     import shutil
-    from gsr.tools.evaluate import evaluate, load_config
+
+    from gsr.analysis.evaluation import evaluate, load_config
     images = list_images(photo_folder)[:2]
     folder = tmp_path / 'set'
     folder.mkdir()

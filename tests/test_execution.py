@@ -8,8 +8,9 @@ import torch
 from basicsr.models import build_model
 
 from gsr.archs.attached_arch import network_from_options
+from gsr.archs.network_checkpoint import checkpoint_entries
 from gsr.losses.loss_context import MAIN_TAP
-from gsr.utils.checkpoint import checkpoint_entries, load_training_state
+from gsr.utils.checkpoint import load_training_state
 from gsr.utils.errors import GsrError
 from gsr.utils.inference import super_resolve_tensor
 from tests.conftest import run_gsr, tiny_options, write_yaml
@@ -226,7 +227,7 @@ def test_infer_with_bf16_and_channels_last(tmp_path, small_photo_folder):
 
 
 def test_evaluate_takes_the_precision_and_keys_its_cache_on_it(tmp_path, small_photo_folder):
-    from gsr.tools.evaluate import load_config, result_id
+    from gsr.analysis.evaluation import load_config, result_id
     opt = tiny_options(small_photo_folder, small_photo_folder)
     torch.manual_seed(0)
     checkpoint = save_checkpoint(network_from_options(opt), tmp_path / 'net.pth')
@@ -254,6 +255,7 @@ def test_export_matches_pytorch_at_two_sizes(arch, tmp_path):
 def test_export_cli_and_a_perturbed_weight_fails_the_check(tmp_path, small_photo_folder):
     import onnx
     from onnx import numpy_helper
+
     from gsr.tools.export import ExportedNetwork, check_images, verify_onnx
     opt = tiny_options(small_photo_folder, small_photo_folder)
     torch.manual_seed(0)

@@ -20,9 +20,9 @@ from gsr.data.kernel_pca import load_kernel_pca, project, srmd_kernels, write_ke
 from gsr.losses.lightbsr_loss import IDRDistillationLoss
 from gsr.losses.loss_context import LossContext
 from gsr.models.lightbsr_model import initialise_from_teacher
+from gsr.models.option_check import load_option_file
 from gsr.utils.checkpoint import load_checkpoint
 from gsr.utils.errors import GsrError
-from gsr.utils.option_check import load_option_file
 from tests.conftest import REPO, run_gsr, write_yaml
 
 TINY = {'num_feat': 8, 'num_group': 1, 'num_block': 1, 'channel_idr': 8, 'encoder_widths': [8, 16, 32]}
@@ -427,6 +427,7 @@ def test_teacher_trains_under_torchrun_with_both_ranks_keys_in_one_queue(tmp_pat
     rank's keys are enqueued, so the queue pointer advances by the keys of both ranks."""
     import subprocess
     import sys
+
     from tests.test_distributed import free_port
     opt = tiny('teacher', name='ddp_teacher')
     opt['train']['total_iter'] = 2
@@ -443,6 +444,7 @@ def test_a_teacher_trains_on_the_real_esrgan_pipeline_with_its_prior(photo_folde
     """Without classic_degradation -> gsr's second-order pipeline; the prior is the first-order kernel's PCA code and
     six noise / JPEG values in [0, 1]."""
     from basicsr.utils import set_random_seed
+
     from tests.test_model import fixed_batch
     opt = tiny('teacher', is_train=True, dist=False, rank=0, world_size=1)
     opt.pop('classic_degradation')

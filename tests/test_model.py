@@ -10,10 +10,10 @@ from basicsr.archs import build_network
 from basicsr.models import build_model
 
 from gsr.archs.attached_arch import AttachedNetwork, backbone_of
+from gsr.archs.feature_tap import FeatureTap
 from gsr.data.degraded_batch import DegradedBatch
+from gsr.models.option_check import load_option_file
 from gsr.utils.errors import GsrError
-from gsr.utils.feature_tap import FeatureTap
-from gsr.utils.option_check import load_option_file
 from tests.conftest import REPO, run_gsr, tiny_options, write_yaml
 
 # LightBSR's and SAVL's option files need checkpoints (a teacher, a stage A): tests/test_lightbsr.py and
@@ -211,7 +211,7 @@ NEEDS_A_CHECKPOINT = ('train_lightbsr_student.yml', 'train_savl_b.yml')
 @pytest.mark.parametrize('path', [p for p in TINY_FILES if not p.endswith(NEEDS_A_CHECKPOINT)], ids=os.path.basename)
 def test_every_tiny_option_file_passes_the_check_and_builds(path):
     """options/tiny: embedded data, CPU, one per trainable system (the TFD ones train end to end in test_tfd)."""
-    from gsr.utils.option_check import check_options
+    from gsr.models.option_check import check_options
     opt = load_option_file(path)
     check_options(opt, path)
     assert opt['num_gpu'] == 0 and opt['train']['total_iter'] <= 50

@@ -165,6 +165,7 @@ def test_a_study_mistake_is_one_line_before_anything_is_written(tmp_path, small_
 def test_ship_writes_a_checked_network_and_a_changed_file_is_refused(tmp_path):
     import torch
     from basicsr.archs import build_network
+
     from gsr.utils.errors import GsrError
     from gsr.utils.pretrained import ship, shipped
     net_opt = {'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1, 'upscale': 4}
@@ -306,8 +307,10 @@ def test_the_analyses_are_recomputed_when_their_images_change(tmp_path, small_ph
     """``analyses.json`` is keyed on everything its numbers depend on (it once was on the checkpoint alone, and
     kept one image's cosines after the benchmark moved to other images)."""
     import shutil
+
     import torch
     from basicsr.archs import build_network
+
     from gsr.repro.runner import run_analyses
     from gsr.repro.study import Study
     photos = tmp_path / 'photos'
@@ -330,7 +333,8 @@ def test_a_large_network_is_shipped_in_half_precision_and_loads_into_float32(tmp
     loaded into the float32 network by ``load_network``, outputs within float16's rounding of the original."""
     import torch
     from basicsr.archs import build_network
-    from gsr.utils.inference import load_network
+
+    from gsr.archs.network_checkpoint import load_network
     from gsr.utils.pretrained import ship, shipped, storage_for
     big = {'type': 'MSRResNet', 'num_feat': 64, 'num_block': 16, 'upscale': 4}
     torch.manual_seed(0)

@@ -105,7 +105,8 @@ def test_both_modulations_are_the_identity_at_initialisation_and_act_once_traine
 # ------------------------------------------------------------------------------------------------ model
 def tiny_savl(stage: str, **changes):
     import os
-    from gsr.utils.option_check import load_option_file
+
+    from gsr.models.option_check import load_option_file
     from tests.conftest import REPO
     opt = load_option_file(os.path.join(REPO, 'options', 'tiny', f'train_savl_{stage}.yml'))
     opt['datasets']['train'].update(batch_size_per_gpu=2, gt_size=32, crop_pad_size=80)
@@ -119,7 +120,8 @@ def tiny_savl(stage: str, **changes):
 def test_stage_b_leaves_the_estimator_unchanged(tmp_path, photo_folder):
     from basicsr.models import build_model
     from basicsr.utils import set_random_seed
-    from gsr.utils.checkpoint import checkpoint_entries
+
+    from gsr.archs.network_checkpoint import checkpoint_entries
     from tests.test_model import fixed_batch
     runtime = {'is_train': True, 'dist': False, 'rank': 0, 'world_size': 1}
     set_random_seed(0)
@@ -145,6 +147,7 @@ def test_stage_b_leaves_the_estimator_unchanged(tmp_path, photo_folder):
 
 def test_stage_b_without_a_stage_a_checkpoint_is_one_line(tmp_path):
     import os
+
     from tests.conftest import run_gsr, write_yaml
     opt = tiny_savl('b')
     opt['path']['pretrain_network_g'] = None
@@ -157,6 +160,7 @@ def test_stage_b_without_a_stage_a_checkpoint_is_one_line(tmp_path):
 @pytest.mark.slow
 def test_both_stages_train_resume_and_test_through_basicsr(tmp_path):
     import re
+
     from gsr.utils.checkpoint import load_checkpoint
     from tests.conftest import run_gsr, write_yaml
     opt = tiny_savl('a')
@@ -186,10 +190,12 @@ def test_both_stages_train_resume_and_test_through_basicsr(tmp_path):
 # ------------------------------------------------------------------------------------------------ spatial protocol
 def test_spatial_sets_have_true_maps_and_the_variance_analysis_reads_them(tmp_path, small_photo_folder):
     import json
+
     import numpy as np
+
     from gsr.archs.attached_arch import network_from_options
+    from gsr.archs.network_checkpoint import checkpoint_entries
     from gsr.tools.degrade import write_spatial_sets
-    from gsr.utils.checkpoint import checkpoint_entries
     from tests.conftest import run_gsr, write_yaml
     manifest = json.load(open(write_spatial_sets(small_photo_folder, str(tmp_path / 'sets'), progress=False)))
     assert manifest['families'] == ['gradient', 'blobs', 'halves']
@@ -218,6 +224,7 @@ def test_club_bound_on_a_known_gaussian_pair_and_on_independent_codes():
     (Var r + Var z) / (2 s^2) - 1/2 = 4.0 per dimension for s = 0.5 (above the true I = 1/2 log 5 = 0.80); for r
     independent of z it is 0 in expectation."""
     import math
+
     from gsr.losses.savl_loss import club_bound
     torch.manual_seed(0)
     z = torch.randn(8, 4, 32, 32)
@@ -249,6 +256,7 @@ def test_club_loss_trains_the_code_against_the_bound_and_the_conditional_to_fit(
 
 def test_club_variant_trains_its_conditional_with_a_deterministic_code(photo_folder):
     from basicsr.models import build_model
+
     from tests.test_model import fixed_batch
     opt = tiny_savl('a', is_train=True, dist=False, rank=0, world_size=1, posterior='deterministic',
                     network_club={'type': 'CLUBConditional', 'num_feat': 8, 'latent_dim': 8, 'num_layers': 2})
@@ -303,7 +311,7 @@ def test_stage_b_with_a_checkpoint_of_another_configuration_is_one_line(tmp_path
 def savl_option(name: str, tmp_path):
     """An option file of options/ as a runtime dict; stage B's checkpoint is a fresh network of its configuration."""
     from gsr.archs.attached_arch import backbone_of, network_from_options
-    from gsr.utils.option_check import load_option_file
+    from gsr.models.option_check import load_option_file
     from tests.conftest import REPO
     opt = load_option_file(os.path.join(REPO, 'options', name))
     opt.update(num_gpu=0, dist=False, rank=0, world_size=1, is_train=name.startswith('train'))
@@ -333,6 +341,7 @@ def test_every_savl_test_file_evaluates_its_sets(name, tmp_path, small_photo_fol
     paired ones pointed at a `gsr degrade --protocol spatial` folder, through BasicSR's validation step."""
     from basicsr.data import build_dataset
     from basicsr.models import build_model
+
     from gsr.tools.degrade import write_spatial_sets
     opt = savl_option(name, tmp_path)
     opt['network_g'].update(num_feat=8, depths=[1], num_heads=2, window_size=8, latent_dim=8, estimator_feat=8)
@@ -360,6 +369,7 @@ def test_savl_net_exports_with_dynamic_size_and_without_the_re_degrader(tmp_path
     PyTorch at two sizes (the second not a multiple of the window: padded inside the graph); the re-degrader of
     stage A is not part of it."""
     import onnx
+
     from gsr.archs.attached_arch import network_from_options
     from gsr.tools.export import ExportedNetwork, check_images, export_onnx, verify_onnx
     torch.manual_seed(0)
@@ -377,7 +387,7 @@ def test_savl_net_exports_with_dynamic_size_and_without_the_re_degrader(tmp_path
 
 def test_the_paper_scale_stage_a_runs_the_mi_suppression_and_its_ablation_does_not():
     """SAVL's named contribution is on by default (lambda_mis > 0) and off only in the ablation named for it."""
-    from gsr.utils.option_check import load_option_file
+    from gsr.models.option_check import load_option_file
     from tests.conftest import REPO
     kl = {name: load_option_file(os.path.join(REPO, 'options', name))['train']['regularizers']['l_kl']
           for name in ('train_savl_a.yml', 'train_savl_a_elbo.yml')}

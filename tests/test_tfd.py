@@ -373,7 +373,7 @@ def test_both_modes_train_stably_at_the_paper_scale_weight(photo_folder, layer, 
 
 
 def test_the_paper_scale_files_use_the_weight_the_stability_test_checks():
-    from gsr.utils.option_check import load_option_file
+    from gsr.models.option_check import load_option_file
     files = [f for f in os.listdir(os.path.join(REPO, 'options')) if f.startswith('train_') and 'tfd' in f]
     assert files
     for name in files:
@@ -386,8 +386,9 @@ def test_the_real_world_test_file_scores_paired_folders(tmp_path, small_photo_fo
     HR / LR folders with the same file names, through BasicSR's validation step."""
     import cv2
     from basicsr.data import build_dataloader, build_dataset
+
+    from gsr.models.option_check import load_option_file
     from gsr.utils.image_io import list_images, read_image_uint8_rgb, write_image
-    from gsr.utils.option_check import load_option_file
     opt = load_option_file(os.path.join(REPO, 'options', 'test_srresnet_tfd_real.yml'))
     assert [d['type'] for d in opt['datasets'].values()] == ['PairedImageDataset'] * 3
     for sub in ('HR', 'LR'):

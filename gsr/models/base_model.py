@@ -26,17 +26,18 @@ from basicsr.utils import get_root_logger
 from torch import nn
 
 from gsr.archs.attached_arch import AttachedNetwork, network_from_options
+from gsr.archs.feature_tap import FeatureTap
+from gsr.archs.network_checkpoint import load_network_checkpoint
 from gsr.data.batch_builder import DegradedBatchBuilder
 from gsr.data.degraded_batch import DegradedBatch
 from gsr.losses.loss_context import MAIN_TAP, LossContext
-from gsr.utils.checkpoint import load_network_checkpoint, training_states
+from gsr.utils.checkpoint import training_states
 from gsr.utils.errors import GsrError, NonFiniteLossError
 from gsr.utils.execution import (EXECUTION_KEYS, ExecutionOptions, autocast, compile_in_place, device_type_of,
                                  execution_options, inference_network, to_memory_format)
-from gsr.utils.feature_tap import FeatureTap
-from gsr.utils.shape_probe import probe_forward
 from gsr.utils.inference import super_resolve_tensor
 from gsr.utils.options import options_from_dict, unknown_keys_error
+from gsr.utils.shape_probe import probe_forward
 
 # ``train:`` keys a gsr model reads (``optim_<name>`` keys are allowed as well)
 TRAIN_KEYS = ('ema_decay', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt', 'regularizers',

@@ -5,12 +5,12 @@ from typing import Any, Dict, Optional
 from basicsr.utils.registry import LOSS_REGISTRY, MODEL_REGISTRY
 
 from gsr.archs.attached_arch import AttachedNetwork
+from gsr.archs.feature_tap import FeatureTap
 from gsr.data.batch_builder import DegradedBatchBuilder, batch_options
 from gsr.data.second_order_degrader import DegradationOptions
 from gsr.losses.loss_context import MAIN_TAP, LossContext
 from gsr.models.base_model import GsrModel, GsrModelOptions
 from gsr.utils.errors import GsrError
-from gsr.utils.feature_tap import FeatureTap
 
 
 @dataclass

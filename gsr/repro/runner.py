@@ -13,10 +13,16 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 import yaml
 
+from gsr.analysis.evaluation import BICUBIC
+from gsr.analysis.measures import calinski_harabasz, tsne_embedding
+from gsr.analysis.representation import ImageSet, cossim_images, cossim_per_image, ddr_features, device
+from gsr.archs.feature_tap import FeatureTap
+from gsr.archs.network_checkpoint import load_network
+from gsr.data.eval_protocol import settings_list
 from gsr.repro.study import WEIGHTS, Run, Study
-from gsr.tools.evaluate import BICUBIC
-from gsr.utils.checkpoint import atomic_write_text
+from gsr.utils.checkpoint import atomic_write_text, file_sha256
 from gsr.utils.errors import GsrError
+from gsr.utils.image_io import list_images
 
 Curves = Dict[str, List[Tuple[int, float]]]
 LOG_ITER = re.compile(r'iter:\s*([\d,]+)')
@@ -232,22 +238,16 @@ def run_analyses(study: Study, run: Run) -> Dict:
     the clean/degraded feature cosine similarity for blur, noise and JPEG (TFD's analysis) and the
     Calinski-Harabasz index of the deep degradation representation, on the pooled features and on their 2-D t-SNE
     embedding (the alignment paper's Sec. 5; which one it used is not known)."""
-    import argparse
-    from gsr.tools.analyze import (calinski_harabasz, cossim_images, cossim_per_image, ddr_features, device,
-                                   tsne_embedding)
-    from gsr.data.eval_protocol import settings_list
-    from gsr.utils.checkpoint import file_sha256
-    from gsr.utils.feature_tap import FeatureTap
-    from gsr.utils.inference import load_network
-    from gsr.utils.image_io import list_images
     path = os.path.join(run.folder, 'analyses.json')
     bench = study.options.benchmark
-    hr = study.datasets[next(iter(study.datasets))]
-    args = argparse.Namespace(hr=hr, settings=settings_list(bench.settings), scale=study.base['scale'],
-                              noise_sigma=bench.noise_sigma, seed=0, crop=32, crops_per_image=4, protocol='eight')
+    images = ImageSet(study.datasets[next(iter(study.datasets))], study.base['scale'], bench.noise_sigma, seed=0,
+                      settings=settings_list(bench.settings))
+    crop, crops_per_image = 32, 4
     inputs = {'checkpoint_sha256': file_sha256(run.checkpoint),  # everything the numbers depend on
-              'images': {os.path.basename(p): file_sha256(p) for p in list_images(hr)},
-              'options': {k: v for k, v in vars(args).items() if k != 'hr'}}
+              'images': {os.path.basename(p): file_sha256(p) for p in list_images(images.hr)},
+              'options': {'settings': list(images.settings), 'scale': images.scale,
+                          'noise_sigma': images.noise_sigma, 'seed': images.seed, 'crop': crop,
+                          'crops_per_image': crops_per_image, 'protocol': images.protocol}}
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     if os.path.isfile(path):
         with open(path) as f:
@@ -256,10 +256,10 @@ def run_analyses(study: Study, run: Run) -> Dict:
             return cached
     net = load_network(run.options, run.checkpoint, WEIGHTS[bench.weights], device())
     tap = FeatureTap(net, (run.options.get('feature_tap') or {}).get('layer', 'conv_last'))
-    feats, labels = ddr_features(net, tap, args)
+    feats, labels = ddr_features(net, tap, images, crop, crops_per_image)
     result = {
         'inputs_sha256': key, 'dataset': next(iter(study.datasets)),
-        'cossim': cossim_per_image(net, tap, cossim_images(args)),
+        'cossim': cossim_per_image(net, tap, cossim_images(images)),
         'chi_pooled': calinski_harabasz(feats, labels),
         'chi_tsne': calinski_harabasz(tsne_embedding(feats, 0), labels),
     }

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from gsr.data.eval_protocol import folder_name
+from gsr.models.option_check import check_options, load_option_file
 from gsr.utils.default_data import EMBEDDED, resolve_root
 from gsr.utils.errors import GsrError
-from gsr.utils.option_check import check_options, load_option_file
 from gsr.utils.options import options_from_dict
 
 WEIGHTS = {'ema': 'params_ema', 'raw': 'params'}

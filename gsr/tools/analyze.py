@@ -39,108 +39,26 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from scipy.fft import dctn
-from sklearn.manifold import TSNE
-from sklearn.metrics import calinski_harabasz_score
 
+from gsr.analysis.measures import (band_mape, calinski_harabasz, correlation, dominant_dct_bands, entropy_bits,
+                                   probe_accuracy, radial_power, tsne_embedding)
+from gsr.analysis.representation import (SINGLE, ImageSet, cossim_images, cossim_per_image, ddr_features, device,
+                                         tapped_features, teacher_priors)
 from gsr.archs.attached_arch import backbone_of
+from gsr.archs.feature_tap import FeatureTap
 from gsr.archs.lightbsr_arch import LightBSR
-from gsr.data.blind_protocol import PROTOCOLS, degrade_blind_file
-from gsr.data.eval_protocol import degrade_file, noise_seed, settings_list
-from gsr.utils.inference import load_network, super_resolve, to_tensor
+from gsr.archs.network_checkpoint import load_network
+from gsr.data.blind_protocol import PROTOCOLS
+from gsr.data.eval_protocol import degrade_file, settings_list
+from gsr.models.option_check import load_option_file
 from gsr.utils.checkpoint import atomic_write_text
 from gsr.utils.errors import GsrError, check_at_least
-from gsr.utils.feature_tap import FeatureTap
 from gsr.utils.image_io import list_images, read_image_uint8_rgb
-from gsr.utils.option_check import load_option_file
+from gsr.utils.inference import super_resolve, to_tensor
 from gsr.utils.plotting import pyplot, save_figure
 from gsr.utils.staging import claim_output_folder
 
 
-# ------------------------------------------------------------------------------------------- measures
-def calinski_harabasz(features: np.ndarray, labels: List[str]) -> float:
-    """CHI = [tr(B)/(k−1)] / [tr(W)/(n−k)] (Caliński & Harabasz 1974): between- over within-cluster dispersion."""
-    return float(calinski_harabasz_score(features, labels))
-
-
-def radial_bands(shape: Tuple[int, int], bands: int) -> np.ndarray:
-    """Band index (0 = lowest) of every FFT bin of an ``fftshift``-ed spectrum: equal-width radial rings up to
-    the Nyquist radius; corners beyond it belong to the last band."""
-    h, w = shape
-    y, x = np.meshgrid(np.fft.fftshift(np.fft.fftfreq(h)), np.fft.fftshift(np.fft.fftfreq(w)), indexing='ij')
-    radius = np.sqrt(x**2 + y**2) / 0.5
-    return np.minimum((radius * bands).astype(int), bands - 1)
-
-
-def band_mape(sr: np.ndarray, gt: np.ndarray, bands: int = 8, eps: float = 1e-8) -> np.ndarray:
-    """Per radial band: mean over its bins of |A_sr − A_gt| / |A_gt| × 100, with A the FFT amplitude of the
-    grey image (mean over channels)."""
-
-    def amplitude(img: np.ndarray) -> np.ndarray:
-        grey = img.astype(np.float64).mean(axis=2) if img.ndim == 3 else img.astype(np.float64)
-        return np.abs(np.fft.fftshift(np.fft.fft2(grey)))
-
-    a_sr, a_gt = amplitude(sr), amplitude(gt)
-    index = radial_bands(a_gt.shape, bands)
-    ape = np.abs(a_sr - a_gt) / (a_gt + eps) * 100
-    return np.array([ape[index == b].mean() for b in range(bands)])
-
-
-def dominant_dct_bands(features: np.ndarray, bands: int = 8) -> np.ndarray:
-    """For (C, H, W) features: each channel's band of largest DCT-II energy, bands split by (u/H + v/W).
-
-    The DC coefficient (the channel mean) is left out: with it nearly every channel is dominated by band 1.
-    """
-    c, h, w = features.shape
-    energy = dctn(features, axes=(1, 2), norm='ortho')**2
-    energy[:, 0, 0] = 0
-    u, v = np.meshgrid(np.arange(h) / h, np.arange(w) / w, indexing='ij')
-    index = np.minimum(((u + v) / 2 * bands).astype(int), bands - 1)
-    per_band = np.stack([energy[:, index == b].sum(1) for b in range(bands)], axis=1)
-    return per_band.argmax(1)
-
-
-def entropy_bits(values: np.ndarray, bins: int) -> float:
-    """Shannon entropy (bits) of the histogram of integer ``values`` in [0, bins)."""
-    p = np.bincount(values, minlength=bins) / len(values)
-    p = p[p > 0]
-    return float(-(p * np.log2(p)).sum())
-
-
-# ------------------------------------------------------------------------------------------- inputs
-def degraded_images(hr_folder: str, settings: List[str], scale: int, sigma: float, seed: int,
-                    protocol: str = 'eight'):
-    """Yield (image name, setting, LR, HR) for every image and setting (uint8 RGB): the eight settings, or every
-    setting of a blind protocol (``gsr.data.blind_protocol``)."""
-    for path in list_images(hr_folder):
-        name = os.path.splitext(os.path.basename(path))[0]
-        if protocol == 'eight':
-            hr, lrs = degrade_file(path, settings, scale, sigma, seed)
-        else:
-            hr, lrs = degrade_blind_file(path, protocol, scale, seed)
-        for setting, lr in lrs.items():
-            yield name, setting, lr, hr
-
-
-def lr_crops(lr: np.ndarray, crop: int, count: int, rng: np.random.Generator) -> List[np.ndarray]:
-    if crop <= 0:
-        return [lr]
-    h, w = lr.shape[:2]
-    if h < crop or w < crop:
-        return [lr]
-    return [
-        lr[y:y + crop, x:x + crop]
-        for y, x in zip(rng.integers(0, h - crop + 1, count), rng.integers(0, w - crop + 1, count))
-    ]
-
-
-@torch.no_grad()
-def tapped_features(net, tap: FeatureTap, lr: np.ndarray) -> torch.Tensor:
-    net(to_tensor(lr, next(net.parameters()).device))
-    return tap.features[0]
-
-
-# ------------------------------------------------------------------------------------------- outputs
 def markdown(header: List[str], rows: List[List], digits: int = 4) -> str:
     cell = lambda v: f'{v:.{digits}f}' if isinstance(v, float) else str(v)  # noqa: E731
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
@@ -159,53 +77,14 @@ def band_plot(curves: Dict[str, np.ndarray], xlabel: str, ylabel: str, path: str
     save_figure(fig, path)
 
 
-@torch.no_grad()
-def degradation_representation(net, tap: Optional[FeatureTap], lr: np.ndarray,
-                               prior: Optional[torch.Tensor] = None) -> np.ndarray:
-    """What ``ddr`` clusters: LightBSR's channel IDR (a teacher's with the setting's ``prior``), or the tapped
-    features average-pooled."""
-    if tap is None:
-        x = to_tensor(lr, next(net.parameters()).device)
-        return backbone_of(net).representations(x, prior)[1][0].cpu().numpy()
-    return tapped_features(net, tap, lr).mean((1, 2)).cpu().numpy()
-
-
-def teacher_priors(opt: Dict, protocol: str) -> Dict[str, torch.Tensor]:
-    """A LightBSR teacher's prior for every setting of a blind protocol (the settings' kernels and noise are
-    known), computed as in training from the option file's ``kernel_pca`` and ``classic_degradation``."""
-    from gsr.data.blind_protocol import protocol_settings
-    from gsr.data.classic_degrader import ClassicDegradationOptions, fixed_draws
-    from gsr.data.kernel_pca import load_kernel_pca
-    from gsr.models.lightbsr_model import classic_prior
-    from gsr.utils.options import options_from_dict
-    if protocol == 'eight' or not opt.get('classic_degradation'):
-        raise GsrError('gsr analyze ddr: a LightBSR teacher needs its prior, known here for --protocol blind-iso or '
-                       'blind-aniso and a teacher trained with classic_degradation')
-    options = options_from_dict(ClassicDegradationOptions, opt['classic_degradation'], 'classic_degradation')
-    basis = load_kernel_pca(opt.get('kernel_pca') or '', 'kernel_pca')['basis']
-    return {name: classic_prior(fixed_draws(*([v] for v in setting)), basis, options)
-            for name, setting in protocol_settings(protocol).items()}
-
-
-def ddr_features(net, tap, args) -> Tuple[np.ndarray, List[str]]:
-    """The DDR of every crop (rows) and its setting (labels); the same crops under every setting."""
-    feats, labels = [], []
-    priors = getattr(args, 'priors', {})
-    for name, setting, lr, _ in degraded_images(args.hr, args.settings, args.scale, args.noise_sigma, args.seed,
-                                                args.protocol):
-        rng = np.random.default_rng(noise_seed(args.seed, name, 'crops'))  # same crops under every setting
-        for piece in lr_crops(lr, args.crop, args.crops_per_image, rng):
-            feats.append(degradation_representation(net, tap, piece, priors.get(setting)))
-            labels.append(setting)
-    return np.stack(feats), labels
-
-
-def tsne_embedding(feats: np.ndarray, seed: int) -> np.ndarray:
-    return TSNE(2, perplexity=min(30., (len(feats) - 1) / 3), init='pca', random_state=seed).fit_transform(feats)
+def image_set(args: argparse.Namespace, protocol: Optional[str] = None) -> ImageSet:
+    """The images and settings the command line names (``--protocol`` unless ``protocol`` is given)."""
+    return ImageSet(args.hr, args.scale, args.noise_sigma, args.seed, args.settings, protocol or args.protocol)
 
 
 def run_ddr(net, tap, args, out: str) -> str:
-    feats, labels = ddr_features(net, tap, args)
+    feats, labels = ddr_features(net, tap, image_set(args), args.crop, args.crops_per_image,
+                                 getattr(args, 'priors', None))
     chi = calinski_harabasz(feats, labels)
     embedded = tsne_embedding(feats, args.seed)
     fig, ax = pyplot().subplots(figsize=(5, 4.5))
@@ -225,7 +104,7 @@ def run_ddr(net, tap, args, out: str) -> str:
 
 def run_freq(net, tap, args, out: str) -> str:
     per_setting: Dict[str, List[np.ndarray]] = OrderedDict()
-    for _, setting, lr, hr in degraded_images(args.hr, args.settings, args.scale, args.noise_sigma, args.seed):
+    for _, setting, lr, hr in image_set(args, 'eight').degraded():
         sr = super_resolve(net, lr, args.scale, args.tile)
         per_setting.setdefault(setting, []).append(band_mape(sr, hr, args.bands))
     means = {s: np.mean(v, axis=0) for s, v in per_setting.items()}
@@ -239,7 +118,7 @@ def run_freq(net, tap, args, out: str) -> str:
 
 def run_dct(net, tap, args, out: str) -> str:
     per_setting: Dict[str, List[np.ndarray]] = OrderedDict()
-    for _, setting, lr, _ in degraded_images(args.hr, args.settings, args.scale, args.noise_sigma, args.seed):
+    for _, setting, lr, _ in image_set(args, 'eight').degraded():
         feats = tapped_features(net, tap, lr).cpu().numpy()
         per_setting.setdefault(setting, []).append(dominant_dct_bands(feats, args.bands))
     rows = [[s, float(np.mean([entropy_bits(d, args.bands) for d in v]))] for s, v in per_setting.items()]
@@ -251,33 +130,9 @@ def run_dct(net, tap, args, out: str) -> str:
     return table
 
 
-SINGLE = ('blur', 'noise', 'jpeg')
-
-
-def feature_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    """<a, b> / (‖a‖ ‖b‖) of two flattened feature maps."""
-    return float(torch.nn.functional.cosine_similarity(a.flatten()[None], b.flatten()[None]).item())
-
-
-def cossim_per_image(net, tap: FeatureTap, images: List[Dict[str, np.ndarray]]) -> Dict[str, List[float]]:
-    """For each single degradation, the cosine similarity of the tapped features of each image's clean LR and its
-    degraded LR (``images``: setting -> LR per image, from ``degrade_file``)."""
-    values: Dict[str, List[float]] = OrderedDict((s, []) for s in SINGLE)
-    for lrs in images:
-        clean = tapped_features(net, tap, lrs['clean'])
-        for setting in SINGLE:
-            values[setting].append(feature_cosine(clean, tapped_features(net, tap, lrs[setting])))
-    return values
-
-
-def cossim_images(args) -> List[Dict[str, np.ndarray]]:
-    return [degrade_file(path, ['clean'] + list(SINGLE), args.scale, args.noise_sigma, args.seed)[1]
-            for path in list_images(args.hr)]
-
-
 def run_cossim(args, out: str) -> str:
     opt = load_option_file(args.opt)
-    images = cossim_images(args)
+    images = cossim_images(image_set(args))
     curves: Dict[str, List[float]] = OrderedDict((s, []) for s in SINGLE)
     for checkpoint in args.checkpoints:
         net = load_network(opt, checkpoint, args.param_key, device())
@@ -296,15 +151,6 @@ def run_cossim(args, out: str) -> str:
                      digits=6)
     atomic_write_text(os.path.join(out, 'cossim.md'), table)
     return table
-
-
-def radial_power(residual: np.ndarray, bands: int) -> np.ndarray:
-    """Mean power |FFT|² of the grey residual in each radial band (``radial_bands``), DC left out."""
-    grey = residual.astype(np.float64).mean(axis=2)
-    power = np.abs(np.fft.fftshift(np.fft.fft2(grey)))**2 / grey.size
-    index = radial_bands(power.shape, bands)
-    power[power.shape[0] // 2, power.shape[1] // 2] = np.nan
-    return np.array([np.nanmean(power[index == b]) for b in range(bands)])
 
 
 def run_spectrum(args, out: str) -> str:
@@ -350,11 +196,6 @@ def savl_estimator(net, analysis: str) -> torch.nn.Module:
     if not hasattr(backbone_of(net), 'estimator'):
         raise GsrError(f'gsr analyze {analysis} needs a network with a SAVL estimator (network_g type SAVLNet)')
     return backbone_of(net).estimator
-
-
-def correlation(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
-    return float((a * b).sum() / max(np.sqrt((a * a).sum() * (b * b).sum()), 1e-12))
 
 
 @torch.no_grad()
@@ -416,18 +257,6 @@ def leakage_samples(args) -> List[Tuple[int, int, int, np.ndarray]]:
     return samples
 
 
-def probe_accuracy(features: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float:
-    """Held-out accuracy of a linear probe (standardised features, logistic regression), cross-validated with
-    every group held out in turn (at most 5 folds), so that the test rows share no group with the training rows."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GroupKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    folds = GroupKFold(n_splits=min(5, len(np.unique(groups))))
-    return float(cross_val_score(probe, features, labels, groups=groups, cv=folds).mean())
-
-
 @torch.no_grad()
 def run_leakage(args, out: str) -> str:
     """SAVL's content-leakage and noise-level probes on the pooled posterior mean (module docstring)."""
@@ -447,10 +276,6 @@ def run_leakage(args, out: str) -> str:
                       'content)', f'noise-level accuracy (chance {1 / len(LEAKAGE_NOISE):.2f}; higher)'], rows)
     atomic_write_text(os.path.join(out, 'leakage.md'), table)
     return table
-
-
-def device() -> torch.device:
-    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
 
 ANALYSES = {'ddr': run_ddr, 'freq': run_freq, 'dct': run_dct, 'variance': run_variance}

@@ -11,13 +11,14 @@ import numpy as np
 import yaml
 from basicsr.metrics import calculate_psnr
 
+from gsr.archs.network_checkpoint import load_network
 from gsr.data.eval_protocol import degrade_file
-from gsr.utils.inference import bicubic_upscale, load_network, super_resolve
+from gsr.models.option_check import load_option_file
 from gsr.train import run
 from gsr.utils.checkpoint import atomic_write_text
 from gsr.utils.default_data import materialize
 from gsr.utils.image_io import list_images, write_image
-from gsr.utils.option_check import load_option_file
+from gsr.utils.inference import bicubic_upscale, super_resolve
 
 OPTION_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'options', 'demo_srresnet_align.yml')
 TABLE_SETTINGS = ('clean', 'blur', 'noise', 'jpeg', 'b+n+j')

@@ -16,12 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from gsr.archs.network_checkpoint import load_network
+from gsr.models.option_check import load_option_file
+from gsr.tools.arguments import add_network_arguments
 from gsr.utils.checkpoint import atomic_write
 from gsr.utils.default_data import materialize
 from gsr.utils.errors import GsrError
 from gsr.utils.image_io import read_image_uint8_rgb
-from gsr.utils.inference import add_network_arguments, load_network, pad_to_multiple, size_multiple, to_tensor
-from gsr.utils.option_check import load_option_file
+from gsr.utils.inference import pad_to_multiple, size_multiple, to_tensor
 
 DEFAULT_OPSET = 18
 CHECK_SIZE = 96  # the default check image's LR side: large enough for real content, quick for every arch

@@ -15,10 +15,13 @@ from typing import Dict, List, Optional
 import torch
 from tqdm import tqdm
 
+from gsr.archs.network_checkpoint import load_network
+from gsr.tools.arguments import (add_execution_arguments, add_network_arguments, execution_from_arguments,
+                                 network_from_arguments)
 from gsr.utils.errors import GsrError
-from gsr.utils.execution import add_execution_arguments, execution_from_arguments, inference_network
+from gsr.utils.execution import inference_network
 from gsr.utils.image_io import list_images, non_image_files, read_image_uint8_rgb, write_image
-from gsr.utils.inference import add_network_arguments, load_network, network_from_arguments, super_resolve
+from gsr.utils.inference import super_resolve
 from gsr.utils.staging import staged_folder
 
 

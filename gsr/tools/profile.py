@@ -15,13 +15,14 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from gsr.archs.attached_arch import network_from_options
-from gsr.utils.checkpoint import atomic_write_text, check_can_write, load_network_checkpoint
+from gsr.archs.network_checkpoint import load_network_checkpoint
+from gsr.models.option_check import load_option_file
+from gsr.tools.arguments import add_execution_arguments, add_network_arguments, execution_from_arguments
+from gsr.utils.checkpoint import atomic_write_text, check_can_write
 from gsr.utils.errors import GsrError
-from gsr.utils.execution import add_execution_arguments, execution_from_arguments, inference_network
-from gsr.utils.inference import add_network_arguments, pad_to_multiple, size_multiple
-from gsr.utils.option_check import load_option_file
-from gsr.utils.profiling import (flop_count, inference_times, parameter_count, peak_memory_mb, reset_peak_memory,
-                                 rss_mb)
+from gsr.utils.execution import inference_network
+from gsr.utils.inference import pad_to_multiple, size_multiple
+from gsr.utils.profiling import flop_count, inference_times, parameter_count, peak_memory_mb, reset_peak_memory, rss_mb
 
 
 def lr_size(text: str) -> List[int]:

@@ -12,11 +12,11 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from gsr.analysis.evaluation import BICUBIC, evaluate, load_config
 from gsr.repro import report
 from gsr.repro.results import collect
 from gsr.repro.runner import evaluation_config, run_analyses, train_all
 from gsr.repro.study import WEIGHTS, Study, merge
-from gsr.tools.evaluate import BICUBIC, evaluate, load_config
 from gsr.utils.errors import GsrError
 from gsr.utils.staging import claim_output_folder
 
@@ -29,6 +29,7 @@ def protocol_checks(study: Study, config: str, rows: List[Dict], progress: bool)
     """The benchmark's first-seed PSNR of the checked variants against the same under noise sigma 40 (noise
     settings) and under the other weights (all settings)."""
     import yaml
+
     from gsr.data.eval_protocol import settings_list
     from gsr.utils.checkpoint import atomic_write_text
     bench = study.options.benchmark
@@ -76,8 +77,10 @@ def storage_change(study: Study, run, weights: Dict, storage: str) -> float:
     """The largest change of mean PSNR (dB) over the study's benchmark settings and images when the run's network is
     loaded from ``storage`` instead of float32 (0 for float32)."""
     import tempfile
+
     import torch
     import yaml
+
     from gsr.utils.pretrained import stored
     if storage == 'float32':
         return 0.0

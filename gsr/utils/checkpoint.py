@@ -9,9 +9,9 @@ import collections
 import errno
 import hashlib
 import os
-from collections import OrderedDict
 import pickle
 import tempfile
+from collections import OrderedDict
 from typing import Any, Dict, Mapping
 
 import torch
@@ -19,9 +19,7 @@ import torch
 from gsr.utils.errors import GsrError
 
 TRAINING_STATE_GLOBALS = [collections.Counter]
-ATTACHED_SUFFIX = '_attached'
 TEMPORARY_NAME_KEEP = 200  # characters of a file's name kept in its temporary name (+ ~14 random and suffix)
-INLINE_ATTACHED = 'attached_at_inference'  # names of the attached modules a checkpoint's network runs at inference
 
 
 def current_umask() -> int:
@@ -203,59 +201,3 @@ def load_weights(net: torch.nn.Module, weights: Mapping[str, torch.Tensor], path
         if mismatch:
             raise GsrError(f'checkpoint {path} does not fit {net.__class__.__name__}: {mismatch}')
     net.load_state_dict(weights, strict=strict)
-
-
-def _cpu(state: Mapping[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
-    return OrderedDict((k[7:] if k.startswith('module.') else k, v.cpu()) for k, v in state.items())
-
-
-def checkpoint_entries(net: torch.nn.Module, param_key: str) -> Dict[str, 'OrderedDict[str, torch.Tensor]']:
-    """What ``net`` (bare) is saved as: ``{param_key: weights}``; an ``AttachedNetwork`` saves its backbone under
-    ``param_key`` (loadable into the bare architecture) and its attached modules, if they have any state, under
-    ``param_key + '_attached'``, and the names of those that act at inference under ``INLINE_ATTACHED`` (a loader
-    must not run such a network without them)."""
-    from gsr.archs.attached_arch import AttachedNetwork
-    if not isinstance(net, AttachedNetwork):
-        return {param_key: _cpu(net.state_dict())}
-    entries = {param_key: _cpu(net.backbone.state_dict())}
-    attached = net.attached.state_dict()
-    if attached:
-        entries[param_key + ATTACHED_SUFFIX] = _cpu(attached)
-        entries[INLINE_ATTACHED] = sorted(name for name, module in net.attached.items()
-                                          if net.points[name].inference and module.state_dict())
-    return entries
-
-
-def load_network_checkpoint(net: torch.nn.Module, path: str, param_key: str = 'params', strict: bool = True) -> None:
-    """Load ``path`` into ``net`` (bare); the inverse of ``checkpoint_entries``. The backbone's weights come from
-    ``param_key`` (``params`` where that is absent); the attached modules' from the matching ``_attached`` entry,
-    which with ``strict`` must exist whenever they have state (a bare backbone checkpoint loads with
-    ``strict: false``, leaving the attached modules as initialised). With ``strict``, a checkpoint whose attached
-    modules act at inference (``INLINE_ATTACHED``) is refused for a network that does not attach them: the bare
-    backbone would run silently without its trained inline module."""
-    from gsr.archs.attached_arch import AttachedNetwork
-    state = load_checkpoint(path)
-    missing = sorted(set(state.get(INLINE_ATTACHED, ())) -
-                     set(net.attached.keys() if isinstance(net, AttachedNetwork) else ()))
-    if strict and missing:
-        raise GsrError(f'checkpoint {path} was trained with the attached module(s) {", ".join(missing)}, which act '
-                       'at inference, but the option file does not attach them; use the option file it was trained '
-                       'with (its attach: block)')
-    if not isinstance(net, AttachedNetwork):
-        load_weights(net, checkpoint_entry(state, path, param_key), path, strict)
-        return
-    key = param_key if param_key in state else 'params'
-    load_weights(net.backbone, checkpoint_entry(state, path, key), path, strict)
-    expected = net.attached.state_dict()
-    if not expected:
-        return
-    if key + ATTACHED_SUFFIX not in state:
-        if strict:
-            raise GsrError(f'checkpoint {path} has no weights for the attached module(s) '
-                           f'{", ".join(net.attached.keys())} (no {key + ATTACHED_SUFFIX!r} entry; it has: '
-                           f'{", ".join(map(str, state))})')
-        return
-    stored = checkpoint_entry(state, path, key + ATTACHED_SUFFIX)
-    present = set(net.attached.keys())  # modules left out for inference (``inference: false``) are not loaded
-    load_weights(net.attached, OrderedDict((k, v) for k, v in stored.items() if k.split('.')[0] in present), path,
-                 strict)

@@ -7,7 +7,6 @@ All default to today's behaviour: float32, contiguous tensors, eager mode. ``pre
 autocast at a fraction of the float32 speed (docs/SCALING.md), so a study's option file that must run on every
 machine asks for ``auto``.
 """
-import argparse
 import functools
 import logging
 from dataclasses import dataclass
@@ -159,20 +158,6 @@ class ExecutedNetwork(nn.Module):
             return self.net(to_memory_format(x, self.options)).float()
 
 
-def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--precision``, ``--channels-last`` and ``--compile`` for the inference commands."""
-    parser.add_argument('--precision', default='fp32',
-                        help='fp32 (default), bf16, fp16 (CUDA only) or auto (bf16 where the hardware has it)')
-    parser.add_argument('--channels-last', action='store_true', help='run the network in channels-last format')
-    parser.add_argument('--compile', nargs='?', const=True, default=False,
-                        help='torch.compile the network (optionally a mode, or auto to fall back to eager)')
-
-
 def inference_network(net: nn.Module, options: ExecutionOptions, device_type: str, where: str) -> nn.Module:
     """``net`` itself for the default execution, else wrapped to run as ``options`` say."""
     return net if options == ExecutionOptions() else ExecutedNetwork(net, options, device_type, where)
-
-
-def execution_from_arguments(args: argparse.Namespace, device_type: str) -> ExecutionOptions:
-    block = {'precision': args.precision, 'channels_last': args.channels_last, 'compile': args.compile}
-    return execution_options(block, '--', device_type)

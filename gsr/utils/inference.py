@@ -1,36 +1,16 @@
-"""Running a trained network on 8-bit images: checkpoint loading and tiled inference with bounded memory.
+"""Running a trained network on 8-bit images: padding to the size multiple and tiled inference with bounded memory.
 
 Validation during training (``GsrModel.test``), ``gsr infer``, ``gsr evaluate``, ``gsr analyze`` and the demo
-all go through ``run_piece``: whole images or tiles, on float batches or uint8 images.
+all go through ``run_piece``: whole images or tiles, on float batches or uint8 images. The network is handed in
+(loading it from an option file and checkpoint: ``gsr.archs.network_checkpoint.load_network``).
 """
-import argparse
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Iterator, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from gsr.archs.attached_arch import network_from_options
-from gsr.utils.checkpoint import load_network_checkpoint
 from gsr.utils.errors import GsrError
-
-
-def load_network(opt: Dict[str, Any],
-                 checkpoint: str,
-                 param_key: str = 'params_ema',
-                 device: Optional[torch.device] = None,
-                 lr_alone: bool = True) -> nn.Module:
-    """The network an option file trains (``network_g`` with its ``attach:`` modules), loaded from ``checkpoint``
-    (``param_key``, falling back to ``params``), in eval mode on ``device``. With ``lr_alone`` (every command that
-    super-resolves images) a network that needs more than the LR image is refused: a LightBSR teacher takes the
-    true degradation as its prior, which a real LR image does not come with."""
-    net = network_from_options(opt, for_inference=True)
-    if lr_alone and getattr(net.backbone, 'prior_channels', 0):
-        raise GsrError(f'{checkpoint}: this network is a LightBSR teacher: it takes the true degradation (a prior '
-                       f'of {net.backbone.prior_channels} values) besides the LR image, so it cannot super-resolve '
-                       'an image alone; use a student distilled from it (options/train_lightbsr_student*.yml)')
-    load_network_checkpoint(net, checkpoint, param_key)
-    return net.eval().to(device or torch.device('cpu'))
 
 
 def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
@@ -39,35 +19,6 @@ def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
     from basicsr.utils.matlab_functions import imresize
     up = imresize(lr.astype(np.float32) / 255., scale)
     return np.clip(np.round(up * 255.), 0, 255).astype(np.uint8)
-
-
-def add_network_arguments(parser: argparse.ArgumentParser, checkpoint_required: bool = True,
-                          shipped: bool = False) -> None:
-    """``-opt``, ``--checkpoint`` and ``--param-key``: the trained network a command runs; with ``shipped``,
-    ``--model NAME`` instead (a network shipped in the package, ``network_from_arguments``)."""
-    parser.add_argument('-opt', required=not shipped, help='option file whose network_g describes the checkpoint')
-    parser.add_argument('--checkpoint', required=checkpoint_required and not shipped,
-                        help='the trained weights' + ('' if checkpoint_required else ' (optional)'))
-    if shipped:
-        from gsr.utils.pretrained import manifest
-        parser.add_argument('--model', help='a network shipped with gsr instead of -opt/--checkpoint: '
-                            + (', '.join(manifest()) or 'none shipped'))
-    parser.add_argument('--param-key', default='params_ema', choices=['params_ema', 'params'],
-                        help='params_ema (falling back to params) or params')
-
-
-def network_from_arguments(args: argparse.Namespace) -> Tuple[Dict[str, Any], str, str]:
-    """(options, checkpoint, param key) of ``--model`` or of ``-opt`` + ``--checkpoint`` + ``--param-key``."""
-    from gsr.utils.option_check import load_option_file
-    from gsr.utils.pretrained import shipped
-    if getattr(args, 'model', None):
-        if args.opt or args.checkpoint:
-            raise GsrError('--model replaces -opt and --checkpoint: give one or the other')
-        entry = shipped(args.model)
-        return {'network_g': entry['network_g'], 'scale': entry['scale']}, entry['checkpoint'], entry['param_key']
-    if not args.opt or not args.checkpoint:
-        raise GsrError('give -opt and --checkpoint (a trained network), or --model NAME (a shipped one)')
-    return load_option_file(args.opt), args.checkpoint, args.param_key
 
 
 def to_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
