@@ -231,7 +231,7 @@ def markdown(results: Dict, report_path: str) -> str:
             body += ['', 'Shown for context, not counted in the verdict: these comparisons differ in training data '
                      'as well as in method (the TFD variants skip noise half the time, alignment never does).', '',
                      comparison_table(c['context'])]
-    body += ['', '## PSNR per variant and setting (dB, mean ± std over seeds, datasets averaged)', '',
+    body += ['', '## PSNR per variant and setting (dB, mean ± std over seeds; the images of every dataset pooled)', '',
              variant_table(results)]
     if results.get('bicubic_by_setting'):
         body += ['', '### Against bicubic', '', 'Each variant\'s PSNR minus bicubic upscaling\'s (MATLAB bicubic, '
