@@ -6,7 +6,7 @@ from typing import Any, Dict, Tuple
 from gsr.models.option_check import load_option_file
 from gsr.utils.errors import GsrError
 from gsr.utils.execution import ExecutionOptions, execution_options
-from gsr.utils.pretrained import manifest, shipped
+from gsr.utils import pretrained
 
 
 def add_network_arguments(parser: argparse.ArgumentParser, checkpoint_required: bool = True,
@@ -18,7 +18,7 @@ def add_network_arguments(parser: argparse.ArgumentParser, checkpoint_required: 
                         help='the trained weights' + ('' if checkpoint_required else ' (optional)'))
     if shipped:
         parser.add_argument('--model', help='a network shipped with gsr instead of -opt/--checkpoint: '
-                            + (', '.join(manifest()) or 'none shipped'))
+                            + (', '.join(pretrained.manifest()) or 'none shipped'))
     parser.add_argument('--param-key', default='params_ema', choices=['params_ema', 'params'],
                         help='params_ema (falling back to params) or params')
 
@@ -28,7 +28,7 @@ def network_from_arguments(args: argparse.Namespace) -> Tuple[Dict[str, Any], st
     if getattr(args, 'model', None):
         if args.opt or args.checkpoint:
             raise GsrError('--model replaces -opt and --checkpoint: give one or the other')
-        entry = shipped(args.model)
+        entry = pretrained.shipped(args.model)
         return {'network_g': entry['network_g'], 'scale': entry['scale']}, entry['checkpoint'], entry['param_key']
     if not args.opt or not args.checkpoint:
         raise GsrError('give -opt and --checkpoint (a trained network), or --model NAME (a shipped one)')
