@@ -228,12 +228,12 @@ class SecondOrderDegrader(torch.nn.Module):
     def _jpeg(self, out: torch.Tensor, p: Dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         """Compress stage ``stage``'s rows whose ``jpeg<stage>_applied`` is 1; the others pass through (clamped)."""
         out = out.clamp(0, 1).contiguous()
-        applied = p.get(f'jpeg{stage}_applied')
-        if applied is not None and not bool(applied.any()):
+        applied = p[f'jpeg{stage}_applied']
+        if not bool(applied.any()):
             return out
         # DiffJPEG overwrites its quality tensor in place: give it a copy so the label survives
         compressed = self.jpeger(out, quality=p[f'jpeg{stage}_quality'].clone())
-        if applied is None or bool(applied.all()):
+        if bool(applied.all()):
             return compressed
         return torch.where(applied.bool().view(-1, 1, 1, 1), compressed, out)
 
