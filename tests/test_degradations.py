@@ -206,3 +206,40 @@ def test_jpeg_probability_one_compresses_every_row_as_real_esrgan(batch):
     p = SecondOrderDegrader(DegradationOptions()).sample(batch['gt'], *_kernels(batch))
     assert torch.equal(p['jpeg1_applied'], torch.ones(len(batch['gt'])))
     assert torch.equal(p['jpeg2_applied'], torch.ones(len(batch['gt'])))
+
+
+def test_first_order_draws_make_the_one_stage_image_and_say_so(batch):
+    """second_order_prob 0: blur, resize and noise once, then the final resize + sinc + JPEG (RDSR's onedegra)."""
+    from basicsr.utils.img_process_util import filter2D
+    from torch.nn import functional as F
+    seed_all(4)
+    degrader = SecondOrderDegrader(DegradationOptions(second_order_prob=0.0, noise_prob=0.0))
+    gt = batch['gt']
+    p = degrader.sample(gt, *_kernels(batch))
+    assert torch.equal(p['second_order'], torch.zeros(len(gt)))
+    for key in ('jpeg1_applied', 'blur2_applied', 'noise2_sigma', 'noise2_poisson_scale'):
+        assert not bool(p[key].any()), key
+    out = F.interpolate(filter2D(gt, p['kernel1']), scale_factor=float(p['resize1_scale'][0]),
+                        mode=degrader._mode(p, 'resize1_mode')).clamp(0, 1)
+    lq_size, mode = (gt.shape[-2] // 4, gt.shape[-1] // 4), degrader._mode(p, 'final_resize_mode')
+
+    def resize_and_sinc(img):
+        return filter2D(F.interpolate(img, size=lq_size, mode=mode).contiguous(), p['sinc_kernel'])
+
+    if int(p['final_order'][0]) == 0:
+        out = degrader._jpeg(resize_and_sinc(out), p, '2')
+    else:
+        out = resize_and_sinc(degrader._jpeg(out, p, '2'))
+    expected = torch.clamp((out * 255.).round(), 0, 255) / 255.
+    assert torch.equal(degrader.apply(gt, p), expected)
+
+
+def test_second_order_probability_one_draws_nothing_and_runs_both_stages(batch):
+    seed_all(5)
+    p = SecondOrderDegrader(DegradationOptions()).sample(batch['gt'], *_kernels(batch))
+    state = np.random.get_state()[1].copy()
+    seed_all(5)
+    q = SecondOrderDegrader(DegradationOptions(second_order_prob=1.0)).sample(batch['gt'], *_kernels(batch))
+    assert np.array_equal(np.random.get_state()[1], state)
+    assert torch.equal(q['second_order'], torch.ones(len(batch['gt'])))
+    assert all(torch.equal(p[k], q[k]) for k in p)

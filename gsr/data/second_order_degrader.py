@@ -59,6 +59,7 @@ class DegradationOptions:
     final_order_prob: float = 0.5
     noise_prob: float = 1.0
     jpeg_prob: float = 1.0
+    second_order_prob: float = 1.0
 
     def __post_init__(self):
         for stage in ('', '2'):
@@ -68,7 +69,7 @@ class DegradationOptions:
             check_range(f'poisson_scale_range{stage}', getattr(self, f'poisson_scale_range{stage}'), 0)
             check_range(f'jpeg_range{stage}', getattr(self, f'jpeg_range{stage}'), 1, 100)
         for name in ('gaussian_noise_prob', 'gaussian_noise_prob2', 'gray_noise_prob', 'gray_noise_prob2',
-                     'second_blur_prob', 'final_order_prob', 'noise_prob', 'jpeg_prob'):
+                     'second_blur_prob', 'final_order_prob', 'noise_prob', 'jpeg_prob', 'second_order_prob'):
             check_fraction(name, getattr(self, name))
 
 
@@ -212,7 +213,25 @@ class SecondOrderDegrader(torch.nn.Module):
         p['jpeg2_applied'] = jpeg_applied()
         p['sinc_applied'] = sinc_info[:, 0].to(dev)
         p['sinc_omega_c'] = sinc_info[:, 1].to(dev)
+        if o.second_order_prob < 1:  # drawn only below 1.0: the default keeps Real-ESRGAN's random stream
+            p['second_order'] = full(np.random.uniform() < o.second_order_prob)
+            if not bool(p['second_order'][0]):
+                self._skip_second_stage(p)
+        else:
+            p['second_order'] = full(1)
         return p
+
+    @staticmethod
+    def _skip_second_stage(p: Dict[str, torch.Tensor]) -> None:
+        """Make the draws ``p`` first-order, as the Dropout paper's ``RealESRNetModel_onedegra`` (XPixelGroup/RDSR):
+        blur, resize and noise once, then the final resize, sinc and JPEG; the first stage's JPEG and the second
+        stage's blur, resize and noise are labelled not applied, so the labels (noise levels, ``jpeg1_applied``)
+        describe the image that was made."""
+        p['jpeg1_applied'] = torch.zeros_like(p['jpeg1_applied'])
+        p['blur2_applied'] = torch.zeros_like(p['blur2_applied'])
+        p['resize2_scale'] = torch.ones_like(p['resize2_scale'])
+        for key in ('noise2_kind', 'noise2_sigma', 'noise2_poisson_scale', 'noise2_gray'):
+            p[key] = torch.zeros_like(p[key])
 
     # ------------------------------------------------------------------------------------------- apply
     @staticmethod
@@ -256,13 +275,14 @@ class SecondOrderDegrader(torch.nn.Module):
         out = filter2D(gt.contiguous(), p['kernel1'])
         out = F.interpolate(out, scale_factor=float(p['resize1_scale'][0]), mode=self._mode(p, 'resize1_mode'))
         out = self._noise(out, p, '1') if add_noise else out.clamp(0, 1)
-        out = self._jpeg(out, p, '1')
-        if bool(p['blur2_applied'][0]):
-            out = filter2D(out.contiguous(), p['kernel2'])
-        s2 = float(p['resize2_scale'][0])
-        size2 = (int(h / self.scale * s2), int(w / self.scale * s2))
-        out = F.interpolate(out, size=size2, mode=self._mode(p, 'resize2_mode'))
-        out = self._noise(out, p, '2') if add_noise else out.clamp(0, 1)
+        if bool(p['second_order'][0]):
+            out = self._jpeg(out, p, '1')
+            if bool(p['blur2_applied'][0]):
+                out = filter2D(out.contiguous(), p['kernel2'])
+            s2 = float(p['resize2_scale'][0])
+            size2 = (int(h / self.scale * s2), int(w / self.scale * s2))
+            out = F.interpolate(out, size=size2, mode=self._mode(p, 'resize2_mode'))
+            out = self._noise(out, p, '2') if add_noise else out.clamp(0, 1)
         lq_size = (h // self.scale, w // self.scale)
         final_mode = self._mode(p, 'final_resize_mode')
         if int(p['final_order'][0]) == 0:
