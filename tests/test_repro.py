@@ -110,7 +110,8 @@ def test_study_resumes_after_a_kill_and_the_report_numbers_are_the_json_numbers(
     baseline_logs = sorted((out / 'baseline' / 'seed0' / 'experiments').rglob('train_*.log'))
 
     study = yaml.safe_load(open(path))  # finish quickly: the killed run resumes with its options unchanged
-    result = gsr_repro([path, '--jobs', '2', '--no-progress'], tmp_path)
+    # --report: the report goes there, not to the study file's `report:`
+    result = gsr_repro([path, '--jobs', '2', '--no-progress', '--report', str(tmp_path / 'check' / 'R.md')], tmp_path)
     output, _ = result.communicate(timeout=900)
     assert result.returncode == 0, output[-3000:]
     assert (out / 'baseline' / 'seed0' / 'done.json').read_text() == done_before  # not redone
@@ -120,7 +121,8 @@ def test_study_resumes_after_a_kill_and_the_report_numbers_are_the_json_numbers(
     assert study['variants']['align']['train']['total_iter'] == 400
 
     results = json.load(open(out / 'results.json'))
-    report = (tmp_path / 'docs' / 'RESULTS.md').read_text()
+    assert not (tmp_path / 'docs').exists()
+    report = (tmp_path / 'check' / 'R.md').read_text()
     assert report.startswith('# Reproduction study: tiny') and 'gsr repro' in report
     for variant, per_setting in results['psnr_by_setting'].items():
         row = next(line for line in report.splitlines() if line.startswith(f'| {variant} | ') and '±' in line)
@@ -134,7 +136,7 @@ def test_study_resumes_after_a_kill_and_the_report_numbers_are_the_json_numbers(
     assert results['regularizer_activity']['align']['l_align']['ratio'] > 0
     checks = {'noise sigma 40 (noise settings)', 'raw weights (all settings)'}
     assert set(results['protocol_checks']['baseline']) == checks
-    assert (tmp_path / 'docs' / 'RESULTS_plots' / 'gains.png').is_file()
+    assert (tmp_path / 'check' / 'R_plots' / 'gains.png').is_file()
 
     # bicubic, scored in the same run, and the learning curves (validation every 2 iterations, across the resume)
     floor = results['bicubic_by_setting']
@@ -152,7 +154,7 @@ def test_study_resumes_after_a_kill_and_the_report_numbers_are_the_json_numbers(
     assert all(m is not None for m in minutes) and minutes == sorted(minutes)
     assert set(curves['variants']['align']['psnr']) == {'noise', 'b+n+j'}
     assert 0 < curves['bicubic']['noise'] < 40
-    assert (tmp_path / 'docs' / 'RESULTS_plots' / 'learning_curves_minutes.png').is_file()
+    assert (tmp_path / 'check' / 'R_plots' / 'learning_curves_minutes.png').is_file()
 
 
 def test_a_study_mistake_is_one_line_before_anything_is_written(tmp_path, small_photo_folder):

@@ -139,6 +139,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--variants', nargs='+', metavar='NAME', help='run only these variants of the study')
     parser.add_argument('--seeds', type=int, metavar='N', help='train and report only the first N seeds of the '
                         'study (a budget choice the report states)')
+    parser.add_argument('--report', metavar='PATH', help='write the report here instead of the study file\'s '
+                        '`report:` (e.g. a recipe check of some variants, which is not the study\'s report)')
     parser.add_argument('--no-progress', action='store_true')
     parser.add_argument('--ship', metavar='PREFIX', help='also ship the first seed\'s baseline and best regularized '
                         'network into the package (gsr/pretrained) as PREFIX-baseline and PREFIX-<variant>')
@@ -147,6 +149,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise GsrError(f'--jobs must be at least 1, got {args.jobs}')
     start = time.time()
     study = Study(args.study, args.variants, args.seeds)  # every check before anything is written
+    report_path = os.path.abspath(args.report) if args.report else study.report
     claim_output_folder(study.output, [study.hr, args.study] + list(study.datasets.values()))
 
     def say(text: str) -> None:
@@ -167,8 +170,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     command = 'gsr repro ' + ' '.join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     meta = {'command': command, 'wall_seconds': time.time() - start}
     results = collect(study, rows, bicubic, analyses, factors, checks, meta)
-    report.write(results, study.report, os.path.join(study.output, 'results.json'))
-    say(f'wrote {study.report} and {os.path.join(study.output, "results.json")}')
+    report.write(results, report_path, os.path.join(study.output, 'results.json'))
+    say(f'wrote {report_path} and {os.path.join(study.output, "results.json")}')
     if args.ship:
         for path in ship_networks(study, results, args.ship, command):
             say(f'shipped {path}')
