@@ -46,8 +46,9 @@ def main() -> None:
     parser.add_argument('--hr', required=True, help='HR folder for the probes (e.g. ../shared/data/Set14)')
     parser.add_argument('--iterations', type=int, default=600)
     args = parser.parse_args()
-    from gsr.archs.network_checkpoint import checkpoint_entries
-    from gsr.tools.analyze import run_leakage
+    from gsr.analysis.savl import leakage_probes, leakage_samples
+    from gsr.archs.network_checkpoint import checkpoint_entries, load_network
+    from gsr.tools.analyze import leakage_table
     with tempfile.TemporaryDirectory() as tmp:
         checkpoints = []
         for name, (changes, regularizers) in VARIANTS.items():
@@ -58,12 +59,12 @@ def main() -> None:
             checkpoints.append(path)
             print(f'{name}: {args.iterations} iterations in {time.time() - start:.0f} s, last losses '
                   f'{ {k: round(float(v), 5) for k, v in model.log_dict.items()} }', flush=True)
-        with tempfile.NamedTemporaryFile('w', suffix='.yml', dir=tmp, delete=False) as f:
-            import yaml
-            yaml.safe_dump({'network_g': tiny_stage_a()['network_g']}, f)
-        measure = argparse.Namespace(opt=f.name, checkpoints=checkpoints, param_key='params', hr=args.hr, scale=4,
-                                     noise_sigma=20, seed=0, crop=48, crops_per_image=6)
-        print(run_leakage(measure, tmp).replace(tmp + os.sep, ''))
+        samples = leakage_samples(args.hr, scale=4, noise_sigma=20, seed=0, crop=48, crops_per_image=6)
+        nets = [load_network({'network_g': tiny_stage_a()['network_g']}, path, 'params', torch.device('cpu'))
+                for path in checkpoints]
+        rows = [[os.path.basename(path), *leakage_probes(net, samples), len({s.scene for s in samples})]
+                for path, net in zip(checkpoints, nets)]
+        print(leakage_table(rows))
 
 
 if __name__ == '__main__':

@@ -8,7 +8,6 @@ and after ``iterations`` steps (same seed).
 import argparse
 import os
 import sys
-import tempfile
 
 import torch
 
@@ -57,16 +56,17 @@ def main() -> None:
     parser.add_argument('--lambda-mis', type=float, default=0.0, help='SAVLKLLoss.lambda_mis (0: the ELBO\'s KL, as '
                         'in docs/SAVL.md\'s measurement; the tiny file\'s is 9)')
     args = parser.parse_args()
-    from gsr.tools.analyze import run_variance
+    from gsr.analysis.savl import spatial_samples, variance_statistics
+    from gsr.tools.analyze import variance_table
     from gsr.utils.default_data import materialize
-    measure = argparse.Namespace(sets=None, hr=materialize()['val'], scale=4, seed=0)
-    with tempfile.TemporaryDirectory() as out:
-        opt = tiny_stage_a()
-        opt['train']['regularizers']['l_kl']['lambda_mis'] = args.lambda_mis
-        model = trained(opt, args.iterations,
-                        lambda m: print('at initialisation\n' + run_variance(m.net_g, None, measure, out)))
-        print(f'after {args.iterations} iterations (last losses: {dict(model.log_dict)})\n' +
-              run_variance(model.net_g, None, measure, out))
+
+    def measure(net) -> str:
+        return variance_table(variance_statistics(net, spatial_samples(materialize()['val'], scale=4, seed=0)))
+
+    opt = tiny_stage_a()
+    opt['train']['regularizers']['l_kl']['lambda_mis'] = args.lambda_mis
+    model = trained(opt, args.iterations, lambda m: print('at initialisation\n' + measure(m.net_g)))
+    print(f'after {args.iterations} iterations (last losses: {dict(model.log_dict)})\n' + measure(model.net_g))
 
 
 if __name__ == '__main__':

@@ -218,6 +218,30 @@ def test_spatial_sets_have_true_maps_and_the_variance_analysis_reads_them(tmp_pa
     assert 'is 3x3 but its LR image is' in result.stderr and 'the map folder does not match its images' in result.stderr
 
 
+def test_the_leakage_probes_write_one_row_per_checkpoint_and_check_their_inputs_first(tmp_path, small_photo_folder):
+    import re
+
+    from gsr.archs.attached_arch import network_from_options
+    from gsr.archs.network_checkpoint import checkpoint_entries
+    from gsr.cli import main
+    from tests.conftest import write_yaml
+    opt = tiny_savl('a')
+    checkpoints = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        checkpoints.append(str(tmp_path / f'net{seed}.pth'))
+        torch.save(checkpoint_entries(network_from_options(opt), 'params'), checkpoints[-1])
+    args = ['analyze', 'leakage', '-opt', write_yaml(tmp_path / 'a.yml', opt), '--checkpoints', *checkpoints,
+            '--param-key', 'params', '--hr', small_photo_folder, '--crop', '16', '--crops-per-image', '2']
+    assert main(args + ['--output', str(tmp_path / 'out')]) == 0
+    rows = [line for line in open(tmp_path / 'out' / 'leakage.md').read().splitlines()[2:] if line]
+    assert [row.split(' | ')[0] for row in rows] == [f'| {c}' for c in checkpoints]
+    accuracies = [float(v) for row in rows for v in re.findall(r'\| (\d\.\d+)', row)]
+    assert len(accuracies) == 4 and all(0 <= a <= 1 for a in accuracies)
+    assert main(args[:-1] + ['1', '--output', str(tmp_path / 'out1')]) == 2  # one crop position: nothing to test on
+    assert not (tmp_path / 'out1').exists()
+
+
 # ------------------------------------------------------------------------------------------------ CLUB ablation
 def test_club_bound_on_a_known_gaussian_pair_and_on_independent_codes():
     """r = z + N(0, s^2) with z ~ N(0, 1) and q the true conditional N(z, s^2): CLUB's expected value is

@@ -26,7 +26,7 @@ from gsr.metrics.lpips_metric import lpips_distance, maybe_lpips
 from gsr.models.option_check import load_option_file
 from gsr.utils.checkpoint import atomic_write_text, file_sha256
 from gsr.utils.errors import GsrError, check_at_least
-from gsr.utils.execution import execution_options, inference_network
+from gsr.utils.execution import default_device, execution_options, inference_network
 from gsr.utils.image_io import image_size, list_images
 from gsr.utils.inference import bicubic_upscale, super_resolve
 from gsr.utils.plotting import pyplot, save_figure
@@ -124,7 +124,7 @@ def load_config(path: str, overrides: Optional[Dict] = None) -> Dict:
         raise GsrError(f'{path}: scale must be an integer, got {cfg["scale"]!r}')
     for key, minimum in (('scale', 1), ('crop_border', 0), ('noise_sigma', 0), ('tile', 0), ('band_mape', 0)):
         check_at_least(f'{path}: {key}', cfg[key], minimum)
-    device = torch.device(cfg.get('device') or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    device = default_device(cfg.get('device'))
     try:
         cfg['execution'] = execution_options(cfg, '', device.type)
     except GsrError as e:
@@ -168,7 +168,7 @@ class Measurement:
 
     def __init__(self, cfg: Dict):
         self.cfg = cfg
-        self.device = torch.device(cfg.get('device') or ('cuda' if torch.cuda.is_available() else 'cpu'))
+        self.device = default_device(cfg.get('device'))
         lpips_model = maybe_lpips(cfg['lpips_net']) if 'lpips' in cfg['metrics'] else None
         self.lpips = lpips_model.to(self.device) if lpips_model is not None else None
         self._net: Tuple[Optional[str], Optional[torch.nn.Module]] = (None, None)

@@ -6,19 +6,24 @@ The pooling, crop sampling, tapped layer and clean reference are our reading (``
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from torch import nn
 
-from gsr.analysis.measures import feature_cosine
+from gsr.analysis.measures import calinski_harabasz, feature_cosine, tsne_embedding
 from gsr.archs.attached_arch import backbone_of
 from gsr.archs.feature_tap import FeatureTap
-from gsr.data.blind_protocol import degrade_blind_file
+from gsr.data.blind_protocol import degrade_blind_file, protocol_settings
+from gsr.data.classic_degrader import ClassicDegradationOptions, fixed_draws
 from gsr.data.eval_protocol import degrade_file, noise_seed
+from gsr.data.kernel_pca import load_kernel_pca
+from gsr.models.lightbsr_model import classic_prior
 from gsr.utils.errors import GsrError
 from gsr.utils.image_io import list_images
 from gsr.utils.inference import to_tensor
+from gsr.utils.options import options_from_dict
 
 
 @dataclass(frozen=True)
@@ -63,9 +68,6 @@ def tapped_features(net, tap: FeatureTap, lr: np.ndarray) -> torch.Tensor:
     return tap.features[0]
 
 
-# ------------------------------------------------------------------------------------------- outputs
-
-
 @torch.no_grad()
 def degradation_representation(net, tap: Optional[FeatureTap], lr: np.ndarray,
                                prior: Optional[torch.Tensor] = None) -> np.ndarray:
@@ -80,11 +82,6 @@ def degradation_representation(net, tap: Optional[FeatureTap], lr: np.ndarray,
 def teacher_priors(opt: Dict, protocol: str) -> Dict[str, torch.Tensor]:
     """A LightBSR teacher's prior for every setting of a blind protocol (the settings' kernels and noise are
     known), computed as in training from the option file's ``kernel_pca`` and ``classic_degradation``."""
-    from gsr.data.blind_protocol import protocol_settings
-    from gsr.data.classic_degrader import ClassicDegradationOptions, fixed_draws
-    from gsr.data.kernel_pca import load_kernel_pca
-    from gsr.models.lightbsr_model import classic_prior
-    from gsr.utils.options import options_from_dict
     if protocol == 'eight' or not opt.get('classic_degradation'):
         raise GsrError('gsr analyze ddr: a LightBSR teacher needs its prior, known here for --protocol blind-iso or '
                        'blind-aniso and a teacher trained with classic_degradation')
@@ -108,6 +105,26 @@ def ddr_features(net, tap: Optional[FeatureTap], images: ImageSet, crop: int, cr
     return np.stack(feats), labels
 
 
+@dataclass
+class DdrClustering:
+    """How much the DDR clusters by setting: the Calinski-Harabasz index of the pooled features (``chi``) and of
+    their 2-D t-SNE embedding (``chi_embedded``; the alignment paper's Sec. 5 does not say which it used)."""
+    features: np.ndarray
+    labels: List[str]
+    embedded: np.ndarray
+    chi: float
+    chi_embedded: float
+
+
+def ddr_clustering(net: nn.Module, tap: Optional[FeatureTap], images: ImageSet, crop: int, crops_per_image: int,
+                   priors: Optional[Dict[str, torch.Tensor]] = None) -> DdrClustering:
+    """``ddr_features`` and their clustering by setting (t-SNE seeded with ``images.seed``)."""
+    feats, labels = ddr_features(net, tap, images, crop, crops_per_image, priors)
+    embedded = tsne_embedding(feats, images.seed)
+    return DdrClustering(feats, labels, embedded, calinski_harabasz(feats, labels),
+                         calinski_harabasz(embedded, labels))
+
+
 SINGLE = ('blur', 'noise', 'jpeg')
 
 
@@ -128,5 +145,12 @@ def cossim_images(images: ImageSet) -> List[Dict[str, np.ndarray]]:
             for path in list_images(images.hr)]
 
 
-def device() -> torch.device:
-    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+def cossim_curves(networks: Iterable[nn.Module], layer: str, images: ImageSet) -> Dict[str, List[float]]:
+    """For each single degradation, ``cossim_per_image`` averaged over images, one value per network (e.g. the
+    checkpoints of one run in training order): which degradation the features overfit to as training goes on."""
+    lrs = cossim_images(images)
+    curves: Dict[str, List[float]] = OrderedDict((s, []) for s in SINGLE)
+    for net in networks:
+        for setting, values in cossim_per_image(net, FeatureTap(net, layer), lrs).items():
+            curves[setting].append(float(np.mean(values)))
+    return curves

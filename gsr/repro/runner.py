@@ -14,14 +14,14 @@ import numpy as np
 import yaml
 
 from gsr.analysis.evaluation import BICUBIC
-from gsr.analysis.measures import calinski_harabasz, tsne_embedding
-from gsr.analysis.representation import ImageSet, cossim_images, cossim_per_image, ddr_features, device
+from gsr.analysis.representation import ImageSet, cossim_images, cossim_per_image, ddr_clustering
 from gsr.archs.feature_tap import FeatureTap
 from gsr.archs.network_checkpoint import load_network
 from gsr.data.eval_protocol import settings_list
 from gsr.repro.study import WEIGHTS, Run, Study
 from gsr.utils.checkpoint import atomic_write_text, file_sha256
 from gsr.utils.errors import GsrError
+from gsr.utils.execution import default_device
 from gsr.utils.image_io import list_images
 
 Curves = Dict[str, List[Tuple[int, float]]]
@@ -254,14 +254,14 @@ def run_analyses(study: Study, run: Run) -> Dict:
             cached = json.load(f)
         if cached.get('inputs_sha256') == key:
             return cached
-    net = load_network(run.options, run.checkpoint, WEIGHTS[bench.weights], device())
+    net = load_network(run.options, run.checkpoint, WEIGHTS[bench.weights], default_device())
     tap = FeatureTap(net, (run.options.get('feature_tap') or {}).get('layer', 'conv_last'))
-    feats, labels = ddr_features(net, tap, images, crop, crops_per_image)
+    clustering = ddr_clustering(net, tap, images, crop, crops_per_image)
     result = {
         'inputs_sha256': key, 'dataset': next(iter(study.datasets)),
         'cossim': cossim_per_image(net, tap, cossim_images(images)),
-        'chi_pooled': calinski_harabasz(feats, labels),
-        'chi_tsne': calinski_harabasz(tsne_embedding(feats, 0), labels),
+        'chi_pooled': clustering.chi,
+        'chi_tsne': clustering.chi_embedded,
     }
     atomic_write_text(path, json.dumps(result))
     return result

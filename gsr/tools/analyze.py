@@ -32,112 +32,125 @@ literature, each a table and a PNG.
 The choices where the papers are silent (pooling, band edges, crop sampling, the layer and the clean reference of
 ``cossim``: the input of ``conv_last`` and the bicubic-only LR) are our reading, not theirs.
 """
+
 import argparse
 import os
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import numpy as np
-import torch
+from torch import nn
 
-from gsr.analysis.measures import (band_mape, calinski_harabasz, correlation, dominant_dct_bands, entropy_bits,
-                                   probe_accuracy, radial_power, tsne_embedding)
-from gsr.analysis.representation import (SINGLE, ImageSet, cossim_images, cossim_per_image, ddr_features, device,
-                                         tapped_features, teacher_priors)
+from gsr.analysis.representation import DdrClustering, ImageSet, cossim_curves, ddr_clustering, teacher_priors
+from gsr.analysis.savl import (LEAKAGE_NOISE, FamilyVariance, leakage_probes, leakage_samples, spatial_samples,
+                               variance_statistics)
+from gsr.analysis.spectral import degradation_spectra, dominant_band_statistics, frequency_band_errors, spectral_spread
 from gsr.archs.attached_arch import backbone_of
 from gsr.archs.feature_tap import FeatureTap
 from gsr.archs.lightbsr_arch import LightBSR
 from gsr.archs.network_checkpoint import load_network
 from gsr.data.blind_protocol import PROTOCOLS
-from gsr.data.eval_protocol import degrade_file, settings_list
+from gsr.data.eval_protocol import settings_list
 from gsr.models.option_check import load_option_file
 from gsr.utils.checkpoint import atomic_write_text
 from gsr.utils.errors import GsrError, check_at_least
-from gsr.utils.image_io import list_images, read_image_uint8_rgb
-from gsr.utils.inference import super_resolve, to_tensor
+from gsr.utils.execution import default_device
+from gsr.utils.image_io import list_images
 from gsr.utils.plotting import pyplot, save_figure
 from gsr.utils.staging import claim_output_folder
 
 
 def markdown(header: List[str], rows: List[List], digits: int = 4) -> str:
-    cell = lambda v: f'{v:.{digits}f}' if isinstance(v, float) else str(v)  # noqa: E731
+    def cell(v) -> str:
+        return f'{v:.{digits}f}' if isinstance(v, float) else str(v)
+
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-    lines += ['| ' + ' | '.join(cell(v) for v in row) + ' |' for row in rows]
-    return '\n'.join(lines) + '\n'
+    return '\n'.join(lines + ['| ' + ' | '.join(cell(v) for v in row) + ' |' for row in rows]) + '\n'
 
 
 def band_plot(curves: Dict[str, np.ndarray], xlabel: str, ylabel: str, path: str) -> None:
-    """One line per setting over the frequency bands."""
     fig, ax = pyplot().subplots(figsize=(5.5, 3.5))
-    for setting, curve in curves.items():
-        ax.plot(np.arange(1, len(curve) + 1), curve, marker='o', label=setting)
+    for name, curve in curves.items():
+        ax.plot(np.arange(1, len(curve) + 1), curve, marker='o', label=name)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
     save_figure(fig, path)
 
 
+def write_table(args: argparse.Namespace, name: str, table: str) -> str:
+    atomic_write_text(os.path.join(args.output, f'{name}.md'), table)
+    return table
+
+
 def image_set(args: argparse.Namespace, protocol: Optional[str] = None) -> ImageSet:
     """The images and settings the command line names (``--protocol`` unless ``protocol`` is given)."""
-    return ImageSet(args.hr, args.scale, args.noise_sigma, args.seed, args.settings, protocol or args.protocol)
+    return ImageSet(args.hr, args.scale, args.noise_sigma, args.seed, getattr(args, 'settings', ()),
+                    protocol or getattr(args, 'protocol', 'eight'))
 
 
-def run_ddr(net, tap, args, out: str) -> str:
-    feats, labels = ddr_features(net, tap, image_set(args), args.crop, args.crops_per_image,
-                                 getattr(args, 'priors', None))
-    chi = calinski_harabasz(feats, labels)
-    embedded = tsne_embedding(feats, args.seed)
-    fig, ax = pyplot().subplots(figsize=(5, 4.5))
-    for setting in OrderedDict.fromkeys(labels):
-        pts = embedded[np.array(labels) == setting]
-        ax.scatter(pts[:, 0], pts[:, 1], s=12, label=setting)
-    chi_tsne = calinski_harabasz(embedded, labels)
-    ax.set_title(f'DDR t-SNE, CHI = {chi:.2f} (features), {chi_tsne:.2f} (t-SNE)')
-    ax.legend(fontsize=7, markerscale=1.5)
-    save_figure(fig, os.path.join(out, 'ddr_tsne.png'))
-    table = markdown(['samples', 'settings', 'feature dim', 'Calinski-Harabasz index (pooled features)',
-                      'Calinski-Harabasz index (2-D t-SNE)'],
-                     [[len(feats), len(set(labels)), feats.shape[1], chi, chi_tsne]])
-    atomic_write_text(os.path.join(out, 'ddr.md'), table)
-    return table
-
-
-def run_freq(net, tap, args, out: str) -> str:
-    per_setting: Dict[str, List[np.ndarray]] = OrderedDict()
-    for _, setting, lr, hr in image_set(args, 'eight').degraded():
-        sr = super_resolve(net, lr, args.scale, args.tile)
-        per_setting.setdefault(setting, []).append(band_mape(sr, hr, args.bands))
-    means = {s: np.mean(v, axis=0) for s, v in per_setting.items()}
-    band_plot(means, 'radial frequency band (low -> high)', 'MAPE of FFT amplitude (%)',
-              os.path.join(out, 'freq_mape.png'))
-    table = markdown(['setting'] + [f'band {b + 1}' for b in range(args.bands)],
-                     [[s] + [float(v) for v in curve] for s, curve in means.items()])
-    atomic_write_text(os.path.join(out, 'freq.md'), table)
-    return table
-
-
-def run_dct(net, tap, args, out: str) -> str:
-    per_setting: Dict[str, List[np.ndarray]] = OrderedDict()
-    for _, setting, lr, _ in image_set(args, 'eight').degraded():
-        feats = tapped_features(net, tap, lr).cpu().numpy()
-        per_setting.setdefault(setting, []).append(dominant_dct_bands(feats, args.bands))
-    rows = [[s, float(np.mean([entropy_bits(d, args.bands) for d in v]))] for s, v in per_setting.items()]
-    shares = {s: np.bincount(np.concatenate(d), minlength=args.bands) / sum(map(len, d))
-              for s, d in per_setting.items()}
-    band_plot(shares, 'dominant DCT band (low -> high)', 'fraction of channels', os.path.join(out, 'dct_bands.png'))
-    table = markdown(['setting', 'entropy of dominant DCT band (bits)'], rows)
-    atomic_write_text(os.path.join(out, 'dct.md'), table)
-    return table
-
-
-def run_cossim(args, out: str) -> str:
+def networks(args: argparse.Namespace) -> Iterator[nn.Module]:
+    """The networks of ``--checkpoints``, loaded one at a time."""
     opt = load_option_file(args.opt)
-    images = cossim_images(image_set(args))
-    curves: Dict[str, List[float]] = OrderedDict((s, []) for s in SINGLE)
     for checkpoint in args.checkpoints:
-        net = load_network(opt, checkpoint, args.param_key, device())
-        for setting, values in cossim_per_image(net, FeatureTap(net, args.layer), images).items():
-            curves[setting].append(float(np.mean(values)))
+        yield load_network(opt, checkpoint, args.param_key, default_device())
+
+
+# ------------------------------------------------------------------------------------------------ the analyses
+# Each analysis is a measurement (the library, run before the output folder exists: a mistake that shows only
+# when images flow leaves nothing behind) and its writing (the table and the PNG).
+def measure_ddr(args: argparse.Namespace, net: nn.Module) -> DdrClustering:
+    idr = isinstance(backbone_of(net), LightBSR)  # LightBSR: its channel IDR, a teacher's with each setting's prior
+    priors = None
+    if idr and backbone_of(net).prior_channels:
+        known = teacher_priors(load_option_file(args.opt), args.protocol)
+        priors = {k: v.to(default_device()) for k, v in known.items()}
+    return ddr_clustering(net, None if idr else FeatureTap(net, args.layer), image_set(args), args.crop,
+                          args.crops_per_image, priors)
+
+
+def write_ddr(args: argparse.Namespace, result: DdrClustering) -> str:
+    fig, ax = pyplot().subplots(figsize=(5, 4.5))
+    for setting in OrderedDict.fromkeys(result.labels):
+        pts = result.embedded[np.array(result.labels) == setting]
+        ax.scatter(pts[:, 0], pts[:, 1], s=12, label=setting)
+    ax.set_title(f'DDR t-SNE, CHI = {result.chi:.2f} (features), {result.chi_embedded:.2f} (t-SNE)')
+    ax.legend(fontsize=7, markerscale=1.5)
+    save_figure(fig, os.path.join(args.output, 'ddr_tsne.png'))
+    return write_table(args, 'ddr', markdown(
+        ['samples', 'settings', 'feature dim', 'Calinski-Harabasz index (pooled features)',
+         'Calinski-Harabasz index (2-D t-SNE)'],
+        [[len(result.features), len(set(result.labels)), result.features.shape[1], result.chi, result.chi_embedded]]))
+
+
+def measure_freq(args: argparse.Namespace, net: nn.Module) -> Dict[str, np.ndarray]:
+    return frequency_band_errors(net, image_set(args, 'eight'), args.bands, args.tile)
+
+
+def write_freq(args: argparse.Namespace, means: Dict[str, np.ndarray]) -> str:
+    band_plot(means, 'radial frequency band (low -> high)', 'MAPE of FFT amplitude (%)',
+              os.path.join(args.output, 'freq_mape.png'))
+    return write_table(args, 'freq', markdown(['setting'] + [f'band {b + 1}' for b in range(args.bands)],
+                                              [[s] + [float(v) for v in curve] for s, curve in means.items()]))
+
+
+def measure_dct(args: argparse.Namespace, net: nn.Module) -> Tuple[Dict[str, float], Dict[str, np.ndarray]]:
+    return dominant_band_statistics(net, FeatureTap(net, args.layer), image_set(args, 'eight'), args.bands)
+
+
+def write_dct(args: argparse.Namespace, result: Tuple[Dict[str, float], Dict[str, np.ndarray]]) -> str:
+    entropy, shares = result
+    band_plot(shares, 'dominant DCT band (low -> high)', 'fraction of channels',
+              os.path.join(args.output, 'dct_bands.png'))
+    return write_table(args, 'dct', markdown(['setting', 'entropy of dominant DCT band (bits)'],
+                                             [[s, value] for s, value in entropy.items()]))
+
+
+def measure_cossim(args: argparse.Namespace, net: None) -> Dict[str, List[float]]:
+    return cossim_curves(networks(args), args.layer, image_set(args))
+
+
+def write_cossim(args: argparse.Namespace, curves: Dict[str, List[float]]) -> str:
     fig, ax = pyplot().subplots(figsize=(5.5, 3.5))
     for setting, values in curves.items():
         ax.plot(np.arange(1, len(values) + 1), values, marker='o', label=setting)
@@ -145,200 +158,200 @@ def run_cossim(args, out: str) -> str:
                   rotation=30, fontsize=7)
     ax.set_ylabel('cosine(features of clean LR, degraded LR)')
     ax.legend(fontsize=7)
-    save_figure(fig, os.path.join(out, 'cossim.png'))
-    table = markdown(['checkpoint'] + list(SINGLE),
-                     [[os.path.basename(c)] + [curves[s][i] for s in SINGLE] for i, c in enumerate(args.checkpoints)],
-                     digits=6)
-    atomic_write_text(os.path.join(out, 'cossim.md'), table)
-    return table
+    save_figure(fig, os.path.join(args.output, 'cossim.png'))
+    return write_table(args, 'cossim', markdown(
+        ['checkpoint'] + list(curves),
+        [[os.path.basename(c)] + [values[i] for values in curves.values()] for i, c in enumerate(args.checkpoints)],
+        digits=6))
 
 
-def run_spectrum(args, out: str) -> str:
-    spectra: Dict[str, List[np.ndarray]] = OrderedDict((s, []) for s in SINGLE)
-    for path in list_images(args.hr):
-        _, lrs = degrade_file(path, ['clean'] + list(SINGLE), args.scale, args.noise_sigma, args.seed)
-        for setting in SINGLE:
-            spectra[setting].append(radial_power(lrs[setting].astype(np.float64) - lrs['clean'], args.bands))
-    means = {s: np.mean(v, axis=0) for s, v in spectra.items()}
+def measure_spectrum(args: argparse.Namespace, net: None) -> Dict[str, np.ndarray]:
+    return degradation_spectra(image_set(args), args.bands)
+
+
+def write_spectrum(args: argparse.Namespace, means: Dict[str, np.ndarray]) -> str:
     fig, ax = pyplot().subplots(figsize=(5.5, 3.5))
     for setting, curve in means.items():
         ax.semilogy(np.arange(1, args.bands + 1), curve, marker='o', label=setting)
     ax.set_xlabel('radial frequency band (low -> high)')
     ax.set_ylabel('power of (degraded LR - clean LR)')
     ax.legend(fontsize=7)
-    save_figure(fig, os.path.join(out, 'spectrum.png'))
-    spread = {s: float(curve.std() / curve.mean()) for s, curve in means.items()}  # 0 for a flat spectrum
-    table = markdown(['degradation'] + [f'band {b + 1}' for b in range(args.bands)] + ['std / mean over bands'],
-                     [[s] + [float(v) for v in curve] + [spread[s]] for s, curve in means.items()])
-    atomic_write_text(os.path.join(out, 'spectrum.md'), table)
-    return table
+    save_figure(fig, os.path.join(args.output, 'spectrum.png'))
+    return write_table(args, 'spectrum', markdown(
+        ['degradation'] + [f'band {b + 1}' for b in range(args.bands)] + ['std / mean over bands'],
+        [[s] + [float(v) for v in curve] + [spectral_spread(curve)] for s, curve in means.items()]))
 
 
-def spatial_samples(args):
-    """(family, image name, LR uint8, true maps) of the spatial protocol: read from ``--sets`` (a ``gsr degrade
-    --protocol spatial`` folder, its maps checked against its images) or generated from ``--hr``."""
-    from gsr.data import spatial_protocol
-    for family in spatial_protocol.FAMILIES:
-        if args.sets:
-            folder = os.path.join(args.sets, 'LR_spatial', family)
-            lrs = {os.path.splitext(os.path.basename(p))[0]: read_image_uint8_rgb(p) for p in list_images(folder)}
-            maps = spatial_protocol.load_true_maps(os.path.join(args.sets, 'maps_spatial', family), list(lrs),
-                                                   {n: lr.shape[:2] for n, lr in lrs.items()})
-            for name, lr in lrs.items():
-                yield family, name, lr, maps[name]
-        else:
-            for path in list_images(args.hr):
-                _, lr, maps = spatial_protocol.degrade_spatial_file(path, family, args.scale, args.seed)
-                yield family, os.path.splitext(os.path.basename(path))[0], lr, maps
+def measure_variance(args: argparse.Namespace, net: nn.Module) -> Dict[str, FamilyVariance]:
+    return variance_statistics(net, spatial_samples(args.hr, args.scale, args.seed, args.sets))
 
 
-def savl_estimator(net, analysis: str) -> torch.nn.Module:
-    if not hasattr(backbone_of(net), 'estimator'):
-        raise GsrError(f'gsr analyze {analysis} needs a network with a SAVL estimator (network_g type SAVLNet)')
-    return backbone_of(net).estimator
+def variance_table(stats: Dict[str, FamilyVariance]) -> str:
+    return markdown(['map family', 'images', 'corr(variance, noise map)', 'corr(variance, blur map)',
+                     'R^2 of a linear read-out of the mean -> noise map'],
+                    [[family, len(r.noise_correlations), float(np.mean(r.noise_correlations)),
+                      float(np.mean(r.blur_correlations)), r.readout_r2] for family, r in stats.items()])
 
 
-@torch.no_grad()
-def run_variance(net, tap, args, out: str) -> str:
-    """SAVL: per-pixel Pearson correlation of the inferred variance (sigma^2 averaged over the latent dims) with
-    the true noise and blur maps of the spatial protocol, per map family (mean over images), and of a linear read-out
-    of the posterior mean (least squares over all pixels of the family, in-sample R^2 with the noise map)."""
-    estimator = savl_estimator(net, 'variance')
-    rows, shown = [], set()
-    by_family: Dict[str, Dict[str, list]] = OrderedDict()
-    for family, name, lr, maps in spatial_samples(args):
-        mean, log_var = estimator(to_tensor(lr, next(net.parameters()).device))
-        variance = log_var.exp().mean(1)[0].cpu().numpy()
-        stats = by_family.setdefault(family, {'noise': [], 'blur': [], 'mean': [], 'target': []})
-        stats['noise'].append(correlation(variance, maps['noise_sigma']))
-        stats['blur'].append(correlation(variance, maps['blur_sigma']))
-        stats['mean'].append(mean[0].flatten(1).t().cpu().numpy())
-        stats['target'].append(maps['noise_sigma'].ravel())
-        if family not in shown:
-            shown.add(family)
-            fig, axes = pyplot().subplots(1, 3, figsize=(9, 3))
-            panels = (('LR', lr), ('true noise sigma', maps['noise_sigma']), ('inferred variance', variance))
-            for ax, (title, img) in zip(axes, panels):
-                ax.imshow(img, cmap=None if img.ndim == 3 else 'magma')
-                ax.set_title(title, fontsize=8)
-                ax.axis('off')
-            save_figure(fig, os.path.join(out, f'variance_{family}_{name}.png'))
-    for family, stats in by_family.items():
-        features = np.concatenate(stats['mean'])
-        target = np.concatenate(stats['target'])
-        design = np.concatenate([features, np.ones((len(features), 1))], 1)
-        fit = design @ np.linalg.lstsq(design, target, rcond=None)[0]
-        r2 = 1 - ((target - fit)**2).sum() / max(((target - target.mean())**2).sum(), 1e-12)
-        rows.append([family, len(stats['noise']), float(np.mean(stats['noise'])), float(np.mean(stats['blur'])),
-                     float(r2)])
-    table = markdown(['map family', 'images', 'corr(variance, noise map)', 'corr(variance, blur map)',
-                      'R^2 of a linear read-out of the mean -> noise map'], rows)
-    atomic_write_text(os.path.join(out, 'variance.md'), table)
-    return table
+def write_variance(args: argparse.Namespace, stats: Dict[str, FamilyVariance]) -> str:
+    for family, result in stats.items():
+        sample, variance = result.example
+        fig, axes = pyplot().subplots(1, 3, figsize=(9, 3))
+        panels = (('LR', sample.lr), ('true noise sigma', sample.maps['noise_sigma']), ('inferred variance', variance))
+        for ax, (title, img) in zip(axes, panels):
+            ax.imshow(img, cmap=None if img.ndim == 3 else 'magma')
+            ax.set_title(title, fontsize=8)
+            ax.axis('off')
+        save_figure(fig, os.path.join(args.output, f'variance_{family}_{sample.name}.png'))
+    return write_table(args, 'variance', variance_table(stats))
 
 
-LEAKAGE_NOISE = (0, 10, 20, 30, 40)  # the noise-level classes of ``leakage``, sigma in 0-255 units
+def measure_leakage(args: argparse.Namespace, net: None) -> List[List]:
+    """Per checkpoint: its name, the scene-ID accuracy, the noise-level accuracy and the number of scenes."""
+    samples = leakage_samples(args.hr, args.scale, args.noise_sigma, args.seed, args.crop, args.crops_per_image)
+    scenes = len({s.scene for s in samples})
+    return [[name, *leakage_probes(net, samples), scenes] for name, net in zip(args.checkpoints, networks(args))]
 
 
-def leakage_samples(args) -> List[Tuple[int, int, int, np.ndarray]]:
-    """(scene, noise class, crop position, LR crop uint8): ``--crops-per-image`` positions per image, the same
-    positions under every level of ``LEAKAGE_NOISE`` added to the bicubic LR (seeded)."""
-    rng = np.random.default_rng(args.seed)
-    samples = []
-    for scene, path in enumerate(list_images(args.hr)):
-        clean = degrade_file(path, ['clean'], args.scale, args.noise_sigma, args.seed)[1]['clean'].astype(np.float32)
-        h, w = clean.shape[:2]
-        crop = min(args.crop, h, w) if args.crop > 0 else min(h, w)
-        corners = list(zip(rng.integers(0, h - crop + 1, args.crops_per_image),
-                           rng.integers(0, w - crop + 1, args.crops_per_image)))
-        for level, sigma in enumerate(LEAKAGE_NOISE):
-            noisy = np.clip(np.round(clean + rng.normal(0, sigma, clean.shape)), 0, 255).astype(np.uint8)
-            samples += [(scene, level, i, noisy[y:y + crop, x:x + crop]) for i, (y, x) in enumerate(corners)]
-    return samples
+def leakage_table(rows: List[List]) -> str:
+    return markdown(['checkpoint', f'scene-ID accuracy (chance {1 / rows[0][3]:.2f}; lower: less content)',
+                     f'noise-level accuracy (chance {1 / len(LEAKAGE_NOISE):.2f}; higher)'],
+                    [row[:3] for row in rows])
 
 
-@torch.no_grad()
-def run_leakage(args, out: str) -> str:
-    """SAVL's content-leakage and noise-level probes on the pooled posterior mean (module docstring)."""
-    opt = load_option_file(args.opt)
-    samples = leakage_samples(args)
-    scenes, levels, positions = (np.array([s[i] for s in samples]) for i in range(3))
-    if len(np.unique(scenes)) < 2 or len(np.unique(positions)) < 2:
-        raise GsrError('gsr analyze leakage needs at least 2 images in --hr and --crops-per-image >= 2')
-    rows = []
-    for checkpoint in args.checkpoints:
-        estimator = savl_estimator(load_network(opt, checkpoint, args.param_key, device()), 'leakage')
-        pooled = [estimator(to_tensor(s[3], device()))[0].mean((2, 3))[0] for s in samples]
-        features = torch.stack(pooled).cpu().numpy()
-        rows.append([checkpoint, probe_accuracy(features, scenes, positions),
-                     probe_accuracy(features, levels, scenes)])
-    table = markdown(['checkpoint', f'scene-ID accuracy (chance {1 / len(np.unique(scenes)):.2f}; lower: less '
-                      'content)', f'noise-level accuracy (chance {1 / len(LEAKAGE_NOISE):.2f}; higher)'], rows)
-    atomic_write_text(os.path.join(out, 'leakage.md'), table)
-    return table
+def write_leakage(args: argparse.Namespace, rows: List[List]) -> str:
+    return write_table(args, 'leakage', leakage_table(rows))
 
 
-ANALYSES = {'ddr': run_ddr, 'freq': run_freq, 'dct': run_dct, 'variance': run_variance}
-# their own network loading (several checkpoints), or none
-STANDALONE = {'cossim': run_cossim, 'leakage': run_leakage, 'spectrum': run_spectrum}
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog='gsr analyze', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('analysis', choices=list(ANALYSES) + list(STANDALONE))
-    parser.add_argument('-opt', help='option file whose network_g describes the checkpoint (not for spectrum)')
-    parser.add_argument('--checkpoint', help='ddr, freq, dct: the checkpoint')
-    parser.add_argument('--checkpoints', nargs='+', help='cossim: checkpoints in training order; leakage: the '
-                        'checkpoints to compare (e.g. with and without MI suppression)')
-    parser.add_argument('--param-key', default='params_ema')
+# ------------------------------------------------------------------------------------------------ the command line
+def flags_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--hr', required=True, help='folder of HR images (e.g. datasets/Set14/HR)')
     parser.add_argument('--output', required=True, help='folder for the table and the PNG')
-    parser.add_argument('--settings', nargs='+', default=['all'])
-    parser.add_argument('--sets', help='variance: a `gsr degrade --protocol spatial` folder (default: from --hr)')
-    parser.add_argument('--protocol', default='eight', choices=['eight', *PROTOCOLS],
-                        help='ddr: the eight settings or a blind protocol\'s known kernels')
     parser.add_argument('--scale', type=int, default=4)
     parser.add_argument('--noise-sigma', type=float, default=20)
     parser.add_argument('--seed', type=int, default=0)
+
+
+def flags_network(parser: argparse.ArgumentParser, several: bool = False) -> None:
+    parser.add_argument('-opt', required=True, help='option file whose network_g describes the checkpoint')
+    if several:
+        parser.add_argument('--checkpoints', nargs='+', required=True, help='the checkpoints, in the order shown')
+    else:
+        parser.add_argument('--checkpoint', required=True)
+    parser.add_argument('--param-key', default='params_ema', choices=['params_ema', 'params'])
+
+
+def flags_settings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--settings', nargs='+', default=['all'])
+
+
+def flags_bands(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--bands', type=int, default=8, help='number of frequency bands')
+
+
+def flags_layer(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--layer', default='conv_last', help='the tapped layer (its input is analysed)')
-    parser.add_argument('--crop', type=int, default=48, help='ddr, leakage: LR crop size per sample (0: whole image)')
-    parser.add_argument('--crops-per-image', type=int, default=4, help='ddr, leakage: crops per image and setting')
-    parser.add_argument('--bands', type=int, default=8, help='freq/dct: number of frequency bands')
+
+
+def flags_crops(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--crop', type=int, default=48, help='LR crop size per sample (0: whole image)')
+    parser.add_argument('--crops-per-image', type=int, default=4, help='crops per image and setting')
+
+
+def flags_ddr(parser: argparse.ArgumentParser) -> None:
+    flags_network(parser), flags_settings(parser), flags_layer(parser), flags_crops(parser)
+    parser.add_argument('--protocol', default='eight', choices=['eight', *PROTOCOLS],
+                        help='the eight settings or a blind protocol\'s known kernels')
+
+
+def flags_freq(parser: argparse.ArgumentParser) -> None:
+    flags_network(parser), flags_settings(parser), flags_bands(parser)
     parser.add_argument('--tile', type=int, default=0)
-    args = parser.parse_args(argv)
-    args.settings = settings_list(args.settings)
+
+
+def flags_dct(parser: argparse.ArgumentParser) -> None:
+    flags_network(parser), flags_settings(parser), flags_bands(parser), flags_layer(parser)
+
+
+def flags_cossim(parser: argparse.ArgumentParser) -> None:
+    flags_network(parser, several=True), flags_layer(parser)
+
+
+def flags_variance(parser: argparse.ArgumentParser) -> None:
+    flags_network(parser)
+    parser.add_argument('--sets', help='a `gsr degrade --protocol spatial` folder (default: generated from --hr)')
+
+
+def flags_leakage(parser: argparse.ArgumentParser) -> None:
+    flags_network(parser, several=True), flags_crops(parser)
+
+
+class Analysis(NamedTuple):
+    help: str
+    flags: Callable[[argparse.ArgumentParser], None]
+    measure: Callable[[argparse.Namespace, Optional[nn.Module]], Any]  # the network of --checkpoint, if it has one
+    write: Callable[[argparse.Namespace, Any], str]  # the table and the PNG; returns the table
+
+
+ANALYSES: Dict[str, Analysis] = OrderedDict([
+    ('ddr', Analysis('deep degradation representation: clustering by setting, t-SNE', flags_ddr, measure_ddr,
+                     write_ddr)),
+    ('freq', Analysis('FFT-amplitude error of SR per radial band and setting', flags_freq, measure_freq,
+                      write_freq)),
+    ('dct', Analysis('entropy of the tapped channels\' dominant DCT bands per setting', flags_dct, measure_dct,
+                     write_dct)),
+    ('cossim', Analysis('clean/degraded feature cosine per single degradation over checkpoints', flags_cossim,
+                        measure_cossim, write_cossim)),
+    ('variance', Analysis('SAVL: inferred variance against the true local degradation', flags_variance,
+                          measure_variance, write_variance)),
+    ('leakage', Analysis('SAVL: scene-ID and noise-level probes of the representation', flags_leakage,
+                         measure_leakage, write_leakage)),
+    ('spectrum', Analysis('power spectrum of each single degradation\'s residual (no network)', flags_bands,
+                          measure_spectrum, write_spectrum)),
+])
+
+
+def parser() -> argparse.ArgumentParser:
+    command = argparse.ArgumentParser(prog='gsr analyze', description=__doc__,
+                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    analyses = command.add_subparsers(dest='analysis', required=True, metavar='{' + ','.join(ANALYSES) + '}')
+    for name, analysis in ANALYSES.items():
+        sub = analyses.add_parser(name, help=analysis.help, description=analysis.help)
+        flags_common(sub)
+        analysis.flags(sub)
+    return command
+
+
+def check(args: argparse.Namespace) -> Tuple[List[str], Optional[nn.Module]]:
+    """Every value and input file; returns the inputs and the network of ``--checkpoint`` where there is one."""
+    if hasattr(args, 'settings'):
+        args.settings = settings_list(args.settings)
     for flag, minimum in (('--bands', 1), ('--scale', 1), ('--noise-sigma', 0), ('--crop', 0),
                           ('--crops-per-image', 1), ('--tile', 0)):
-        check_at_least(flag, getattr(args, flag[2:].replace('-', '_')), minimum)
-    if args.param_key not in ('params_ema', 'params'):
-        raise GsrError(f'--param-key must be params_ema or params, got {args.param_key!r}')
+        name = flag[2:].replace('-', '_')
+        if hasattr(args, name):
+            check_at_least(flag, getattr(args, name), minimum)
     if args.analysis == 'ddr' and args.protocol == 'eight' and len(args.settings) < 2:
         raise GsrError('gsr analyze ddr clusters features by setting: give at least two --settings')
-    needs = {'cossim': ('opt', 'checkpoints'), 'leakage': ('opt', 'checkpoints'),
-             'spectrum': ()}.get(args.analysis, ('opt', 'checkpoint'))
-    missing = [f'--{n}' if n != 'opt' else '-opt' for n in needs if not getattr(args, n)]
-    if missing:
-        raise GsrError(f'gsr analyze {args.analysis} needs {" and ".join(missing)}')
     list_images(args.hr)
-    inputs = [p for p in [args.opt, args.checkpoint] + list(args.checkpoints or []) if p]
-    for checkpoint in inputs[1:]:  # every input is checked before the output folder exists (review case V3)
+    checkpoints = [args.checkpoint] if hasattr(args, 'checkpoint') else list(getattr(args, 'checkpoints', []))
+    for checkpoint in checkpoints:
         if not os.path.isfile(checkpoint):
             raise GsrError(f'checkpoint not found: {checkpoint}')
-    opt = load_option_file(args.opt) if args.opt else None
-    if args.analysis in STANDALONE:
-        claim_output_folder(args.output, [args.hr] + inputs)
-        print(STANDALONE[args.analysis](args, args.output))
-        print(f'wrote {args.output}')
-        return 0
-    net = load_network(opt, args.checkpoint, args.param_key, device(), lr_alone=False)
-    idr = isinstance(backbone_of(net), LightBSR)
-    if idr and args.analysis != 'ddr':
+    if not hasattr(args, 'checkpoint'):
+        return ([args.opt] if hasattr(args, 'opt') else []) + checkpoints, None
+    net = load_network(load_option_file(args.opt), args.checkpoint, args.param_key, default_device(), lr_alone=False)
+    if isinstance(backbone_of(net), LightBSR) and args.analysis != 'ddr':
         raise GsrError(f'gsr analyze {args.analysis}: not defined for LightBSR networks (ddr analyses their IDR)')
-    if idr and backbone_of(net).prior_channels:
-        args.priors = {k: v.to(device()) for k, v in teacher_priors(opt, args.protocol).items()}
-    tap = None if idr or args.analysis == 'variance' else FeatureTap(net, args.layer)
+    return [args.opt] + checkpoints, net
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    inputs, net = check(args)
+    analysis = ANALYSES[args.analysis]
+    result = analysis.measure(args, net)  # before the output folder exists (review case V3)
     claim_output_folder(args.output, [args.hr] + inputs)
-    print(ANALYSES[args.analysis](net, tap, args, args.output))
+    print(analysis.write(args, result))
     print(f'wrote {args.output}')
     return 0

@@ -37,6 +37,12 @@ class ExecutionOptions:
         return PRECISIONS[self.precision]
 
 
+def default_device(name: Optional[str] = None) -> torch.device:
+    """``name`` (e.g. ``cuda:1``), else the first GPU where there is one, else the CPU: where the commands that
+    take no option file (``gsr analyze``, ``gsr evaluate``, the study's analyses) run their networks."""
+    return torch.device(name or ('cuda' if torch.cuda.is_available() else 'cpu'))
+
+
 def device_type_of(opt: Dict[str, Any]) -> str:
     """The device BasicSR's models run on for an option file: CUDA when ``num_gpu`` is not 0 and one is visible."""
     return 'cuda' if opt.get('num_gpu') not in (0, None) and torch.cuda.is_available() else 'cpu'
