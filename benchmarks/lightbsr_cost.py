@@ -17,7 +17,8 @@ import tempfile
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from gsr.utils.profiling import inference_table, run_cost_benchmark, timed  # noqa: E402
+from gsr.utils.profiling import inference_table, timed  # noqa: E402
+from cost_command import run_cost_benchmark  # noqa: E402
 
 SRRESNET = {'type': 'MSRResNet', 'num_feat': 64, 'num_block': 16, 'upscale': 4}
 LIGHTBSR = {'type': 'LightBSR'}

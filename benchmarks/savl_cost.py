@@ -17,8 +17,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from gsr.utils.profiling import (flop_count, inference_table, parameter_count, run_cost_benchmark,  # noqa: E402
-                                 timed)
+from gsr.utils.profiling import flop_count, inference_table, parameter_count, timed  # noqa: E402
+from cost_command import run_cost_benchmark  # noqa: E402
 
 SWINIR = {'type': 'SwinIR', 'upscale': 4, 'in_chans': 3, 'img_size': 48, 'window_size': 8, 'img_range': 1.,
           'depths': [6] * 6, 'embed_dim': 180, 'num_heads': [6] * 6, 'mlp_ratio': 2, 'upsampler': 'pixelshuffle',

@@ -102,23 +102,6 @@ def device_line(device: torch.device, repeats: int) -> str:
     return f'device: {name}; torch {torch.__version__}; median of {repeats} after a warm-up\n'
 
 
-def run_cost_benchmark(description: str, repeats: int, batch: int, batch_help: str,
-                       inference: Callable[[torch.device, int], None],
-                       training: Callable[[torch.device, int, int], None]) -> None:
-    """The command line of a network-cost benchmark: ``--repeats``, ``--batch``, ``--device``, then its inference
-    table (device, repeats) and its training table (device, batch, repeats)."""
-    import argparse
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--repeats', type=int, default=repeats)
-    parser.add_argument('--batch', type=int, default=batch, help=batch_help)
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    print(device_line(device, args.repeats))
-    inference(device, args.repeats)
-    training(device, args.batch, args.repeats)
-
-
 def inference_table(nets: Dict[str, nn.Module], x: torch.Tensor, repeats: int, reference: str) -> str:
     """Markdown: parameters, FLOPs, median time (``alternating_inference``), time relative to ``reference`` and
     peak memory of each network on ``x``."""
