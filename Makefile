@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.gsr-installed
 
-.PHONY: install demo test benchmark gpu-wheels clean
+.PHONY: install demo test lint benchmark gpu-wheels clean
 
 install: $(STAMP)
 
@@ -24,6 +24,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra
+
+# The style gate CI runs before the tests: flake8 and isort with the settings of setup.cfg (`isort gsr tests
+# benchmarks` applies the import order).
+lint: $(STAMP)
+	$(BIN)/python -m flake8 gsr tests benchmarks
+	$(BIN)/python -m isort --check-only --diff gsr tests benchmarks
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/degradation_throughput.py

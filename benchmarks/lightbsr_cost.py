@@ -17,8 +17,9 @@ import tempfile
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from gsr.utils.profiling import inference_table, timed  # noqa: E402
 from cost_command import run_cost_benchmark  # noqa: E402
+
+from gsr.utils.profiling import inference_table, timed  # noqa: E402
 
 SRRESNET = {'type': 'MSRResNet', 'num_feat': 64, 'num_block': 16, 'upscale': 4}
 LIGHTBSR = {'type': 'LightBSR'}
@@ -34,8 +35,9 @@ def inference(device: torch.device, repeats: int) -> None:
 
 
 def training_models(device: torch.device, batch: int, kernel_pca: str, teacher_path: str):
-    import gsr  # noqa: F401
     from basicsr.models import build_model
+
+    import gsr  # noqa: F401
     common = {'num_gpu': 1 if device.type == 'cuda' else 0, 'is_train': True, 'dist': False, 'rank': 0,
               'world_size': 1, 'scale': 4, 'kernel_pca': kernel_pca, 'stage': 'joint',
               'classic_degradation': {'kernel': 'iso'},

@@ -17,8 +17,9 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from gsr.utils.profiling import flop_count, inference_table, parameter_count, timed  # noqa: E402
 from cost_command import run_cost_benchmark  # noqa: E402
+
+from gsr.utils.profiling import flop_count, inference_table, parameter_count, timed  # noqa: E402
 
 SWINIR = {'type': 'SwinIR', 'upscale': 4, 'in_chans': 3, 'img_size': 48, 'window_size': 8, 'img_range': 1.,
           'depths': [6] * 6, 'embed_dim': 180, 'num_heads': [6] * 6, 'mlp_ratio': 2, 'upsampler': 'pixelshuffle',
@@ -42,8 +43,9 @@ class Padded(torch.nn.Module):
 
 
 def inference(device: torch.device, repeats: int) -> None:
-    import gsr  # noqa: F401
     from basicsr.archs import build_network
+
+    import gsr  # noqa: F401
     torch.manual_seed(0)
     nets = {'SwinIR (classical x4)': build_network(dict(SWINIR)), 'SAVLNet (paper size)': build_network(dict(SAVL))}
     nets = {name: Padded(net).eval().to(device) for name, net in nets.items()}
@@ -55,8 +57,9 @@ def inference(device: torch.device, repeats: int) -> None:
 
 
 def training_share(device: torch.device, batch: int, repeats: int) -> None:
-    import gsr  # noqa: F401
     from basicsr.models import build_model
+
+    import gsr  # noqa: F401
     from gsr.archs.attached_arch import backbone_of
     from gsr.data.classic_degrader import bicubic_downsample
     from gsr.data.degraded_batch import DegradedBatch

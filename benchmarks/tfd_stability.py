@@ -69,6 +69,7 @@ def seed_everything(seed: int = 0) -> None:
 
 def growth_run(args, place: str, mode: str, weight: float, loss: str) -> str:
     from basicsr.models import build_model
+
     from gsr.repro.runner import growth
     seed_everything()
     opt = options(args.hr, PLACES[place], mode, weight, LOSSES[loss], args.feat, args.blocks, 32, 4)
@@ -89,6 +90,7 @@ def detector_run(args) -> str:
     """The detector alone on the pipeline's LR rows and twins (module docstring)."""
     from basicsr.archs import build_network
     from basicsr.models import build_model
+
     from gsr.data.second_order_degrader import effective_noise_std
     from gsr.losses.tfd_loss import balanced_accuracy
     seed_everything()

@@ -74,8 +74,9 @@ VARIANTS = {  # name: (LQ images per step as a multiple of B, dropout p, regular
 def build(arch: str, variant: str, batch: int, device: torch.device, execution: str = 'fp32'):
     """A GeneralizableSRModel for ``variant`` (BasicSR's SRModel for the reference) with a fixed random batch,
     run as ``EXECUTION[execution]`` says."""
-    import gsr  # noqa: F401
     from basicsr.models import build_model
+
+    import gsr  # noqa: F401
     from gsr.data.degraded_batch import DegradedBatch
     copies, p, regs = VARIANTS[variant]
     basicsr = variant.startswith('BasicSR')
@@ -203,12 +204,11 @@ def loss_timing(device: torch.device, batch: int, repeats: int = 20) -> dict:
     """Forward + backward of linear + RFF alignment: vectorised against the per-pair loop, on the pooled vectors
     alone and including the pooling of 2B x 64 x 128 x 128 tapped features."""
     import gsr  # noqa: F401
-    from gsr.losses.feature_alignment_loss import FeatureAlignmentLoss
-    from gsr.losses.rff_alignment_loss import RFFAlignmentLoss
     from gsr.data.degraded_batch import DegradedBatch
+    from gsr.losses.feature_alignment_loss import FeatureAlignmentLoss
     from gsr.losses.loss_context import MAIN_TAP, LossContext
+    from gsr.losses.rff_alignment_loss import RFFAlignmentLoss, official_rff_map
     from gsr.losses.statistics import FeaturePair, rank_one_discrepancy
-    from gsr.losses.rff_alignment_loss import official_rff_map
     linear, rff = FeatureAlignmentLoss(), RFFAlignmentLoss()
     feats = torch.randn(2 * batch, 64, 128, 128, device=device, requires_grad=True)
     pooled = torch.randn(2 * batch, 64, device=device, requires_grad=True)

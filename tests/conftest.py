@@ -148,6 +148,7 @@ def attached_and_bare(backbone: Dict[str, Any], attachments: Dict[str, Any]):
     """An ``AttachedNetwork`` and the bare backbone architecture with the same weights (seeded)."""
     import torch
     from basicsr.archs import build_network
+
     from gsr.archs.attached_arch import AttachedNetwork
     torch.manual_seed(0)
     net = AttachedNetwork(backbone, attachments)
@@ -159,6 +160,7 @@ def attached_and_bare(backbone: Dict[str, Any], attachments: Dict[str, Any]):
 def copies_batch(lq, gt, copies: int = 2):
     """A ``DegradedBatch`` whose rows are ``copies`` stacked copies of the same crops (as paired training makes)."""
     import torch
+
     from gsr.data.degraded_batch import DegradedBatch
     n = lq.shape[0]
     return DegradedBatch(gt=gt, lq=lq, content=torch.arange(n // copies).repeat(copies), degradation=torch.arange(n))

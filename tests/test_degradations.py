@@ -114,8 +114,9 @@ def test_degrader_accepts_non_contiguous_input(batch):
 
 
 def test_model_pairs_share_content_and_differ_in_degradation(batch):
-    from tests.conftest import tiny_options
     from basicsr.models import build_model
+
+    from tests.conftest import tiny_options
     opt = tiny_options('unused', 'unused')
     opt.update(is_train=True, dist=False, rank=0, world_size=1)
     opt['datasets']['train']['gt_size'] = 64
@@ -157,6 +158,7 @@ def test_batch_level_draws_follow_their_probabilities(batch):
 
 def _model(**top):
     from basicsr.models import build_model
+
     from tests.conftest import tiny_options
     opt = tiny_options('unused', 'unused')
     opt.update(is_train=True, dist=False, rank=0, world_size=1, **top)

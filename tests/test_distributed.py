@@ -107,6 +107,7 @@ def _global_statistics_rank(rank: int, store: str, features, out: str) -> None:
 
     import torch
     import torch.distributed as dist
+
     from gsr.losses.feature_alignment_loss import FeatureAlignmentLoss
     from gsr.losses.statistics import FeaturePair
     dist.init_process_group('gloo', init_method=f'file://{store}', rank=rank, world_size=2)
@@ -129,6 +130,7 @@ def test_global_batch_statistics_give_the_single_process_loss_and_gradient(tmp_p
 
     import torch
     import torch.multiprocessing as mp
+
     from gsr.losses.feature_alignment_loss import FeatureAlignmentLoss
     from gsr.losses.statistics import FeaturePair
     torch.manual_seed(0)

@@ -21,6 +21,7 @@ def trained_network(folder: str, iterations: int, misalign: int = 0):
     for sharpness: with it the same run falls below bicubic as it learns to sharpen), 8 crops of 64 px per step, Adam
     1e-3; ``misalign`` shifts every GT crop by that many pixels against its LQ (a broken pipeline)."""
     from basicsr.models import build_model
+
     from gsr.data.paired_degradation_dataset import PairedDegradationDataset
     random.seed(0)
     np.random.seed(0)
@@ -45,6 +46,7 @@ def trained_network(folder: str, iterations: int, misalign: int = 0):
 def gain_over_bicubic(net, folder: str, setting: str = 'noise') -> float:
     """Mean PSNR of the network minus bicubic's (MATLAB) on the images of ``folder`` under ``setting``."""
     from basicsr.metrics import calculate_psnr
+
     from gsr.data.eval_protocol import degrade_file
     from gsr.utils.image_io import list_images
     from gsr.utils.inference import bicubic_upscale, super_resolve

@@ -4,11 +4,11 @@ import math
 import pytest
 import torch
 
+from gsr.data.degraded_batch import DegradedBatch
 from gsr.losses.feature_alignment_loss import FeatureAlignmentLoss
 from gsr.losses.feature_matching_loss import FeatureMatchingLoss
-from gsr.losses.rff_alignment_loss import RFFAlignmentLoss, official_rff_map, rff_map
-from gsr.data.degraded_batch import DegradedBatch
 from gsr.losses.loss_context import MAIN_TAP, LossContext
+from gsr.losses.rff_alignment_loss import RFFAlignmentLoss, official_rff_map, rff_map
 from gsr.losses.statistics import FeaturePair
 from gsr.utils.errors import GsrError
 

@@ -59,6 +59,7 @@ def test_lmdb_refuses_truncated_images_and_round_trips_any_name(tmp_path, photo_
     keys training can read; a rerun over palette and gray+alpha PNGs keeps meta_info.txt equal to the stored data."""
     import pytest
     from PIL import Image
+
     from gsr.data.paired_degradation_dataset import PairedDegradationDataset
     from gsr.tools.prepare import make_lmdb
     from gsr.utils.errors import GsrError

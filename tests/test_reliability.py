@@ -141,6 +141,7 @@ def test_nonfinite_run_stops_cleanly_and_keeps_the_saved_state(tmp_path, small_p
 def infer_setup(tmp_path, small_photo_folder):
     """A folder of the user's photos with a note beside them, a tiny checkpoint and its option file."""
     import shutil
+
     from basicsr.archs import build_network
     photos = tmp_path / 'photos'
     shutil.copytree(small_photo_folder, photos)
@@ -237,6 +238,7 @@ def test_resumable_commands_write_only_into_new_empty_or_gsr_folders(tmp_path, p
 
 def test_two_inputs_with_one_name_are_refused(tmp_path, infer_setup, capsys):
     import cv2
+
     from gsr.cli import main
     photos, infer = infer_setup
     first = sorted(photos.glob('*.png'))[0]

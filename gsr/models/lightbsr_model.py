@@ -23,8 +23,8 @@ from gsr.data.classic_degrader import ClassicDegradationOptions, gaussian_kernel
 from gsr.data.kernel_pca import load_kernel_pca, project
 from gsr.data.second_order_degrader import DegradationOptions
 from gsr.losses.loss_context import LossContext
-from gsr.utils.checkpoint import require_weights_of
 from gsr.models.base_model import GsrModel, GsrModelOptions, float32
+from gsr.utils.checkpoint import require_weights_of
 from gsr.utils.errors import GsrError
 
 STAGES = ('encoder', 'joint')

@@ -4,9 +4,9 @@ import argparse
 from typing import Any, Dict, Tuple
 
 from gsr.models.option_check import load_option_file
+from gsr.utils import pretrained
 from gsr.utils.errors import GsrError
 from gsr.utils.execution import ExecutionOptions, execution_options
-from gsr.utils import pretrained
 
 
 def add_network_arguments(parser: argparse.ArgumentParser, checkpoint_required: bool = True,
