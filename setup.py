@@ -20,7 +20,7 @@ setup(
     extras_require={
         # `gsr export`: ONNX graph (onnxscript is the exporter torch.onnx uses) checked with onnxruntime.
         'export': ['onnx', 'onnxscript', 'onnxruntime'],
-        'test': ['pytest', 'pytest-timeout', 'flake8', 'onnx', 'onnxscript', 'onnxruntime'],
+        'test': ['pytest', 'pytest-timeout', 'flake8', 'isort>=9,<10', 'onnx', 'onnxscript', 'onnxruntime'],
     },
     entry_points={'console_scripts': ['gsr = gsr.cli:main', 'basicsr = gsr.cli:main']},
 )
