@@ -200,7 +200,7 @@ def test_every_lightbsr_option_file_builds_its_model(path, tmp_path):
     ({'network_g.prior_channels': 15}, 'network_g.prior_channels is 15, but the prior has 18 values'),
     ({'patches': 1, 'datasets.train.crops_per_image': 1}, 'the contrastive loss needs at least 2 crops per image'),
     ({'datasets.train.crops_per_image': 3}, 'datasets.train.crops_per_image is 3: it must be patches (2'),
-    ({'stage': 'warmup'}, "stage must be encoder or joint, got 'warmup'"),
+    ({'stage': 'warmup'}, "stage must be one of encoder, joint, got 'warmup'"),
 ])
 def test_teacher_option_mistakes_are_one_line(mistake, expected, tmp_path):
     opt = load_option_file(os.path.join(REPO, 'options', 'tiny', 'train_lightbsr_teacher.yml'))

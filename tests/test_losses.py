@@ -145,3 +145,16 @@ def test_regularizers_refuse_rows_that_are_not_paired_copies(loss):
     batch = DegradedBatch.of_pairs(torch.zeros(8, 3, 2, 2), torch.zeros(8, 3, 8, 8))
     with pytest.raises(GsrError, match='not paired'):
         loss(LossContext(batch, output=torch.zeros(8, 3, 8, 8), features={MAIN_TAP: rows}))
+
+
+def test_every_gsr_regularizer_declares_its_needs_on_the_base_class():
+    """The model reads ``needs_pairs`` / ``needs_twin`` / ``needs_noisy_rows`` / ``minimum_pairs`` /
+    ``teacher_reads`` / ``metrics`` as attributes: every regularizer gsr registers must inherit them."""
+    from basicsr.utils.registry import LOSS_REGISTRY
+
+    import gsr.losses  # noqa: F401
+    from gsr.losses.regularizer import Regularizer
+    ours = [cls for _, cls in LOSS_REGISTRY if cls.__module__.startswith('gsr.losses')]
+    assert len(ours) == 10 and all(issubclass(cls, Regularizer) for cls in ours), ours
+    assert sorted(cls.__name__ for cls in ours if cls.needs_pairs) == ['FeatureAlignmentLoss', 'FeatureMatchingLoss',
+                                                                        'RFFAlignmentLoss']

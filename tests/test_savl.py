@@ -299,7 +299,7 @@ def test_club_variant_trains_its_conditional_with_a_deterministic_code(photo_fol
 
 
 @pytest.mark.parametrize('change, expected', [
-    ({'posterior': 'sampled'}, "posterior must be variational or deterministic, got 'sampled'"),
+    ({'posterior': 'sampled'}, "posterior must be one of variational, deterministic, got 'sampled'"),
     ({'posterior': 'deterministic'}, 'train.regularizers.l_kl: SAVLKLLoss bounds a variational posterior'),
     ({'regularizers': {'l_club': {'type': 'SAVLCLUBLoss'}}}, 'train.regularizers.l_club: SAVLCLUBLoss needs '
      'network_club'),

@@ -11,7 +11,7 @@ axes, rotated by ``theta`` (the covariance ``R diag(l1^2, l2^2) R^T``, BasicSR's
 import functools
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Literal, Tuple, get_args
 
 import torch
 from basicsr.utils.img_process_util import filter2D
@@ -19,23 +19,23 @@ from basicsr.utils.matlab_functions import calculate_weights_indices
 
 from gsr.utils.errors import GsrError
 
-KERNEL_KINDS = ('iso', 'aniso')
+KernelKind = Literal['iso', 'aniso']
+BicubicBorder = Literal['replicate', 'symmetric']  # the code's clamped indices | MATLAB's imresize
+BORDERS = get_args(BicubicBorder)
 
 
 @dataclass
 class ClassicDegradationOptions:
     """``classic_degradation:`` — setting 1 is ``kernel: iso`` (sigma in [0.2, 4], no noise); setting 2 is
     ``kernel: aniso`` (lambda in [0.2, 4], theta in [0, pi]) with ``noise: 25``."""
-    kernel: str = 'iso'
+    kernel: KernelKind = 'iso'
     kernel_size: int = 21
     sigma: Tuple[float, float] = (0.2, 4.0)
     lambda_range: Tuple[float, float] = (0.2, 4.0)
     noise: float = 0.0
-    bicubic_border: str = 'replicate'  # the code's clamped indices; symmetric: MATLAB's imresize
+    bicubic_border: BicubicBorder = 'replicate'
 
     def __post_init__(self):
-        if self.kernel not in KERNEL_KINDS:
-            raise GsrError(f'classic_degradation.kernel must be iso or aniso, got {self.kernel!r}')
         if self.kernel_size % 2 == 0 or self.kernel_size < 3:
             raise GsrError(f'classic_degradation.kernel_size must be odd and at least 3, got {self.kernel_size}')
         for name in ('sigma', 'lambda_range'):
@@ -45,9 +45,6 @@ class ClassicDegradationOptions:
                                f'{list(getattr(self, name))}')
         if self.noise < 0:
             raise GsrError(f'classic_degradation.noise must not be negative, got {self.noise}')
-        if self.bicubic_border not in BORDERS:
-            raise GsrError(f'classic_degradation.bicubic_border must be one of {", ".join(BORDERS)}, got '
-                           f'{self.bicubic_border!r}')
 
 
 def gaussian_kernels(sigma_x: torch.Tensor, sigma_y: torch.Tensor, theta: torch.Tensor, size: int) -> torch.Tensor:
@@ -62,9 +59,6 @@ def gaussian_kernels(sigma_x: torch.Tensor, sigma_y: torch.Tensor, theta: torch.
     inverse = torch.linalg.inv(rotation @ variances @ rotation.transpose(1, 2))
     kernels = torch.exp(-0.5 * ((grid @ inverse) * grid).sum(-1)).view(-1, size, size)
     return (kernels / kernels.sum((1, 2), keepdim=True)).float()
-
-
-BORDERS = ('symmetric', 'replicate')
 
 
 @functools.lru_cache(maxsize=32)

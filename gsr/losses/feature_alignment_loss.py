@@ -1,9 +1,9 @@
 """Linear feature-statistics alignment between the two degraded copies of each HR crop."""
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
-from torch import nn
 
 from gsr.losses.loss_context import LossContext
+from gsr.losses.regularizer import Regularizer
 from gsr.losses.statistics import rank_one_discrepancy, reduce_pairs, spatial_discrepancy
 from gsr.utils.errors import GsrError
 
@@ -15,7 +15,7 @@ def check_choice(name: str, value: str, choices) -> str:
 
 
 @LOSS_REGISTRY.register()
-class FeatureAlignmentLoss(nn.Module):
+class FeatureAlignmentLoss(Regularizer):
     """Align mean and covariance of the tapped features across a pair (Wang et al., CVPR 2024, Sec. 3.2).
 
     ``mode: official`` reproduces the released code: GAP per sample, centre each copy over the batch

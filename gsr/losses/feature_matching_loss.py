@@ -1,15 +1,15 @@
 """Brute-force feature matching between the pair (the ablation of Wang et al., CVPR 2024)."""
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
-from torch import nn
 from torch.nn import functional as F
 
 from gsr.losses.feature_alignment_loss import check_choice
 from gsr.losses.loss_context import LossContext
+from gsr.losses.regularizer import Regularizer
 
 
 @LOSS_REGISTRY.register()
-class FeatureMatchingLoss(nn.Module):
+class FeatureMatchingLoss(Regularizer):
     """L2 between the two copies' tapped feature maps: ``mean((F¹ − F²)²)`` (or its sum)."""
 
     needs_pairs = True  # compares the two degraded copies of each crop (``LossContext.pair``)

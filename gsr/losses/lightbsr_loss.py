@@ -3,14 +3,14 @@ A.3.2 and A.4). ``LightBSRTeacherModel`` / ``LightBSRStudentModel`` put what the
 ``contrastive`` (the teacher's logits), ``idr`` (the trained network's ``ca`` and ``xk``), ``teacher_idr``."""
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
-from torch import nn
 from torch.nn import functional as F
 
 from gsr.losses.loss_context import LossContext
+from gsr.losses.regularizer import Regularizer
 
 
 @LOSS_REGISTRY.register()
-class InfoNCELoss(nn.Module):
+class InfoNCELoss(Regularizer):
     """MoCo's InfoNCE on logits whose positive is column 0: the mean over rows of ``-log softmax(logits)_0``
     (the logits are already divided by the temperature, ``LightBSR.contrastive_logits``)."""
 
@@ -25,7 +25,7 @@ class InfoNCELoss(nn.Module):
 
 
 @LOSS_REGISTRY.register()
-class IDRDistillationLoss(nn.Module):
+class IDRDistillationLoss(Regularizer):
     """Distillation of the teacher's converted IDRs into the student's (A.4), the teacher detached:
 
     ``KL(softmax(ca_T / tau) || softmax(ca_S / tau))`` (batchmean, no tau^2 factor, as in the code)

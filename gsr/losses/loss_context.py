@@ -53,12 +53,3 @@ class LossContext:
                                'is not paired (set paired: true and train on a PairedDegradationDataset)')
             self._pairs[tap] = FeaturePair(self.features[tap], self.across_ranks)
         return self._pairs[tap]
-
-
-def takes_context(loss_class: type) -> bool:
-    """Whether a loss class's ``forward`` takes a ``LossContext`` (the regularizers do; pixel losses do not)."""
-    import inspect
-    import typing
-    params = [p for p in inspect.signature(loss_class.forward).parameters if p != 'self']
-    hints = typing.get_type_hints(loss_class.forward)
-    return len(params) == 1 and hints.get(params[0]) is LossContext

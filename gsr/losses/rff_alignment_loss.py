@@ -4,10 +4,10 @@ from typing import Optional
 
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
-from torch import nn
 
 from gsr.losses.feature_alignment_loss import check_choice
 from gsr.losses.loss_context import LossContext
+from gsr.losses.regularizer import Regularizer
 from gsr.losses.statistics import rank_one_discrepancy, reduce_pairs
 
 EPS = 1e-8
@@ -32,7 +32,7 @@ def rff_map(x: torch.Tensor, weight: torch.Tensor, phase: torch.Tensor) -> torch
 
 
 @LOSS_REGISTRY.register()
-class RFFAlignmentLoss(nn.Module):
+class RFFAlignmentLoss(Regularizer):
     """Align the pair's statistics after a random Fourier feature map (Wang et al., CVPR 2024, Sec. 3.3).
 
     ``mode: official`` (released code): one frequency w ~ N(0, 1/sigma²) shared by all channels and a phase per

@@ -1,10 +1,10 @@
 """SAVL's variational terms (ICLR 2026, OpenReview IOmPy7P1y4; our reading, ``docs/SAVL.md``)."""
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
-from torch import nn
 
 from gsr.losses.feature_alignment_loss import check_choice
 from gsr.losses.loss_context import LossContext
+from gsr.losses.regularizer import Regularizer
 
 
 def gaussian_kl(mean: torch.Tensor, log_var: torch.Tensor, dim_reduction: str = 'mean') -> torch.Tensor:
@@ -16,7 +16,7 @@ def gaussian_kl(mean: torch.Tensor, log_var: torch.Tensor, dim_reduction: str = 
 
 
 @LOSS_REGISTRY.register()
-class SAVLKLLoss(nn.Module):
+class SAVLKLLoss(Regularizer):
     """The KL term of SAVL's objective (B.2, PROPOSAL B.7.3):
     ``loss_weight * (1 + lambda_mis) * min(1, iteration / warmup_iter) * mean over rows and pixels of gaussian_kl``,
     on the posterior the model records as ``context.records['savl']`` (``mean``, ``log_var``). ``loss_weight`` (beta)
@@ -36,7 +36,7 @@ class SAVLKLLoss(nn.Module):
 
 
 @LOSS_REGISTRY.register()
-class SAVLReconstructionLoss(nn.Module):
+class SAVLReconstructionLoss(Regularizer):
     """The likelihood term: ``loss_weight * mean |y_hat - y|``, the re-degrader's reconstruction of the LR image
     from the content and a posterior sample against the LR image itself (a Laplacian likelihood;
     ``context.records['savl']``: ``reconstruction``, ``target``)."""
@@ -68,7 +68,7 @@ def club_bound(r: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor, dim_r
 
 
 @LOSS_REGISTRY.register()
-class SAVLCLUBLoss(nn.Module):
+class SAVLCLUBLoss(Regularizer):
     """MI suppression by CLUB instead of the KL (the ablation "w/o SAVL + CLUB" of SAVL Tab. 1; our reading):
     ``loss_weight * club_bound(r, q(.|z))`` with q's outputs detached (the estimator lowers the bound) plus
     ``likelihood_weight * mean(-log q(r.detach() | z))`` (q learns the conditional; CLUB's alternating fit, done in

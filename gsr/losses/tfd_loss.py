@@ -3,12 +3,12 @@ from typing import Any, Dict, List
 
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
-from torch import nn
 from torch.nn import functional as F
 
 from gsr.data.second_order_degrader import effective_noise_std
 from gsr.losses.feature_alignment_loss import check_choice
 from gsr.losses.loss_context import LossContext
+from gsr.losses.regularizer import Regularizer
 
 TWIN_LOSSES = ('residual', 'feature')
 TWIN_TARGETS = ('ema', 'self')
@@ -22,7 +22,7 @@ def balanced_accuracy(said: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 
 
 @LOSS_REGISTRY.register()
-class NoiseDetectionLoss(nn.Module):
+class NoiseDetectionLoss(Regularizer):
     """Supervises the detector of attached module ``attachment`` with the degrader's labels.
 
     Target per LQ row: ``binary`` y = 1[s_eff > ``threshold``] (BCE on the logit), or ``level`` min(s_eff /
@@ -40,7 +40,6 @@ class NoiseDetectionLoss(nn.Module):
         self.loss_weight, self.threshold, self.level_scale = float(loss_weight), float(threshold), float(level_scale)
         self.target = check_choice('NoiseDetectionLoss.target', target, ('binary', 'level'))
         self.attachment = attachment
-        self.metrics: Dict[str, torch.Tensor] = {}
 
     def _term(self, logit: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         if self.target == 'binary':
@@ -63,7 +62,7 @@ class NoiseDetectionLoss(nn.Module):
 
 
 @LOSS_REGISTRY.register()
-class TwinFeatureLoss(nn.Module):
+class TwinFeatureLoss(Regularizer):
     """Makes the noisy rows' features those of their noise-free twins (d: ``criterion``, per row).
 
     ``twin_loss: residual`` (inline modules, the default): the module's removed component regresses the feature

@@ -208,7 +208,7 @@ class GsrModel(SRModel):
         (``teacher_reads``): the tensor entering (or leaving) that layer after the module, as in ``net_g``."""
         points = getattr(self.get_bare_model(self.net_g), 'points', {})
         names = sorted({name for loss in self.regularizers.values()
-                        for name in getattr(loss, 'teacher_reads', lambda attach: [])(self.opt.get('attach') or {})})
+                        for name in loss.teacher_reads(self.opt.get('attach') or {})})
         if names and not hasattr(self, 'net_g_ema'):
             raise GsrError(f'a regularizer reads the EMA network\'s features at attach.{names[0]}: set '
                            'train.ema_decay > 0 (or twin_target: self)')
@@ -331,7 +331,7 @@ class GsrModel(SRModel):
         """What the regularizers measured in the step besides their loss (their ``metrics``, e.g. a detector's
         balanced accuracy), logged as ``<metric>_<name without l_>`` (``bacc_det``)."""
         return {f'{key}_{name[2:] if name.startswith("l_") else name}': value.detach()
-                for name, loss in self.regularizers.items() for key, value in getattr(loss, 'metrics', {}).items()}
+                for name, loss in self.regularizers.items() for key, value in loss.metrics.items()}
 
     def gradient_ratios(self, terms: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """``grad_<term>``: the norm of each regularizer's gradient with respect to the main tap's features divided

@@ -1,6 +1,6 @@
 """SR model trained on on-the-fly Real-ESRGAN degradations, optionally paired, with configured regularizers."""
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Literal, Optional
 
 from basicsr.utils.registry import LOSS_REGISTRY, MODEL_REGISTRY
 
@@ -9,6 +9,7 @@ from gsr.archs.feature_tap import FeatureTap
 from gsr.data.batch_builder import DegradedBatchBuilder, batch_options
 from gsr.data.second_order_degrader import DegradationOptions
 from gsr.losses.loss_context import MAIN_TAP, LossContext
+from gsr.losses.regularizer import Regularizer
 from gsr.models.base_model import GsrModel, GsrModelOptions
 from gsr.utils.errors import GsrError
 
@@ -34,7 +35,7 @@ class GeneralizableSROptions(GsrModelOptions):
     degradation: DegradationOptions = field(default_factory=DegradationOptions)
     feature_tap: FeatureTapOptions = field(default_factory=FeatureTapOptions)
     dropout: Optional[DropoutOptions] = None
-    batch_statistics: str = 'local'
+    batch_statistics: Literal['local', 'global'] = 'local'
 
 
 @MODEL_REGISTRY.register()
@@ -54,8 +55,6 @@ class GeneralizableSRModel(GsrModel):
         options = super().validate(opt)
         if options.dropout is not None and 'dropout' in options.attach:
             raise GsrError('attach.dropout: the name is taken by the top-level dropout: block; rename the entry')
-        if options.batch_statistics not in ('local', 'global'):
-            raise GsrError(f'batch_statistics must be local or global, got {options.batch_statistics!r}')
         cls.batch_options(opt, options)
         for name, cfg in ((opt.get('train') or {}).get('regularizers') or {}).items():
             cls.check_regularizer(f'train.regularizers.{name}', cfg, opt, options)
@@ -64,18 +63,19 @@ class GeneralizableSRModel(GsrModel):
     @staticmethod
     def check_regularizer(where: str, cfg: Dict[str, Any], opt: Dict[str, Any],
                           options: GeneralizableSROptions) -> None:
-        """What a regularizer declares it needs: paired copies (``needs_pairs``), enough pairs per GPU
-        (``minimum_pairs``), the noise-free twin and the attached module whose records it reads (``needs_twin``),
-        the EMA network (``teacher_reads``), rows that received noise (``needs_noisy_rows``)."""
+        """What a regularizer declares it needs (``Regularizer``'s class attributes) against the options."""
         loss, kind = LOSS_REGISTRY.get(cfg['type']), cfg['type']
-        if getattr(loss, 'needs_pairs', False) and not options.paired:
+        if not issubclass(loss, Regularizer):
+            raise GsrError(f'{where}: {kind} is not a regularizer (it does not take the step\'s LossContext); put '
+                           'pixel losses under pixel_opt')
+        if loss.needs_pairs and not options.paired:
             raise GsrError(f'{where}: {kind} compares two degraded copies of each crop: it needs paired: true')
         batch = ((opt.get('datasets') or {}).get('train') or {}).get('batch_size_per_gpu')
-        need = getattr(loss, 'minimum_pairs', lambda cfg: 1)(cfg)
+        need = loss.minimum_pairs(cfg)
         if isinstance(batch, int) and batch < need:
             raise GsrError(f'{where}: {kind} centres each copy over the batch, so with datasets.train.'
                            f'batch_size_per_gpu {batch} it is 0 on every step: use at least {need}')
-        if getattr(loss, 'needs_twin', False):
+        if loss.needs_twin:
             if not options.noise_free_twin:
                 raise GsrError(f'{where}: {kind} compares rows with their noise-free twins: set noise_free_twin: true')
             attachment = cfg.get('attachment', 'tfd')
@@ -83,11 +83,11 @@ class GeneralizableSRModel(GsrModel):
                 raise GsrError(f'{where}: {kind} reads the module attach.{attachment}, which is not attached '
                                f'(attach: {", ".join(options.attach) or "none"})')
         built = loss(**{k: v for k, v in cfg.items() if k != 'type'})  # checks its values before any folder exists
-        reads_teacher = getattr(built, 'teacher_reads', lambda attach: [])(options.attach)
+        reads_teacher = built.teacher_reads(options.attach)
         if reads_teacher and not (opt.get('train') or {}).get('ema_decay'):
             raise GsrError(f'{where}: {kind} takes its target from the EMA network (a mean teacher): set '
                            'train.ema_decay > 0, or twin_target: self')
-        if getattr(loss, 'needs_noisy_rows', False) and options.degradation.noise_prob == 0:
+        if loss.needs_noisy_rows and options.degradation.noise_prob == 0:
             raise GsrError(f'{where}: with degradation.noise_prob 0 no row is noisy, so the detector has no positives; '
                            'use noise_prob > 0 (0.5 in the TFD option files)')
 
@@ -105,7 +105,7 @@ class GeneralizableSRModel(GsrModel):
         self.batch_builder = DegradedBatchBuilder(self.batch_options(self.opt, o), self.opt['scale']).to(self.device)
         self.add_tap(MAIN_TAP, o.feature_tap.layer, o.feature_tap.capture)
         regularizers = (self.opt.get('train') or {}).get('regularizers') or {}
-        self.forward_twin = any(getattr(LOSS_REGISTRY.get(cfg['type']), 'needs_twin', False)
+        self.forward_twin = any(LOSS_REGISTRY.get(cfg['type']).needs_twin
                                 for cfg in regularizers.values())
 
     def forward_train(self) -> LossContext:

@@ -10,7 +10,7 @@ three times when there is noise); the student sees the LR only and distils the f
 """
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Literal, Optional
 
 import torch
 from basicsr.archs import build_network
@@ -27,7 +27,7 @@ from gsr.models.base_model import GsrModel, GsrModelOptions, float32
 from gsr.utils.checkpoint import require_weights_of
 from gsr.utils.errors import GsrError
 
-STAGES = ('encoder', 'joint')
+Stage = Literal['encoder', 'joint']
 NOISE_PRIOR_CHANNELS = 3  # the code appends the raw noise level (0-255) three times (A.3.1)
 # the second-order pipeline's prior after the kernel code: each stage's Gaussian sigma, Poisson scale, JPEG quality
 SECOND_ORDER_PRIOR = ('noise1_sigma', 'noise1_poisson_scale', 'jpeg1_quality', 'noise2_sigma', 'noise2_poisson_scale',
@@ -37,7 +37,7 @@ SECOND_ORDER_PRIOR = ('noise1_sigma', 'noise1_poisson_scale', 'jpeg1_quality', '
 @dataclass
 class LightBSROptions(GsrModelOptions):
     """Top-level keys of the LightBSR models (``docs/OPTIONS.md``)."""
-    stage: str = 'joint'
+    stage: Stage = 'joint'
     patches: int = 1
     classic_degradation: Optional[ClassicDegradationOptions] = None  # None: the second-order pipeline
     degradation: DegradationOptions = field(default_factory=DegradationOptions)
@@ -67,8 +67,6 @@ class LightBSRModel(GsrModel):
         options = super().validate(opt)
         if not cls.training(opt):
             return options
-        if options.stage not in STAGES:
-            raise GsrError(f'stage must be encoder or joint, got {options.stage!r}')
         if options.patches < 1:
             raise GsrError(f'patches must be at least 1, got {options.patches}')
         cls.check_global_batch(opt, options)

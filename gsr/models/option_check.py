@@ -6,7 +6,7 @@ from typing import Any, Dict, Iterable, Optional
 
 import yaml
 
-from gsr.losses.loss_context import takes_context
+from gsr.losses.regularizer import Regularizer
 from gsr.utils.default_data import EMBEDDED
 from gsr.utils.errors import GsrError
 
@@ -282,7 +282,7 @@ def check_options(opt: Dict[str, Any], path: str, skip: Iterable[str] = ()) -> N
             _check_loss(f'train.{key}', cfg, path)
     for name, cfg in (train.get('regularizers') or {}).items():
         _check_loss(f'train.regularizers.{name}', cfg, path)
-        if not takes_context(LOSS_REGISTRY.get(cfg['type'])):
+        if not issubclass(LOSS_REGISTRY.get(cfg['type']), Regularizer):
             raise GsrError(f'{path}: train.regularizers.{name}: {cfg["type"]} is not a regularizer (it does not take '
                            'the step\'s LossContext); put pixel losses under pixel_opt')
     _check_datasets(opt, path, skip)

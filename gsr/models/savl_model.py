@@ -16,7 +16,7 @@ information the code shares with the content is suppressed by CLUB instead ("w/o
 """
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Dict
+from typing import Any, Dict, Literal
 
 import torch
 from basicsr.archs import build_network
@@ -32,15 +32,15 @@ from gsr.models.base_model import GsrModel, GsrModelOptions, float32
 from gsr.utils.checkpoint import require_weights_of
 from gsr.utils.errors import GsrError
 
-STAGES = ('joint', 'sr')
-POSTERIORS = ('variational', 'deterministic')
+Stage = Literal['joint', 'sr']  # stage A, stage B
+Posterior = Literal['variational', 'deterministic']
 
 
 @dataclass
 class SAVLOptions(GsrModelOptions):
     """Top-level keys of ``SAVLModel`` (``docs/OPTIONS.md``)."""
-    stage: str = 'joint'
-    posterior: str = 'variational'
+    stage: Stage = 'joint'
+    posterior: Posterior = 'variational'
     degradation: DegradationOptions = field(default_factory=DegradationOptions)
 
 
@@ -52,12 +52,8 @@ class SAVLModel(GsrModel):
     @classmethod
     def validate(cls, opt: Dict[str, Any]) -> SAVLOptions:
         options = super().validate(opt)
-        if options.stage not in STAGES:
-            raise GsrError(f'stage must be joint (stage A) or sr (stage B), got {options.stage!r}')
         if (opt.get('network_g') or {}).get('type') != 'SAVLNet':
             raise GsrError('network_g.type must be SAVLNet (the estimator and the modulated SR network)')
-        if options.posterior not in POSTERIORS:
-            raise GsrError(f'posterior must be variational or deterministic, got {options.posterior!r}')
         if not opt.get('train'):
             return options
         if options.stage == 'joint':

@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 from gsr.data.eval_protocol import folder_name
 from gsr.models.option_check import check_options, load_option_file
@@ -38,7 +38,6 @@ from gsr.utils.errors import GsrError
 from gsr.utils.options import options_from_dict
 
 WEIGHTS = {'ema': 'params_ema', 'raw': 'params'}
-OPTIMIZER_PROTOCOLS = ('released_code', 'paper_text')
 VARIANT_KEYS = ('from', 'scale_to_ratio', 'option_file', 'seeds')
 
 
@@ -47,7 +46,7 @@ class BenchmarkOptions:
     datasets: Dict[str, List[str]] = field(default_factory=dict)
     settings: List[str] = field(default_factory=lambda: ['all'])
     noise_sigma: float = 20.0
-    weights: str = 'ema'
+    weights: Literal['ema', 'raw'] = 'ema'
     metrics: List[str] = field(default_factory=lambda: ['psnr', 'ssim', 'lpips'])
     band_mape: int = 8
     crop_border: int = 4
@@ -81,7 +80,7 @@ class StudyOptions:
     output: str = ''
     report: str = ''
     curves: Optional[CurveOptions] = None
-    optimizer_protocol: str = 'released_code'
+    optimizer_protocol: Literal['released_code', 'paper_text'] = 'released_code'
 
 
 @dataclass
@@ -145,15 +144,10 @@ class Study:
         self.options = options_from_dict(StudyOptions, raw, '')
         o = self.options
         here = self.here = os.path.dirname(os.path.abspath(path))
-        if o.benchmark.weights not in WEIGHTS:
-            raise GsrError(f'{path}: benchmark.weights must be ema or raw, got {o.benchmark.weights!r}')
         if not o.seeds or len(set(o.seeds)) != len(o.seeds):
             raise GsrError(f'{path}: seeds must be a non-empty list of distinct integers, got {o.seeds!r}')
         if not o.benchmark.datasets:
             raise GsrError(f'{path}: benchmark.datasets must name at least one HR folder')
-        if o.optimizer_protocol not in OPTIMIZER_PROTOCOLS:
-            raise GsrError(f'{path}: optimizer_protocol must be one of {", ".join(OPTIMIZER_PROTOCOLS)}, got '
-                           f'{o.optimizer_protocol!r}')
         if o.iterations is not None and o.iterations < 1:
             raise GsrError(f'{path}: iterations must be at least 1, got {o.iterations}')
         if o.curves is not None:

@@ -9,8 +9,37 @@ from gsr.utils.errors import GsrError
 T = TypeVar('T')
 
 
+def describe(annotation: Any) -> str:
+    """What a value of ``annotation`` is, in the words of the error messages."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return 'one of ' + ', '.join(str(c) for c in typing.get_args(annotation))
+    if origin is typing.Union:
+        return ' or '.join(describe(a) for a in typing.get_args(annotation) if a is not type(None))
+    if dataclasses.is_dataclass(annotation) or origin is dict:
+        return 'a mapping'
+    if origin in (tuple, list):
+        return 'a list'
+    names = {float: 'a number', int: 'an integer', bool: 'true or false', str: 'a string'}
+    return names.get(annotation, getattr(annotation, '__name__', str(annotation)))
+
+
+def _same_container(value: Any, annotation: Any) -> bool:
+    """A list for a list or tuple annotation, a mapping for a dict or dataclass one."""
+    if isinstance(value, (list, tuple)):
+        return typing.get_origin(annotation) in (list, tuple)
+    mapping = dataclasses.is_dataclass(annotation) or typing.get_origin(annotation) is dict
+    return isinstance(value, Mapping) and mapping
+
+
 def _check_value(value: Any, annotation: Any, where: str) -> Any:
     origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        choices = typing.get_args(annotation)
+        # `True in (1,)` holds in Python: compare types too, so a YAML true is not the integer 1
+        if not any(value == c and type(value) is type(c) for c in choices):
+            raise GsrError(f'{where} must be {describe(annotation)}, got {value!r}')
+        return value
     if dataclasses.is_dataclass(annotation):
         if value is not None and not isinstance(value, Mapping):
             raise GsrError(f'{where} must be a mapping of keys, got {value!r}')
@@ -48,10 +77,21 @@ def _check_value(value: Any, annotation: Any, where: str) -> Any:
         item = args[0] if args else Any
         return origin(_check_value(v, item, f'{where}[{i}]') for i, v in enumerate(value))
     if origin is typing.Union:
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
         if value is None:
             return None
-        return _check_value(value, args[0], where)
+        if len(members) == 1:  # Optional[X]: X's own message
+            return _check_value(value, members[0], where)
+        errors = []
+        for member in members:  # the first member the value fits, in the order written
+            try:
+                return _check_value(value, member, where)
+            except GsrError as e:
+                errors.append(e)
+        for member, error in zip(members, errors):  # a list or mapping member: what inside it is wrong
+            if _same_container(value, member):
+                raise error
+        raise GsrError(f'{where} must be {describe(annotation)}, got {value!r}')
     return value
 
 

@@ -1,0 +1,33 @@
+"""The base class of every ``train.regularizers`` loss: one argument, the step's ``LossContext``, and what it needs
+from the model declared as class attributes, which the model checks before any folder exists."""
+from typing import Any, ClassVar, Dict, List
+
+import torch
+from torch import nn
+
+from gsr.losses.loss_context import LossContext
+
+
+class Regularizer(nn.Module):
+    """``forward(context)`` returns the weighted term. Declared needs (``GeneralizableSRModel.check_regularizer``):
+    ``needs_pairs``: two degraded copies of each crop (``paired: true``); ``needs_twin``: the noise-free twin rows
+    and the attached module the loss reads; ``needs_noisy_rows``: rows that received noise; ``minimum_pairs``: pairs
+    per GPU below which the term is identically 0; ``teacher_reads``: the attached modules whose EMA-network tensor
+    it reads (a mean teacher). ``metrics``: what it measured in the step besides its loss, logged by the model."""
+    needs_pairs: ClassVar[bool] = False
+    needs_twin: ClassVar[bool] = False
+    needs_noisy_rows: ClassVar[bool] = False
+
+    def __init__(self):
+        super().__init__()
+        self.metrics: Dict[str, torch.Tensor] = {}
+
+    @staticmethod
+    def minimum_pairs(cfg: Dict[str, Any]) -> int:
+        return 1
+
+    def teacher_reads(self, attach: Dict[str, Dict[str, Any]]) -> List[str]:
+        return []
+
+    def forward(self, context: LossContext) -> torch.Tensor:
+        raise NotImplementedError
