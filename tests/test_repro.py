@@ -240,6 +240,17 @@ def test_variants_select_runs_and_keep_the_source_of_a_scaled_weight(tmp_path, s
         Study(path, ['nothing'])
 
 
+def test_a_choice_key_of_the_study_names_the_file_the_key_and_the_choices(tmp_path, small_photo_folder):
+    from gsr.repro.study import Study
+    from gsr.utils.errors import GsrError
+    path = tiny_study(tmp_path, small_photo_folder)
+    study = yaml.safe_load(open(path))
+    study['benchmark']['weights'] = 'emma'
+    (tmp_path / 'bad.yml').write_text(yaml.safe_dump(study))
+    with pytest.raises(GsrError, match=r"bad\.yml: benchmark\.weights must be one of ema, raw, got 'emma'$"):
+        Study(str(tmp_path / 'bad.yml'))
+
+
 def test_a_variant_may_run_fewer_seeds_and_its_comparisons_pair_the_seeds_both_sides_have(tmp_path,
                                                                                           small_photo_folder):
     from gsr.repro.claims import Measurements, metric_comparison

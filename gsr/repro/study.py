@@ -141,7 +141,10 @@ class Study:
     def __init__(self, path: str, only: Optional[List[str]] = None, first_seeds: Optional[int] = None):
         raw = load_option_file(path)
         self.path = path
-        self.options = options_from_dict(StudyOptions, raw, '')
+        try:
+            self.options = options_from_dict(StudyOptions, raw, '')
+        except GsrError as e:  # the key's full name and the file it is in
+            raise GsrError(f'{path}: {e}') from e
         o = self.options
         here = self.here = os.path.dirname(os.path.abspath(path))
         if not o.seeds or len(set(o.seeds)) != len(o.seeds):
