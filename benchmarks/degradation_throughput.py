@@ -29,12 +29,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import gsr  # noqa: E402,F401  isort: skip  (its torchvision shim before basicsr imports)
 import basicsr.models.realesrnet_model as realesrnet  # noqa: E402
 from basicsr.models.realesrnet_model import RealESRNetModel  # noqa: E402
 from basicsr.utils import DiffJPEG, USMSharp  # noqa: E402
 from basicsr.utils.img_process_util import filter2D  # noqa: E402
 
-import gsr  # noqa: E402,F401
 from gsr.data.paired_degradation_dataset import PairedDegradationDataset  # noqa: E402
 from gsr.data.second_order_degrader import DegradationOptions  # noqa: E402
 from gsr.models.generalizable_sr_model import GeneralizableSRModel  # noqa: E402

@@ -25,9 +25,9 @@ SRRESNET = {'type': 'MSRResNet', 'num_feat': 64, 'num_block': 16, 'upscale': 4}
 
 
 def networks():
+    import gsr  # noqa: F401  isort: skip  (its torchvision shim before basicsr imports)
     from basicsr.archs import build_network
 
-    import gsr  # noqa: F401
     from gsr.archs.attached_arch import AttachedNetwork
     torch.manual_seed(0)
     inline = AttachedNetwork(SRRESNET, {'tfd': {'type': 'TargetedFeatureDenoising', 'num_feat': 64}}).eval()
