@@ -156,5 +156,11 @@ def test_every_gsr_regularizer_declares_its_needs_on_the_base_class():
     from gsr.losses.regularizer import Regularizer
     ours = [cls for _, cls in LOSS_REGISTRY if cls.__module__.startswith('gsr.losses')]
     assert len(ours) == 10 and all(issubclass(cls, Regularizer) for cls in ours), ours
+    with pytest.raises(TypeError, match='abstract'):  # a regularizer without forward cannot be built
+
+        class NoForward(Regularizer):
+            pass
+
+        NoForward()
     paired = sorted(cls.__name__ for cls in ours if cls.needs_pairs)
     assert paired == ['FeatureAlignmentLoss', 'FeatureMatchingLoss', 'RFFAlignmentLoss']

@@ -1,5 +1,6 @@
 """The base class of every ``train.regularizers`` loss: one argument, the step's ``LossContext``, and what it needs
 from the model declared as class attributes, which the model checks before any folder exists."""
+import abc
 from typing import Any, ClassVar, Dict, List
 
 import torch
@@ -8,7 +9,7 @@ from torch import nn
 from gsr.losses.loss_context import LossContext
 
 
-class Regularizer(nn.Module):
+class Regularizer(nn.Module, abc.ABC):
     """``forward(context)`` returns the weighted term. Declared needs (``GeneralizableSRModel.check_regularizer``):
     ``needs_pairs``: two degraded copies of each crop (``paired: true``); ``needs_twin``: the noise-free twin rows
     and the attached module the loss reads; ``needs_noisy_rows``: rows that received noise; ``minimum_pairs``: pairs
@@ -29,5 +30,6 @@ class Regularizer(nn.Module):
     def teacher_reads(self, attach: Dict[str, Dict[str, Any]]) -> List[str]:
         return []
 
+    @abc.abstractmethod
     def forward(self, context: LossContext) -> torch.Tensor:
-        raise NotImplementedError
+        """The weighted term of this step."""
