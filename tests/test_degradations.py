@@ -236,6 +236,38 @@ def test_first_order_draws_make_the_one_stage_image_and_say_so(batch):
     assert torch.equal(degrader.apply(gt, p), expected)
 
 
+def test_first_order_noise_at_lr_is_added_after_the_final_resize_and_sinc(batch):
+    """first_order_noise 'lr': the first-order batch's noise draws are added at the LR resolution, after the final
+    resize and sinc (white there, as the protocol's noise), before a resize-sinc-JPEG order's JPEG."""
+    from basicsr.utils.img_process_util import filter2D
+    from torch.nn import functional as F
+    gt, orders = batch['gt'], set()
+    for seed in (4, 8):
+        seed_all(seed)
+        degrader = SecondOrderDegrader(DegradationOptions(second_order_prob=0.0, first_order_noise='lr'))
+        p = degrader.sample(gt, *_kernels(batch))
+        orders.add(int(p['final_order'][0]))
+        out = F.interpolate(filter2D(gt, p['kernel1']), scale_factor=float(p['resize1_scale'][0]),
+                            mode=degrader._mode(p, 'resize1_mode')).clamp(0, 1)
+        lq_size, mode = (gt.shape[-2] // 4, gt.shape[-1] // 4), degrader._mode(p, 'final_resize_mode')
+        torch.manual_seed(seed)
+
+        def resize_sinc_noise(img):
+            img = filter2D(F.interpolate(img, size=lq_size, mode=mode).contiguous(), p['sinc_kernel'])
+            return degrader._noise(img, p, '1')
+
+        if int(p['final_order'][0]) == 0:
+            out = degrader._jpeg(resize_sinc_noise(out), p, '2')
+        else:
+            out = resize_sinc_noise(degrader._jpeg(out, p, '2'))
+        expected = torch.clamp((out * 255.).round(), 0, 255) / 255.
+        torch.manual_seed(seed)
+        assert torch.equal(degrader.apply(gt, p), expected), seed
+        # the noise-free twin of the same draws has none of it
+        assert not torch.equal(degrader.apply(gt, p, add_noise=False), expected)
+    assert orders == {0, 1}  # both final orders were composed
+
+
 def test_second_order_probability_one_draws_nothing_and_runs_both_stages(batch):
     seed_all(5)
     p = SecondOrderDegrader(DegradationOptions()).sample(batch['gt'], *_kernels(batch))

@@ -17,7 +17,7 @@ the stage's JPEG ran), ``final_order`` (0: resize-sinc-JPEG, 1: JPEG-resize-sinc
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Literal, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -60,6 +60,7 @@ class DegradationOptions:
     noise_prob: float = 1.0
     jpeg_prob: float = 1.0
     second_order_prob: float = 1.0
+    first_order_noise: Literal['stage', 'lr'] = 'stage'
 
     def __post_init__(self):
         for stage in ('', '2'):
@@ -274,8 +275,10 @@ class SecondOrderDegrader(torch.nn.Module):
                            f'{tuple(self.opt.resize_range)} and scale {self.scale}')
         out = filter2D(gt.contiguous(), p['kernel1'])
         out = F.interpolate(out, scale_factor=float(p['resize1_scale'][0]), mode=self._mode(p, 'resize1_mode'))
-        out = self._noise(out, p, '1') if add_noise else out.clamp(0, 1)
-        if bool(p['second_order'][0]):
+        second_order = bool(p['second_order'][0])
+        noise_at_lr = not second_order and self.opt.first_order_noise == 'lr'
+        out = self._noise(out, p, '1') if add_noise and not noise_at_lr else out.clamp(0, 1)
+        if second_order:
             out = self._jpeg(out, p, '1')
             if bool(p['blur2_applied'][0]):
                 out = filter2D(out.contiguous(), p['kernel2'])
@@ -285,12 +288,16 @@ class SecondOrderDegrader(torch.nn.Module):
             out = self._noise(out, p, '2') if add_noise else out.clamp(0, 1)
         lq_size = (h // self.scale, w // self.scale)
         final_mode = self._mode(p, 'final_resize_mode')
+
+        def resize_and_sinc(img: torch.Tensor) -> torch.Tensor:
+            img = filter2D(F.interpolate(img, size=lq_size, mode=final_mode).contiguous(), p['sinc_kernel'])
+            # first_order_noise 'lr': the stage's noise draws land here, white at the LR resolution
+            return self._noise(img, p, '1') if add_noise and noise_at_lr else img
+
         if int(p['final_order'][0]) == 0:
-            out = filter2D(F.interpolate(out, size=lq_size, mode=final_mode).contiguous(), p['sinc_kernel'])
-            out = self._jpeg(out, p, '2')
+            out = self._jpeg(resize_and_sinc(out), p, '2')
         else:
-            out = self._jpeg(out, p, '2')
-            out = filter2D(F.interpolate(out, size=lq_size, mode=final_mode).contiguous(), p['sinc_kernel'])
+            out = resize_and_sinc(self._jpeg(out, p, '2'))
         return torch.clamp((out * 255.).round(), 0, 255) / 255.
 
     @staticmethod
