@@ -25,11 +25,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra
 
-# The style gate CI runs before the tests: flake8 and isort with the settings of setup.cfg (`isort gsr tests
-# benchmarks` applies the import order).
+# The style gate CI runs before the tests: flake8 and isort with the settings of setup.cfg (`isort gsr tests benchmarks
+# scripts` applies the import order).
 lint: $(STAMP)
-	$(BIN)/python -m flake8 gsr tests benchmarks
-	$(BIN)/python -m isort --check-only --diff gsr tests benchmarks
+	$(BIN)/python -m flake8 gsr tests benchmarks scripts
+	$(BIN)/python -m isort --check-only --diff gsr tests benchmarks scripts
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/degradation_throughput.py
