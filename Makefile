@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.gsr-installed
 
-.PHONY: install demo test lint benchmark gpu-wheels clean
+.PHONY: install demo test test-all lint benchmark gpu-wheels clean
 
 install: $(STAMP)
 
@@ -22,8 +22,14 @@ $(STAMP): setup.py
 demo: $(STAMP)
 	$(BIN)/gsr demo
 
+# Two tiers: `make test` leaves out the tests marked slow (end-to-end runs, training, subprocesses: each over about
+# 3 s on 2 quiet cores) and takes about 3 minutes; `make test-all` runs every test, names the 15 slowest, and is
+# what CI runs.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -ra --durations=15
 
 # The style gate CI runs before the tests: flake8 and isort with the settings of setup.cfg (`isort gsr tests benchmarks
 # scripts` applies the import order).

@@ -166,6 +166,7 @@ def test_checkpoint_of_another_architecture_lists_keys(tmp_path):
     assert 'missing keys: body.0.conv1.bias' in message and 'unexpected keys: body.0.rdb1' in message
 
 
+@pytest.mark.slow
 def test_very_large_image_through_tiled_inference():
     torch.manual_seed(0)
     net = build_network({'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1}).eval()

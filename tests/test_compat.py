@@ -20,6 +20,7 @@ def _python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_plain_basicsr_import_fails_and_gsr_shim_fixes_it():
     plain = _python('import basicsr')
     assert plain.returncode != 0 and 'functional_tensor' in plain.stderr

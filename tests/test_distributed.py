@@ -123,6 +123,7 @@ def _global_statistics_rank(rank: int, store: str, features, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_global_batch_statistics_give_the_single_process_loss_and_gradient(tmp_path):
     """``batch_statistics: global``: two gloo ranks with 2 crops each compute the alignment loss of all 4 crops,
     and each rank's gradient (averaged by DDP: divided by 2) is the single-process gradient of its rows."""

@@ -206,6 +206,7 @@ def save_checkpoint(net, path) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_infer_with_bf16_and_channels_last(tmp_path, small_photo_folder):
     opt = tiny_options(small_photo_folder, small_photo_folder)
     torch.manual_seed(0)
@@ -226,6 +227,7 @@ def test_infer_with_bf16_and_channels_last(tmp_path, small_photo_folder):
     assert result.returncode == 2 and 'gsr: error: --precision: fp16 autocast needs a CUDA device' in result.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_takes_the_precision_and_keys_its_cache_on_it(tmp_path, small_photo_folder):
     from gsr.analysis.evaluation import load_config, result_id
     opt = tiny_options(small_photo_folder, small_photo_folder)
@@ -242,6 +244,7 @@ def test_evaluate_takes_the_precision_and_keys_its_cache_on_it(tmp_path, small_p
 
 # ------------------------------------------------------------------------------------------------ export
 @pytest.mark.parametrize('arch', list(TINY_ARCHS))
+@pytest.mark.slow
 def test_export_matches_pytorch_at_two_sizes(arch, tmp_path):
     from gsr.tools.export import ExportedNetwork, check_images, export_onnx, verify_onnx
     torch.manual_seed(0)
@@ -252,6 +255,7 @@ def test_export_matches_pytorch_at_two_sizes(arch, tmp_path):
     assert len(differences) == 2 and max(differences.values()) < 1e-4  # the odd size runs: dynamic H and W
 
 
+@pytest.mark.slow
 def test_export_cli_and_a_perturbed_weight_fails_the_check(tmp_path, small_photo_folder):
     import onnx
     from onnx import numpy_helper
@@ -301,6 +305,7 @@ def test_export_of_an_operator_onnx_lacks_names_it():
         export_onnx(Eigenvalues().eval(), torch.rand(1, 3, 8, 8), os.devnull, 18)
 
 
+@pytest.mark.slow
 def test_export_of_a_network_fixed_to_its_input_size_is_one_line(tmp_path, small_photo_folder):
     """TFD inline builds its frequency grid from the feature size in Python, so tracing fixes height and width."""
     opt = tiny_options(small_photo_folder, small_photo_folder)
@@ -317,6 +322,7 @@ def test_export_of_a_network_fixed_to_its_input_size_is_one_line(tmp_path, small
 
 
 # ------------------------------------------------------------------------------------------------ profile
+@pytest.mark.slow
 def test_profile_reports_the_modules_parameters_and_flops(tmp_path, small_photo_folder):
     from gsr.utils.profiling import flop_count
     opt = tiny_options(small_photo_folder, small_photo_folder)

@@ -119,6 +119,7 @@ def test_kernel_pca_basis_is_orthonormal_and_codes_reconstruct(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ contrastive
+@pytest.mark.slow
 def test_queue_updates_and_the_contrastive_loss_falls_on_two_degradations():
     torch.manual_seed(0)
     net = LightBSR(**TINY, prior_channels=15, contrastive=True, dim=16, queue_size=32, momentum=0.99)
@@ -202,6 +203,7 @@ def test_every_lightbsr_option_file_builds_its_model(path, tmp_path):
     ({'datasets.train.crops_per_image': 3}, 'datasets.train.crops_per_image is 3: it must be patches (2'),
     ({'stage': 'warmup'}, "stage must be one of encoder, joint, got 'warmup'"),
 ])
+@pytest.mark.slow
 def test_teacher_option_mistakes_are_one_line(mistake, expected, tmp_path):
     opt = load_option_file(os.path.join(REPO, 'options', 'tiny', 'train_lightbsr_teacher.yml'))
     for dotted, value in mistake.items():
@@ -335,6 +337,7 @@ def photo_crops(count: int, size: int, generator: torch.Generator) -> torch.Tens
     return torch.stack(out)
 
 
+@pytest.mark.slow
 def test_a_briefly_trained_teacher_separates_two_degradations_better_than_at_initialisation():
     """The discriminability claim at toy scale: the Calinski-Harabasz index of the channel IDR (and of the pooled
     encoder map) over held-out photo crops under two blurs, before and after 60 contrastive steps on fresh crops
@@ -404,6 +407,7 @@ def test_blind_protocol_sets_test_a_student_and_analyse_its_idr(tmp_path, small_
     assert '| 36 | 3 | 8 |' in table and (tmp_path / 'ddr' / 'ddr_tsne.png').is_file()  # 3 images x 3 sigmas x 4
 
 
+@pytest.mark.slow
 def test_a_kernel_pca_of_another_size_or_a_teacher_of_another_configuration_is_one_line(tmp_path):
     write_kernel_pca(str(tmp_path / 'pca11.pth'), samples=200, size=11)
     opt = load_option_file(os.path.join(REPO, 'options', 'tiny', 'train_lightbsr_teacher.yml'))

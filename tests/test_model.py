@@ -119,6 +119,7 @@ def _model_opt(path, tiny=True):
 
 
 @pytest.mark.parametrize('path', OPTION_FILES, ids=os.path.basename)
+@pytest.mark.slow
 def test_every_option_file_builds_its_model(path):
     opt = _model_opt(path, tiny=False)
     model = build_model(opt)
@@ -154,6 +155,7 @@ def fixed_batch(photo_folder, opt):
 
 @pytest.mark.parametrize(
     'path', [p for p in OPTION_FILES if os.path.basename(p).startswith('train_')], ids=os.path.basename)
+@pytest.mark.slow
 def test_tiny_variant_loss_falls_on_a_fixed_batch(path, photo_folder):
     opt = _model_opt(path)
     opt['datasets']['train']['gt_size'] = 32

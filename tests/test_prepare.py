@@ -3,6 +3,7 @@ import os
 
 import cv2
 import numpy as np
+import pytest
 
 from gsr.tools.prepare import crop_starts, extract_subimages, subimage_names
 from gsr.utils.image_io import list_images
@@ -39,6 +40,7 @@ def test_subimages_are_exact_crops_and_a_rerun_skips_them(tmp_path, photo_folder
     assert not [f for f in os.listdir(out) if f.endswith('.tmp')] and stem in expected[0][0]
 
 
+@pytest.mark.slow
 def test_prepare_cli_runs_and_reports(tmp_path, photo_folder):
     result = run_gsr([
         'prepare', 'subimages', '--input', photo_folder, '--output',

@@ -188,6 +188,7 @@ def test_ship_writes_a_checked_network_and_a_changed_file_is_refused(tmp_path):
         shipped('tiny-align', str(tmp_path))
 
 
+@pytest.mark.slow
 def test_the_package_ships_the_studys_networks_and_infer_runs_them(tmp_path, small_photo_folder):
     """gsr/pretrained holds the study's baseline and best regularized network (seed 0); ``gsr infer --model``
     runs one; ``--model`` with ``-opt`` is refused."""

@@ -117,6 +117,7 @@ def tiny_savl(stage: str, **changes):
     return opt
 
 
+@pytest.mark.slow
 def test_stage_b_leaves_the_estimator_unchanged(tmp_path, photo_folder):
     from basicsr.models import build_model
     from basicsr.utils import set_random_seed
@@ -188,6 +189,7 @@ def test_both_stages_train_resume_and_test_through_basicsr(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ spatial protocol
+@pytest.mark.slow
 def test_spatial_sets_have_true_maps_and_the_variance_analysis_reads_them(tmp_path, small_photo_folder):
     import json
 
@@ -388,6 +390,7 @@ def test_every_savl_test_file_evaluates_its_sets(name, tmp_path, small_photo_fol
 
 
 # ------------------------------------------------------------------------------------------------ export
+@pytest.mark.slow
 def test_savl_net_exports_with_dynamic_size_and_without_the_re_degrader(tmp_path):
     """The inference network (estimator + SR network, modulations switched on) exports to ONNX once and matches
     PyTorch at two sizes (the second not a multiple of the window: padded inside the graph); the re-degrader of
