@@ -12,6 +12,7 @@ import argparse
 import copy
 import glob
 import os
+import re
 import sys
 import textwrap
 from typing import Any, Dict, List
@@ -52,9 +53,9 @@ def method_options(template: Dict[str, Any], method: str) -> Dict[str, Any]:
     return spec.get('options') or {}
 
 
-def ordered(options: Dict[str, Any]) -> Dict[str, Any]:
-    known = [k for k in TOP_LEVEL_ORDER if k in options]
-    return {k: options[k] for k in known + [k for k in options if k not in TOP_LEVEL_ORDER]}
+def ordered(options: Dict[str, Any], order=TOP_LEVEL_ORDER) -> Dict[str, Any]:
+    known = [k for k in order if k in options]
+    return {k: options[k] for k in known + [k for k in options if k not in order]}
 
 
 def test_sets(spec: Dict[str, Any]) -> Dict[str, Any]:
@@ -156,7 +157,25 @@ _Dumper.add_representer(list, lambda dumper, data: dumper.represent_sequence('ta
                                                                              flow_style=_is_flat(data)))
 
 
-def render(options: Dict[str, Any], header: List[str]) -> str:
+def with_comments(lines: List[str], comments: Dict[str, str], used: set) -> List[str]:
+    """``lines`` with each comment of ``comments`` (dotted key path -> text) above its key's line; the paths found
+    are added to ``used``."""
+    out, stack = [], []
+    for line in lines:
+        match = re.match(r'^( *)([^\s:#-][^:]*):(?: |$)', line)
+        if match:
+            depth = len(match.group(1)) // 2
+            stack = stack[:depth] + [match.group(2)]
+            path = '.'.join(stack)
+            if path in comments:
+                used.add(path)
+                indent = match.group(1)
+                out += [indent + '# ' + text for text in textwrap.wrap(comments[path], LINE_WIDTH - 2 - len(indent))]
+        out.append(line)
+    return out
+
+
+def render(options: Dict[str, Any], header: List[str], comments: Dict[str, str] = None, used: set = None) -> str:
     """The file's text: the header as comments (the stamp as it is, the other paragraphs wrapped), then one block
     per top-level key, a blank line before each mapping written over several lines."""
     lines = [header[0]]
@@ -166,8 +185,30 @@ def render(options: Dict[str, Any], header: List[str]) -> str:
         block = yaml.dump(_Block({key: value}), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=LINE_WIDTH)
         if block.count('\n') > 1:
             lines.append('')
-        lines += block.rstrip('\n').split('\n')
+        lines += with_comments(block.rstrip('\n').split('\n'), comments or {}, used if used is not None else set())
     return '\n'.join(lines) + '\n'
+
+
+def parts_files(template: Dict[str, Any], stamp: str) -> Dict[str, str]:
+    """A ``kind: parts`` template: each file is ``base`` merged with its ``parts`` in order, then its ``options``;
+    its header is the parts' titles joined, then the template's ``notes``; ``comments`` (the template's, then its
+    parts') name dotted key paths, each of which must be in at least one file that has it."""
+    out, used, named = {}, set(), set(template.get('comments', {}))
+    order = template.get('order', TOP_LEVEL_ORDER)
+    for name, spec in template['files'].items():
+        options, titles, comments = template['base'], [], dict(template.get('comments', {}))
+        for part in (template['parts'][p] for p in spec['parts']):
+            options = merge(options, part.get('options') or {})
+            titles += [part['title']] if 'title' in part else []
+            comments.update(part.get('comments', {}))
+        named |= set(comments)
+        options = ordered({'name': name, **merge(options, spec.get('options') or {})}, order)
+        header = [stamp, ' '.join(titles), *template.get('notes', [])]
+        out[f'options/{name}.yml'] = render(options, header, comments, used)
+    unused = sorted(named - used)
+    if unused:
+        raise ValueError(f'comments name keys no generated file has: {", ".join(unused)}')
+    return out
 
 
 def generated_files(template_path: str) -> Dict[str, str]:
@@ -176,6 +217,8 @@ def generated_files(template_path: str) -> Dict[str, str]:
         template = yaml.safe_load(f)
     relative = os.path.relpath(template_path, REPO)
     stamp = STAMP.format(template=relative)
+    if template.get('kind') == 'parts':
+        return parts_files(template, stamp)
     notes = template.get('notes', {})
     out = {}
     for arch, methods in template['files'].get('train', {}).items():

@@ -21,7 +21,7 @@ def load_generator():
 def test_every_generated_option_file_is_what_its_template_makes(capsys):
     generator = load_generator()
     assert generator.main(['--check']) == 0, capsys.readouterr().err
-    assert len(generator.all_generated()) == 33
+    assert len(generator.all_generated()) == 41  # 33 of the paper template, 8 of LightBSR's
 
 
 @pytest.fixture
@@ -67,3 +67,21 @@ def test_an_architectures_own_method_setting_and_a_composed_method_land_in_the_f
     assert test['attach'] == files['options/train_swinir_tfd.yml']['attach']
     assert test['network_g'] == files['options/train_swinir_tfd.yml']['network_g']
     assert len(test['datasets']) == 40 and test['datasets']['test_40']['name'] == 'Manga109_b+n+j'
+
+
+def test_a_comment_on_a_key_no_file_has_is_refused(copied_repo):
+    """A comment whose key path is misspelt (or inside a one-line mapping) would silently vanish: it is an error."""
+    generator, root = copied_repo
+    template = root / 'options' / '_templates' / 'lightbsr.yml'
+    text = template.read_text()
+    template.write_text(text.replace('datasets.train.kernel_sets:', 'datasets.train.kernel_set:'))
+    with pytest.raises(ValueError, match='datasets.train.kernel_set'):
+        generator.all_generated()
+    template.write_text(text)
+    files = generator.all_generated()
+    teacher = files['options/train_lightbsr_teacher_iso_encoder.yml'].split('\n')
+    student = files['options/train_lightbsr_student_iso_encoder.yml'].split('\n')
+    # a part's comment lands in the files of that part only, above its key
+    line = teacher.index('    crops_per_image: 4')
+    assert teacher[line - 1].startswith('    # ') and 'docs/LIGHTBSR.md' in ' '.join(teacher[line - 4:line])
+    assert not any('positives are cut anywhere' in line for line in student)
