@@ -190,24 +190,28 @@ def render(options: Dict[str, Any], header: List[str], comments: Dict[str, str] 
 
 
 def parts_files(template: Dict[str, Any], stamp: str) -> Dict[str, str]:
-    """A ``kind: parts`` template: each entry of ``files`` (a file's stem) is ``base`` merged with its ``parts`` in
-    order, then its ``options`` (``name`` defaults to the stem). Its header is its own ``title``, the parts' titles
-    joined, then the template's ``notes``; ``comments`` (the template's, its parts', its own) name dotted key paths,
-    each of which must be in at least one file that has it."""
+    """A ``kind: parts`` template: each entry of ``files`` (a file's stem, written in ``folder``) is ``base`` merged
+    with its ``parts`` in order, then with the options of its ``compose`` parts (their titles left out), then its
+    ``options`` (``name`` defaults to the stem). Its header is its own ``title``, the parts' titles joined, then the
+    template's ``notes`` (``{file}``: the file's path); ``comments`` (the template's, its parts', its own) name dotted
+    key paths, each of which must be in at least one file that has it."""
     out, used, named = {}, set(), set()
     order = template.get('order', TOP_LEVEL_ORDER)
+    folder = template.get('folder', 'options')
     for stem, spec in template['files'].items():
         options, titles, comments = template['base'], [], dict(template.get('comments', {}))
-        for part in (template['parts'][p] for p in spec['parts']):
+        for name in spec['parts'] + spec.get('compose', []):
+            part = template['parts'][name]
             options = merge(options, part.get('options') or {})
-            titles += [part['title']] if 'title' in part else []
+            titles += [part['title']] if 'title' in part and name in spec['parts'] else []
             comments.update(part.get('comments', {}))
         comments.update(spec.get('comments', {}))
         named |= set(comments)
         options = ordered(merge({'name': stem, **options}, spec.get('options') or {}), order)
+        path = f'{folder}/{stem}.yml'
         header = [stamp, *([spec['title']] if 'title' in spec else []), *([' '.join(titles)] if titles else []),
-                  *template.get('notes', [])]
-        out[f'options/{stem}.yml'] = render(options, header, comments, used)
+                  *(note.format(file=path) for note in template.get('notes', []))]
+        out[path] = render(options, header, comments, used)
     unused = sorted(named - used)
     if unused:
         raise ValueError(f'comments name keys no generated file has: {", ".join(unused)}')
