@@ -44,7 +44,7 @@ def test_verdict_needs_every_seed_to_agree_and_significance():
 
 
 def test_variant_overrides_merge_and_remove_keys():
-    from gsr.repro.study import merge
+    from gsr.utils.options import merge
     base = {'train': {'regularizers': {'a': {'w': 1}}, 'lr': 1}, 'paired': False}
     merged = merge(base, {'train': {'regularizers': {'b': {'w': 2}}, 'lr': None}, 'paired': True})
     assert merged == {'train': {'regularizers': {'a': {'w': 1}, 'b': {'w': 2}}}, 'paired': True}

@@ -35,7 +35,7 @@ from gsr.data.eval_protocol import folder_name
 from gsr.models.option_check import check_options, load_option_file
 from gsr.utils.default_data import EMBEDDED, resolve_root
 from gsr.utils.errors import GsrError
-from gsr.utils.options import options_from_dict
+from gsr.utils.options import merge, options_from_dict
 
 WEIGHTS = {'ema': 'params_ema', 'raw': 'params'}
 VARIANT_KEYS = ('from', 'scale_to_ratio', 'option_file', 'seeds')
@@ -110,19 +110,6 @@ class Run:
 
     def options_sha(self) -> str:
         return hashlib.sha256(json.dumps(self.options, sort_keys=True).encode()).hexdigest()
-
-
-def merge(base: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
-    """``base`` with ``overrides`` merged: mappings key by key, other values replaced, ``None`` removes the key."""
-    out = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def first_existing(candidates: List[str], key: str) -> Tuple[str, str]:

@@ -16,8 +16,9 @@ from gsr.analysis.evaluation import BICUBIC, evaluate, load_config
 from gsr.repro import report
 from gsr.repro.results import collect
 from gsr.repro.runner import evaluation_config, run_analyses, train_all
-from gsr.repro.study import WEIGHTS, Study, merge
+from gsr.repro.study import WEIGHTS, Study
 from gsr.utils.errors import GsrError
+from gsr.utils.options import merge
 from gsr.utils.staging import claim_output_folder
 
 ANALYSED = ('baseline', 'align')  # the runs whose representations claims 4 and 5 read

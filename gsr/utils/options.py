@@ -1,8 +1,9 @@
 """Option blocks as dataclasses: unknown keys and wrongly typed values fail with the key's full name."""
+import copy
 import dataclasses
 import difflib
 import typing
-from typing import Any, Mapping, Optional, Type, TypeVar
+from typing import Any, Dict, Mapping, Optional, Type, TypeVar
 
 from gsr.utils.errors import GsrError
 
@@ -152,3 +153,17 @@ def dataset_options(cls: Type[T], opt: Mapping[str, Any]) -> T:
     """Build a dataset's own options from its ``datasets.<phase>`` block (BasicSR's keys left out)."""
     own = {k: v for k, v in opt.items() if k not in BASICSR_DATASET_KEYS}
     return options_from_dict(cls, own, f'datasets.{opt.get("name", opt.get("phase", "?"))}')
+
+
+def merge(base: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
+    """``base`` with ``overrides`` merged, the rule of every composed option file (study variants, option templates):
+    mappings key by key, other values replaced, ``None`` removes the key."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
