@@ -378,3 +378,17 @@ def test_claims_without_the_align_variant_are_reported_as_not_run():
     analyses = {f'baseline/seed{s}': {'cossim': cossim, 'chi_pooled': 1.0, 'chi_tsne': 1.0} for s in (0, 1)}
     verdicts = {c['claim']: c['verdict'] for c in claims(Measurements(rows, [0, 1], ['clean', 'noise'], analyses))}
     assert verdicts['1'] == verdicts['5'] == verdicts['4b'] == 'not run' and verdicts['4a'] != 'not run'
+
+
+def test_the_report_names_the_training_degradation():
+    """A reader comparing with a paper needs to know which pipeline the study trained on (docs/SCALING.md)."""
+    from gsr.repro.results import pipeline_note
+    assert pipeline_note({'degradation': {'gt_usm': True}}) == ('Real-ESRGAN second-order degradations, '
+                                                                'USM-sharpened GT')
+    medium = {'degradation': {'gt_usm': True, 'jpeg_prob': 0.5, 'second_order_prob': 0.0, 'first_order_noise': 'lr'}}
+    assert pipeline_note(medium) == ('first-order degradations (noise at the LR resolution), each JPEG per sample with '
+                                     'probability 0.5, USM-sharpened GT')
+    half = {'degradation': {'gt_usm': False, 'second_order_prob': 0.5, 'noise_prob': 0.5}}
+    assert pipeline_note(half) == ("second-order on 0.5 of the batches, else first-order (noise at the stage's "
+                                   "resolution), noise per sample with probability 0.5, plain GT")
+    assert pipeline_note({'classic_degradation': {'kernel': 'iso'}}) == 'classic blur + bicubic + noise degradations'

@@ -4,7 +4,7 @@ import json
 import os
 import platform
 from collections import OrderedDict
-from typing import Dict, List
+from typing import Any, Dict, List
 
 import numpy as np
 
@@ -155,4 +155,25 @@ def scale_note(study: Study) -> str:
     train = b['datasets']['train']
     size = f'{net.get("type")} {net.get("num_feat", "")}x{net.get("num_block", "")}'.strip()
     return (f'{size}, GT {train.get("gt_size")} crops, {train.get("batch_size_per_gpu")} crops per step, '
-            f'{study.options.iterations or b["train"]["total_iter"]} iterations')
+            f'{study.options.iterations or b["train"]["total_iter"]} iterations, {pipeline_note(b)}')
+
+
+def pipeline_note(options: Dict[str, Any]) -> str:
+    """The training degradation of an option file in words: which Real-ESRGAN stages run, where a first-order
+    batch's noise goes, and how often noise and JPEG are skipped (what a reader needs to compare with a paper that
+    trains on the full second-order pipeline)."""
+    if 'classic_degradation' in options:
+        return 'classic blur + bicubic + noise degradations'
+    d = options.get('degradation') or {}
+    order = d.get('second_order_prob', 1.0)
+    if order >= 1:
+        words = ['Real-ESRGAN second-order degradations']
+    else:
+        stage = 'at the LR resolution' if d.get('first_order_noise', 'stage') == 'lr' else "at the stage's resolution"
+        first = ('first-order degradations' if order <= 0 else
+                 f'second-order on {order:g} of the batches, else first-order')
+        words = [f'{first} (noise {stage})']
+    words += [f'noise per sample with probability {d["noise_prob"]:g}'] if d.get('noise_prob', 1.0) < 1 else []
+    words += [f'each JPEG per sample with probability {d["jpeg_prob"]:g}'] if d.get('jpeg_prob', 1.0) < 1 else []
+    words += ['USM-sharpened GT'] if d.get('gt_usm', True) else ['plain GT']
+    return ', '.join(words)
