@@ -50,6 +50,7 @@ def test_missing_option_file_is_one_line(tmp_path):
     ('datasets.train.type', 'NoSuchDataset', 'dataset', 'PairedDegradationDataset'),
     ('train.pixel_opt.type', 'NoSuchLoss', 'loss', 'FeatureAlignmentLoss'),
 ])
+@pytest.mark.slow
 def test_unknown_type_lists_the_gsr_names(tmp_path, photo_folder, dotted, value, registry, gsr_name):
     opt = write_yaml(tmp_path / 'bad.yml', tiny_options(photo_folder, photo_folder, **{dotted: value}))
     result = run_gsr(['train', '-opt', opt], cwd=tmp_path)

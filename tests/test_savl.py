@@ -351,6 +351,7 @@ def savl_option(name: str, tmp_path):
 
 @pytest.mark.parametrize('name', ['train_savl_a.yml', 'train_savl_b.yml', 'train_savl_a_no_mis.yml',
                                   'train_savl_a_elbo.yml', 'train_savl_a_club.yml'])
+@pytest.mark.slow
 def test_every_savl_training_file_builds_its_paper_size_model(name, tmp_path):
     from basicsr.models import build_model
     opt = savl_option(name, tmp_path)
