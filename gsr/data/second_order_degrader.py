@@ -82,7 +82,8 @@ def effective_noise_std(labels: Dict[str, torch.Tensor]) -> torch.Tensor:
 
     s_eff = sqrt(s_1² + s_2²), s_k = the Gaussian sigma of stage k, or for Poisson noise its std at mean intensity
     0.5: BasicSR adds scale·(poisson(v·I)/v − I) with v = 256 levels for 8-bit content, whose std at I = 0.5 is
-    scale·sqrt(0.5/256), i.e. 11.3·scale in 0-255 units. An approximation: stage-1 noise is resized afterwards.
+    scale·sqrt(0.5/256), i.e. 11.3·scale in 0-255 units. An approximation where stage-1 noise is resized afterwards
+    (second-order batches, and first-order ones with ``first_order_noise: stage``).
     """
     stages = [labels[f'noise{k}_sigma'] + POISSON_STD_PER_SCALE * labels[f'noise{k}_poisson_scale'] for k in (1, 2)]
     return torch.sqrt(stages[0]**2 + stages[1]**2)
