@@ -1,9 +1,10 @@
 """Generate the option files that are composed from a template (``options/_templates/*.yml``).
 
-A template names the files it makes under ``files``; each is written flat, as BasicSR's ``-opt`` reads it, and
-stamped with the line ``STAMP`` so nobody edits the copy instead of the template. ``--check`` writes nothing and
-exits 1 naming every file that differs from what the template makes, is missing, or carries the stamp without being
-made by any template (CI runs it through tests/test_option_files.py).
+A template names the files it makes under ``files``: an architecture x method matrix (``paper.yml``:
+``matrix_files``) or, with ``kind: parts``, a base and named parts per file (``parts_files``). Each is written flat,
+as BasicSR's ``-opt`` reads it, and stamped with the line ``STAMP`` so nobody edits the copy instead of the template.
+``--check`` writes nothing and exits 1 naming every file that differs from what the template makes, is missing, or
+carries the stamp without being made by any template (CI runs it through tests/test_option_files.py).
 
     python scripts/generate_options.py            # (re)write every generated file
     python scripts/generate_options.py --check    # what CI runs
@@ -21,6 +22,7 @@ import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from gsr.utils.checkpoint import atomic_write_text  # noqa: E402
 from gsr.utils.options import merge  # noqa: E402  (the rule of every composed option file)
 
 TEMPLATES = os.path.join(REPO, 'options', '_templates')
@@ -213,8 +215,12 @@ def generated_files(template_path: str) -> Dict[str, str]:
         template = yaml.safe_load(f)
     relative = os.path.relpath(template_path, REPO)
     stamp = STAMP.format(template=relative)
-    if template.get('kind') == 'parts':
-        return parts_files(template, stamp)
+    return parts_files(template, stamp) if template.get('kind') == 'parts' else matrix_files(template, stamp)
+
+
+def matrix_files(template: Dict[str, Any], stamp: str) -> Dict[str, str]:
+    """The architecture x method template (``paper.yml``): ``files.train`` / ``files.test`` list each architecture's
+    methods; a train file is ``train_file``, a test file ``test_file``."""
     notes = template.get('notes', {})
     out = {}
     for arch, methods in template['files'].get('train', {}).items():
@@ -257,11 +263,7 @@ def stale_or_different(files: Dict[str, str]) -> List[str]:
 
 def write(files: Dict[str, str]) -> None:
     for relative, text in files.items():
-        path = os.path.join(REPO, relative)
-        temporary = path + '.tmp'
-        with open(temporary, 'w', encoding='utf-8') as f:
-            f.write(text)
-        os.replace(temporary, path)
+        atomic_write_text(os.path.join(REPO, relative), text)
 
 
 def main(argv: List[str] = None) -> int:
