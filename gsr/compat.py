@@ -1,27 +1,27 @@
-"""Everything gsr changes in BasicSR 1.4.2, in one place, applied by ``import gsr`` before BasicSR is used.
+"""What ``import gsr`` changes in BasicSR 1.4.2's pipeline (its launcher, option parsing, resume and folders),
+applied before BasicSR is used. BasicSR's model classes are left as they are: what gsr's models do differently
+(atomic checkpoints, ``AttachedNetwork`` saving and loading, DDP on the CPU, options never mutated) is
+``GsrModel``'s own methods (``gsr/models/base_model.py``).
 
-Stack compatibility (each has a test in ``tests/test_compat.py`` that fails without it):
+Each fix has a test that fails without it (``tests/test_compat.py``; 6:
+``tests/test_reliability.py::test_restart_in_place_clean_torn_writes_and_train_longer``):
 
 1. ``functional_tensor_shim``: BasicSR imports ``torchvision.transforms.functional_tensor``, removed in
    torchvision 0.17; the shim provides the one function it needs.
 2. ``init_dist``: the pytorch/slurm launchers divided by the GPU count (zero on CPU) and hard-coded nccl;
-   gloo is used where CUDA is absent, the device is set from ``LOCAL_RANK``, and DDP gets no
-   ``device_ids`` on CPU.
-3. ``load_resume_state``: ``--auto_resume`` called CUDA APIs and looked relative to the working directory.
+   gloo is used where CUDA is absent and the device is set from ``LOCAL_RANK``.
+3. ``load_resume_state``: ``--auto_resume`` called CUDA APIs and looked relative to the working directory; the
+   temporary files of interrupted saves are removed first.
 4. training states load with ``weights_only=True`` plus exactly ``collections.Counter``.
 5. option YAML is parsed with a safe loader (``!!python/...`` tags are rejected); ``--force_yml`` lists
    are parsed with ``ast.literal_eval`` instead of ``eval``, and numbers in exponent notation (``2e-4``) as numbers.
-6. ``setup_optimizers`` / ``setup_schedulers`` no longer mutate the options dict (they ``pop('type')``): every
-   model class's ``setup_optimizers``, BasicSR's and any defined later, runs on a copy of ``opt['train']``.
+6. ``make_exp_dirs`` / ``mkdir_and_rename``: ``--auto_resume`` of a run killed before its first save starts again
+   in its own folder instead of archiving it.
 
 The fixes target BasicSR 1.4.2 exactly; ``import gsr`` refuses any other installed version.
-
-Reliability (``docs/RELIABILITY.md``): checkpoints and training states are written atomically, networks
-load with ``weights_only=True`` and a mismatching checkpoint fails with the missing/unexpected keys.
 """
 import ast
 import contextlib
-import copy
 import functools
 import importlib
 import os
@@ -93,19 +93,6 @@ def _init_dist_slurm(backend: str, port: int = None) -> None:
     os.environ['LOCAL_RANK'] = str(local_rank)
     os.environ['RANK'] = str(proc_id)
     dist.init_process_group(backend=backend)
-
-
-def model_to_device(self, net):
-    """BasicSR's ``model_to_device``; DDP gets ``device_ids`` only on CUDA."""
-    from torch.nn.parallel import DataParallel, DistributedDataParallel
-    net = net.to(self.device)
-    if self.opt['dist']:
-        device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
-        net = DistributedDataParallel(
-            net, device_ids=device_ids, find_unused_parameters=self.opt.get('find_unused_parameters', False))
-    elif self.opt['num_gpu'] > 1:
-        net = DataParallel(net)
-    return net
 
 
 # ----------------------------------------------------------------------------------------- resume
@@ -214,44 +201,6 @@ def _wrap_postprocess_yml_value(original):
     return postprocess
 
 
-def on_option_copy(method):
-    """Run ``method`` on a deep copy of ``self.opt['train']`` so BasicSR's ``pop('type')`` leaves it intact."""
-    if getattr(method, '__gsr_patched__', False):
-        return method
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        train_opt = self.opt['train']
-        self.opt['train'] = copy.deepcopy(train_opt)
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            self.opt['train'] = train_opt
-
-    wrapper.__gsr_patched__ = True
-    return wrapper
-
-
-def protect_setup_optimizers(base: type) -> None:
-    """Wrap ``setup_optimizers`` with ``on_option_copy`` in ``base`` and every subclass, now and when defined."""
-
-    def wrap(cls: type) -> None:
-        if 'setup_optimizers' in vars(cls):
-            cls.setup_optimizers = on_option_copy(vars(cls)['setup_optimizers'])
-
-    pending = [base]
-    while pending:
-        cls = pending.pop()
-        wrap(cls)
-        pending.extend(cls.__subclasses__())
-
-    def init_subclass(cls, **kwargs):
-        super(base, cls).__init_subclass__(**kwargs)
-        wrap(cls)
-
-    base.__init_subclass__ = classmethod(init_subclass)
-
-
 def check_basicsr_version() -> None:
     """The fixes patch BasicSR's functions by name: refuse a version they were not written for."""
     from importlib.metadata import PackageNotFoundError, version
@@ -267,50 +216,6 @@ def check_basicsr_version() -> None:
                        f'pip install --no-build-isolation basicsr=={SUPPORTED_BASICSR}')
 
 
-# ----------------------------------------------------------------------------------------- checkpoints
-def save_network(self, net, net_label, current_iter, param_key='params'):
-    """BasicSR's ``save_network``, written atomically; a failed write raises instead of being ignored. An
-    ``AttachedNetwork`` is saved as its backbone plus ``<param_key>_attached`` (``checkpoint_entries``)."""
-    from gsr.archs.network_checkpoint import checkpoint_entries
-    from gsr.utils.checkpoint import atomic_torch_save
-    nets = net if isinstance(net, list) else [net]
-    keys = param_key if isinstance(param_key, list) else [param_key]
-    if len(nets) != len(keys):
-        raise ValueError('The lengths of net and param_key should be the same.')
-    save_dict = {}
-    for net_, key in zip(nets, keys):
-        save_dict.update(checkpoint_entries(self.get_bare_model(net_), key))
-    label = 'latest' if current_iter == -1 else current_iter
-    atomic_torch_save(save_dict, os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
-
-
-def save_training_state(self, epoch, current_iter):
-    """BasicSR's ``save_training_state``, written atomically (after the networks, so a state implies them), with
-    what the model adds (``extra_training_state``, e.g. gsr's fp16 gradient scaler)."""
-    from gsr.utils.checkpoint import atomic_torch_save
-    if current_iter == -1:
-        return
-    state = {
-        'epoch': epoch,
-        'iter': current_iter,
-        'optimizers': [o.state_dict() for o in self.optimizers],
-        'schedulers': [s.state_dict() for s in self.schedulers],
-        **getattr(self, 'extra_training_state', dict)(),
-    }
-    atomic_torch_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
-
-
-def load_network(self, net, load_path, strict=True, param_key='params'):
-    """BasicSR's ``load_network`` with ``weights_only=True`` and one clear error for a mismatching checkpoint."""
-    from gsr.archs.attached_arch import backbone_of
-    from gsr.archs.network_checkpoint import load_network_checkpoint
-    from gsr.utils.checkpoint import network_weights
-    net = self.get_bare_model(net)
-    if not strict:
-        self._print_different_keys_loading(backbone_of(net), network_weights(load_path, param_key), strict)
-    load_network_checkpoint(net, load_path, param_key, strict)
-
-
 # ----------------------------------------------------------------------------------------- apply
 def apply() -> None:
     """Apply every fix once. Safe to call repeatedly."""
@@ -319,17 +224,13 @@ def apply() -> None:
         return
     check_basicsr_version()
     install_functional_tensor_shim()
-    import basicsr.models  # noqa: F401  (every BasicSR model class, so that all are protected)
     import basicsr.train
     import basicsr.utils.dist_util
     import basicsr.utils.options
-    from basicsr.models.base_model import BaseModel
-    from basicsr.models.sr_model import SRModel
 
     ORIGINALS.update(
         ordered_yaml=basicsr.utils.options.ordered_yaml,
         load_resume_state=basicsr.train.load_resume_state,
-        setup_optimizers=SRModel.setup_optimizers,
     )
     basicsr.utils.dist_util.init_dist = init_dist
     basicsr.utils.options.init_dist = init_dist
@@ -339,15 +240,4 @@ def apply() -> None:
     basicsr.train.load_resume_state = load_resume_state
     basicsr.train.make_exp_dirs = make_exp_dirs
     basicsr.train.mkdir_and_rename = mkdir_and_rename
-    BaseModel.model_to_device = model_to_device
-    BaseModel.setup_schedulers = on_option_copy(BaseModel.setup_schedulers)
-    protect_setup_optimizers(BaseModel)
-    BaseModel.save_network = _master_only(save_network)
-    BaseModel.save_training_state = _master_only(save_training_state)
-    BaseModel.load_network = load_network
     _APPLIED = True
-
-
-def _master_only(func):
-    from basicsr.utils.dist_util import master_only
-    return master_only(func)

@@ -1,4 +1,5 @@
 """GeneralizableSRModel: the feature tap, Dropout at the tap, every option file, falling loss on a fixed batch."""
+import copy
 import glob
 import os
 import random
@@ -141,6 +142,15 @@ def test_every_test_option_file_evaluates(path, photo_folder):
         model.feed_data({'lq': item['lq'][None], 'gt': item['gt'][None]})
         model.test()
         assert model.output.shape == item['gt'][None].shape[:2] + tuple(4 * s for s in item['lq'].shape[-2:])
+
+
+def test_building_a_model_for_training_leaves_its_options_as_they_were():
+    """BasicSR's optimizer and scheduler set-up pop ``type`` from the options; GsrModel builds them from copies
+    (the options are saved with the run and checked again on resume)."""
+    opt = _model_opt(os.path.join(REPO, 'options', 'train_srresnet_baseline.yml'))
+    model = build_model(copy.deepcopy(opt))  # BasicSR's build_model copies the options: the model's own are read
+    assert model.optimizers and model.schedulers
+    assert model.opt['train'] == opt['train']
 
 
 def fixed_batch(photo_folder, opt):

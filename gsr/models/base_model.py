@@ -23,15 +23,17 @@ from basicsr.losses import build_loss
 from basicsr.models.base_model import BaseModel
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
 from torch import nn
+from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from gsr.archs.attached_arch import AttachedNetwork, network_from_options
+from gsr.archs.attached_arch import AttachedNetwork, backbone_of, network_from_options
 from gsr.archs.feature_tap import FeatureTap
-from gsr.archs.network_checkpoint import load_network_checkpoint
+from gsr.archs.network_checkpoint import checkpoint_entries, load_network_checkpoint
 from gsr.data.batch_builder import DegradedBatchBuilder
 from gsr.data.degraded_batch import DegradedBatch
 from gsr.losses.loss_context import MAIN_TAP, LossContext
-from gsr.utils.checkpoint import training_states
+from gsr.utils.checkpoint import atomic_torch_save, network_weights, training_states
 from gsr.utils.errors import GsrError, NonFiniteLossError
 from gsr.utils.execution import (EXECUTION_KEYS, ExecutionOptions, autocast, compile_in_place, device_type_of,
                                  execution_options, inference_network, to_memory_format)
@@ -163,6 +165,18 @@ class GsrModel(SRModel):
         self.networks[name] = net
         return net
 
+    def model_to_device(self, net: nn.Module) -> nn.Module:
+        """BasicSR's ``model_to_device`` without its CUDA assumption: DDP gets ``device_ids`` only on CUDA (on the
+        CPU, e.g. gloo in CI, it takes none)."""
+        net = net.to(self.device)
+        if self.opt['dist']:
+            device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+            net = DistributedDataParallel(
+                net, device_ids=device_ids, find_unused_parameters=self.opt.get('find_unused_parameters', False))
+        elif self.opt['num_gpu'] > 1:
+            net = DataParallel(net)
+        return net
+
     def load_pretrained(self, name: str, net: nn.Module, param_key: str) -> None:
         path = self.opt['path'].get(f'pretrain_network_{name}')
         if path is not None:
@@ -226,6 +240,16 @@ class GsrModel(SRModel):
             optimizer = self.get_optimizer(optim_type, self.parameter_groups(net), **cfg)
             setattr(self, f'optimizer_{name}', optimizer)
             self.optimizers.append(optimizer)
+
+    def setup_schedulers(self) -> None:
+        """BasicSR's schedulers, built from a copy of ``train.scheduler`` (BasicSR's method pops its ``type``, and
+        the options are saved and checked again on resume)."""
+        train_opt = self.opt['train']
+        self.opt['train'] = copy.deepcopy(train_opt)
+        try:
+            super().setup_schedulers()
+        finally:
+            self.opt['train'] = train_opt
 
     def parameter_groups(self, net: nn.Module) -> List[Dict[str, Any]]:
         """The trainable parameters; each attached module with an ``lr`` of its own gets a group of its own."""
@@ -449,6 +473,44 @@ class GsrModel(SRModel):
             else:
                 self.save_network(net, f'net_{name}', current_iter)
         self.save_training_state(epoch, current_iter)
+
+    @master_only
+    def save_network(self, net: Any, net_label: str, current_iter: int, param_key: Any = 'params') -> None:
+        """BasicSR's ``save_network`` written atomically (``atomic_torch_save``); a failed write raises where
+        BasicSR's retries and then ignores it. An ``AttachedNetwork`` is saved as its backbone plus
+        ``<param_key>_attached`` (``checkpoint_entries``)."""
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        if len(nets) != len(keys):
+            raise ValueError('save_network: as many param_key as networks')
+        entries = {}
+        for one, key in zip(nets, keys):
+            entries.update(checkpoint_entries(self.get_bare_model(one), key))
+        label = 'latest' if current_iter == -1 else current_iter
+        atomic_torch_save(entries, os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
+
+    @master_only
+    def save_training_state(self, epoch: int, current_iter: int) -> None:
+        """BasicSR's training state written atomically (after the networks, so a state implies them), with what
+        ``extra_training_state`` adds."""
+        if current_iter == -1:
+            return
+        state = {
+            'epoch': epoch,
+            'iter': current_iter,
+            'optimizers': [o.state_dict() for o in self.optimizers],
+            'schedulers': [s.state_dict() for s in self.schedulers],
+            **self.extra_training_state(),
+        }
+        atomic_torch_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+    def load_network(self, net: nn.Module, load_path: str, strict: bool = True, param_key: str = 'params') -> None:
+        """BasicSR's ``load_network`` with ``weights_only`` loading and one error naming the missing and
+        unexpected keys of a checkpoint that does not fit (``load_network_checkpoint``)."""
+        net = self.get_bare_model(net)
+        if not strict:
+            self._print_different_keys_loading(backbone_of(net), network_weights(load_path, param_key), strict)
+        load_network_checkpoint(net, load_path, param_key, strict)
 
 
 def float32(t: torch.Tensor) -> torch.Tensor:
