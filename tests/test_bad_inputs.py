@@ -231,6 +231,8 @@ def test_failed_inference_leaves_no_partial_output(tmp_path, photo_folder):
     ({'datasets.train.io_backend.type': 'ftp'}, "datasets.train.io_backend.type 'ftp' is not one of disk, lmdb"),
     ({'datasets.train.dataroot_gt': '/data/DIV2K_sub.lmdb'}, 'is an LMDB but io_backend is disk: set io_backend'),
     ({'train.max_nonfinite_steps': 'ten'}, "train.max_nonfinite_steps must be an integer, got 'ten'"),
+    ({'train.regularizers.l_align.mode': 'frobenius'},
+     "train.regularizers.l_align.mode must be one of official, spatial, got 'frobenius'"),
     ({'datasets.train.batch_size_per_gpu': 1}, 'train.regularizers.l_align: FeatureAlignmentLoss centres each copy '
      'over the batch, so with datasets.train.batch_size_per_gpu 1 it is 0 on every step: use at least 2'),
 ])

@@ -10,6 +10,7 @@ from gsr.losses.feature_matching_loss import FeatureMatchingLoss
 from gsr.losses.loss_context import MAIN_TAP, LossContext
 from gsr.losses.rff_alignment_loss import RFFAlignmentLoss, official_rff_map, rff_map
 from gsr.losses.statistics import FeaturePair
+from gsr.losses.tfd_loss import TwinFeatureLoss
 from gsr.utils.errors import GsrError
 
 
@@ -130,11 +131,16 @@ def test_constant_features_give_finite_values_and_gradients(loss):
     assert torch.isfinite(value) and torch.isfinite(f1.grad).all()
 
 
-def test_bad_loss_options_name_the_key():
-    with pytest.raises(GsrError, match='FeatureAlignmentLoss.mode'):
+def test_bad_loss_options_name_the_key_and_the_choices():
+    """A regularizer's arguments are checked against its annotations however it is built (no hand-written check)."""
+    with pytest.raises(GsrError,
+                       match=r"^FeatureAlignmentLoss\.mode must be one of official, spatial, got 'frobenius'$"):
         FeatureAlignmentLoss(mode='frobenius')
-    with pytest.raises(GsrError, match='RFFAlignmentLoss.reduction'):
-        RFFAlignmentLoss(reduction='max')
+    with pytest.raises(GsrError, match=r"^RFFAlignmentLoss\.reduction must be one of sum, mean, got 'max'$"):
+        RFFAlignmentLoss(1.0, 'official', reduction='max')
+    with pytest.raises(GsrError, match=r"^TwinFeatureLoss\.loss_weight must be a number, got '1'"):
+        TwinFeatureLoss(loss_weight='1')
+    assert RFFAlignmentLoss(loss_weight=2).loss_weight == 2.0 and RFFAlignmentLoss(1, 'rff').mode == 'rff'
 
 
 @pytest.mark.parametrize('loss', ALL_LOSSES)

@@ -284,7 +284,7 @@ def test_tfd_bad_inputs_are_one_line(tmp_path, photo_folder, monkeypatch, capsys
     cases.append((opt, "attach.tfd: its detector reads 8 channels at 'conv_first' but has detector_channels 4"))
     opt = tfd_options(photo_folder)
     opt['train']['regularizers']['l_feat']['twin_loss'] = 'residul'
-    cases.append((opt, 'TwinFeatureLoss.twin_loss'))
+    cases.append((opt, "train.regularizers.l_feat.twin_loss must be one of residual, feature, got 'residul'"))
     for opt, message in cases:
         assert main(["train", "-opt", write_yaml(tmp_path / "o.yml", opt)]) == 2
         assert "experiments" not in os.listdir(tmp_path), message  # before any folder

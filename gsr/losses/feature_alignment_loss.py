@@ -1,17 +1,12 @@
 """Linear feature-statistics alignment between the two degraded copies of each HR crop."""
+from typing import Literal
+
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 
 from gsr.losses.loss_context import LossContext
 from gsr.losses.regularizer import Regularizer
 from gsr.losses.statistics import rank_one_discrepancy, reduce_pairs, spatial_discrepancy
-from gsr.utils.errors import GsrError
-
-
-def check_choice(name: str, value: str, choices) -> str:
-    if value not in choices:
-        raise GsrError(f'{name} must be one of {", ".join(choices)}, got {value!r}')
-    return value
 
 
 @LOSS_REGISTRY.register()
@@ -25,11 +20,11 @@ class FeatureAlignmentLoss(Regularizer):
 
     needs_pairs = True  # compares the two degraded copies of each crop (``LossContext.pair``)
 
-    def __init__(self, loss_weight: float = 1.0, mode: str = 'official', reduction: str = 'sum', center: bool = True):
+    def __init__(self, loss_weight: float = 1.0, mode: Literal['official', 'spatial'] = 'official',
+                 reduction: Literal['sum', 'mean'] = 'sum', center: bool = True):
         super().__init__()
         self.loss_weight = float(loss_weight)
-        self.mode = check_choice('FeatureAlignmentLoss.mode', mode, ('official', 'spatial'))
-        self.reduction = check_choice('FeatureAlignmentLoss.reduction', reduction, ('sum', 'mean'))
+        self.mode, self.reduction = mode, reduction
         self.center = center
 
     @staticmethod

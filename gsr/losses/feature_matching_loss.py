@@ -1,9 +1,10 @@
 """Brute-force feature matching between the pair (the ablation of Wang et al., CVPR 2024)."""
+from typing import Literal
+
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch.nn import functional as F
 
-from gsr.losses.feature_alignment_loss import check_choice
 from gsr.losses.loss_context import LossContext
 from gsr.losses.regularizer import Regularizer
 
@@ -14,10 +15,10 @@ class FeatureMatchingLoss(Regularizer):
 
     needs_pairs = True  # compares the two degraded copies of each crop (``LossContext.pair``)
 
-    def __init__(self, loss_weight: float = 1.0, reduction: str = 'mean'):
+    def __init__(self, loss_weight: float = 1.0, reduction: Literal['sum', 'mean'] = 'mean'):
         super().__init__()
         self.loss_weight = float(loss_weight)
-        self.reduction = check_choice('FeatureMatchingLoss.reduction', reduction, ('sum', 'mean'))
+        self.reduction = reduction
 
     def forward(self, context: LossContext) -> torch.Tensor:
         pair = context.pair()

@@ -1,11 +1,10 @@
 """Nonlinear alignment: the same statistics discrepancy in a Random-Fourier-Feature space."""
 import math
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 
-from gsr.losses.feature_alignment_loss import check_choice
 from gsr.losses.loss_context import LossContext
 from gsr.losses.regularizer import Regularizer
 from gsr.losses.statistics import rank_one_discrepancy, reduce_pairs
@@ -45,8 +44,8 @@ class RFFAlignmentLoss(Regularizer):
 
     def __init__(self,
                  loss_weight: float = 1.0,
-                 mode: str = 'official',
-                 reduction: str = 'sum',
+                 mode: Literal['official', 'rff'] = 'official',
+                 reduction: Literal['sum', 'mean'] = 'sum',
                  sigma: float = 1.0,
                  num_features: int = 256,
                  redraw: bool = True,
@@ -54,8 +53,7 @@ class RFFAlignmentLoss(Regularizer):
                  center: bool = True):
         super().__init__()
         self.loss_weight = float(loss_weight)
-        self.mode = check_choice('RFFAlignmentLoss.mode', mode, ('official', 'rff'))
-        self.reduction = check_choice('RFFAlignmentLoss.reduction', reduction, ('sum', 'mean'))
+        self.mode, self.reduction = mode, reduction
         self.sigma, self.num_features, self.redraw, self.center = float(sigma), int(num_features), redraw, center
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.fixed = None

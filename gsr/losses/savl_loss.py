@@ -1,8 +1,9 @@
 """SAVL's variational terms (ICLR 2026, OpenReview IOmPy7P1y4; our reading, ``docs/SAVL.md``)."""
+from typing import Literal
+
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 
-from gsr.losses.feature_alignment_loss import check_choice
 from gsr.losses.loss_context import LossContext
 from gsr.losses.regularizer import Regularizer
 
@@ -23,11 +24,11 @@ class SAVLKLLoss(Regularizer):
     alone is the ELBO's KL; ``lambda_mis`` > 0 adds the mutual-information suppression lane, whose VIB bound on
     I(r; y) shares this KL, so the paper's two lanes collapse to the (1 + lambda) weight; lambda 0 switches it off."""
 
-    def __init__(self, loss_weight: float = 1e-3, lambda_mis: float = 0.0, dim_reduction: str = 'mean',
-                 warmup_iter: int = 0):
+    def __init__(self, loss_weight: float = 1e-3, lambda_mis: float = 0.0,
+                 dim_reduction: Literal['mean', 'sum'] = 'mean', warmup_iter: int = 0):
         super().__init__()
         self.loss_weight, self.lambda_mis, self.warmup_iter = float(loss_weight), float(lambda_mis), int(warmup_iter)
-        self.dim_reduction = check_choice('SAVLKLLoss.dim_reduction', dim_reduction, ('mean', 'sum'))
+        self.dim_reduction = dim_reduction
 
     def forward(self, context: LossContext) -> torch.Tensor:
         warmup = min(1.0, context.iteration / self.warmup_iter) if self.warmup_iter > 0 else 1.0
@@ -74,10 +75,11 @@ class SAVLCLUBLoss(Regularizer):
     ``likelihood_weight * mean(-log q(r.detach() | z))`` (q learns the conditional; CLUB's alternating fit, done in
     the same step). Records ``context.records['savl']``: ``representation`` r, ``club_mean``, ``club_log_var``."""
 
-    def __init__(self, loss_weight: float = 1e-3, likelihood_weight: float = 1.0, dim_reduction: str = 'mean'):
+    def __init__(self, loss_weight: float = 1e-3, likelihood_weight: float = 1.0,
+                 dim_reduction: Literal['mean', 'sum'] = 'mean'):
         super().__init__()
         self.loss_weight, self.likelihood_weight = float(loss_weight), float(likelihood_weight)
-        self.dim_reduction = check_choice('SAVLCLUBLoss.dim_reduction', dim_reduction, ('mean', 'sum'))
+        self.dim_reduction = dim_reduction
 
     def forward(self, context: LossContext) -> torch.Tensor:
         r = context.record('savl', 'representation')

@@ -1,17 +1,13 @@
 """The losses of targeted feature denoising (our reading of arXiv 2509.14841; proposal §5.5 in docs/TFD.md)."""
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Literal
 
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch.nn import functional as F
 
 from gsr.data.second_order_degrader import effective_noise_std
-from gsr.losses.feature_alignment_loss import check_choice
 from gsr.losses.loss_context import LossContext
 from gsr.losses.regularizer import Regularizer
-
-TWIN_LOSSES = ('residual', 'feature')
-TWIN_TARGETS = ('ema', 'self')
 
 
 def balanced_accuracy(said: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -34,11 +30,11 @@ class NoiseDetectionLoss(Regularizer):
     needs_twin = True
     needs_noisy_rows = True  # positives for the detector
 
-    def __init__(self, loss_weight: float = 0.1, target: str = 'binary', threshold: float = 2.0,
+    def __init__(self, loss_weight: float = 0.1, target: Literal['binary', 'level'] = 'binary', threshold: float = 2.0,
                  level_scale: float = 30.0, attachment: str = 'tfd'):
         super().__init__()
         self.loss_weight, self.threshold, self.level_scale = float(loss_weight), float(threshold), float(level_scale)
-        self.target = check_choice('NoiseDetectionLoss.target', target, ('binary', 'level'))
+        self.target = target
         self.attachment = attachment
 
     def _term(self, logit: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
@@ -78,13 +74,12 @@ class TwinFeatureLoss(Regularizer):
     """
     needs_twin = True
 
-    def __init__(self, loss_weight: float = 1.0, criterion: str = 'l1', twin_loss: str = 'residual',
-                 twin_target: str = 'ema', attachment: str = 'tfd'):
+    def __init__(self, loss_weight: float = 1.0, criterion: Literal['l1', 'cosine'] = 'l1',
+                 twin_loss: Literal['residual', 'feature'] = 'residual', twin_target: Literal['ema', 'self'] = 'ema',
+                 attachment: str = 'tfd'):
         super().__init__()
         self.loss_weight = float(loss_weight)
-        self.criterion = check_choice('TwinFeatureLoss.criterion', criterion, ('l1', 'cosine'))
-        self.twin_loss = check_choice('TwinFeatureLoss.twin_loss', twin_loss, TWIN_LOSSES)
-        self.twin_target = check_choice('TwinFeatureLoss.twin_target', twin_target, TWIN_TARGETS)
+        self.criterion, self.twin_loss, self.twin_target = criterion, twin_loss, twin_target
         self.attachment = attachment
 
     def form(self, mode: str) -> str:

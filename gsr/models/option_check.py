@@ -9,6 +9,7 @@ import yaml
 from gsr.losses.regularizer import Regularizer
 from gsr.utils.default_data import EMBEDDED
 from gsr.utils.errors import GsrError
+from gsr.utils.options import check_arguments
 
 REQUIRED_TOP_LEVEL = ('name', 'model_type', 'num_gpu', 'network_g', 'datasets', 'path')
 # (dotted key, type) of numbers BasicSR uses in arithmetic; a string there fails deep inside torch otherwise
@@ -92,6 +93,10 @@ def _check_loss(where: str, cfg: Dict[str, Any], path: str) -> None:
         raise GsrError(f'{path}: {where}: unknown key(s) {", ".join(unknown)} for {cls.__name__}; '
                        f'accepted: {", ".join(accepted)}')
     _check_number(f'{where}.loss_weight', cfg.get('loss_weight'), float, path)
+    try:  # gsr's losses annotate their keys (a Literal lists the choices); BasicSR's have no annotations
+        check_arguments(cls.__init__, {k: v for k, v in cfg.items() if k != 'type'}, where)
+    except GsrError as e:
+        raise GsrError(f'{path}: {e}') from e
 
 
 def _check_datasets(opt: Dict[str, Any], path: str, skip: Iterable[str]) -> None:

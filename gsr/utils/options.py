@@ -3,7 +3,7 @@ import copy
 import dataclasses
 import difflib
 import typing
-from typing import Any, Dict, Mapping, Optional, Type, TypeVar
+from typing import Any, Callable, Dict, Mapping, Optional, Type, TypeVar
 
 from gsr.utils.errors import GsrError
 
@@ -103,6 +103,14 @@ def unknown_keys_error(where: str, unknown, known) -> GsrError:
     hint = f' (did you mean {", ".join(close)}?)' if close else ''
     return GsrError(f'{where + ": " if where else ""}unknown key(s) {", ".join(unknown)}{hint}; '
                     f'accepted: {", ".join(known)}')
+
+
+def check_arguments(func: Callable[..., Any], values: Mapping[str, Any], where: str) -> Dict[str, Any]:
+    """``values`` (keyword arguments of ``func``) checked against ``func``'s annotations as option values are
+    (a ``Literal`` is a choice, a ``float`` accepts an integer and becomes a float); ``where`` names the block in
+    the errors. Arguments without an annotation pass unchecked."""
+    hints = typing.get_type_hints(func)
+    return {k: _check_value(v, hints[k], f'{where}.{k}') if k in hints else v for k, v in values.items()}
 
 
 def options_from_dict(cls: Type[T], values: Optional[Mapping[str, Any]], where: str) -> T:
