@@ -85,3 +85,39 @@ def test_a_comment_on_a_key_no_file_has_is_refused(copied_repo):
     line = teacher.index('    crops_per_image: 4')
     assert teacher[line - 1].startswith('    # ') and 'docs/LIGHTBSR.md' in ' '.join(teacher[line - 4:line])
     assert not any('positives are cut anywhere' in line for line in student)
+
+
+def load_doc_generator():
+    spec = importlib.util.spec_from_file_location('generate_options_doc',
+                                                  os.path.join(REPO, 'scripts', 'generate_options_doc.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_options_page_is_what_the_option_classes_make(capsys):
+    assert load_doc_generator().main(['--check']) == 0, capsys.readouterr().err
+
+
+def test_every_gsr_models_options_have_a_table():
+    from basicsr.utils.registry import MODEL_REGISTRY
+    generator = load_doc_generator()
+    with open(generator.TEMPLATE, encoding='utf-8') as f:
+        tabled = {generator.option_class(m['cls']) for m in map(generator.MARKER.match, f.read().splitlines()) if m}
+    models = [cls for _, cls in MODEL_REGISTRY if cls.__module__.startswith('gsr.')]
+    assert models and all(cls.OPTIONS in tabled for cls in models), [cls.__name__ for cls in models]
+
+
+def test_the_options_check_catches_an_edited_page_and_an_undocumented_key(tmp_path, monkeypatch, capsys):
+    generator = load_doc_generator()
+    page = tmp_path / 'OPTIONS.md'
+    page.write_text(generator.generate().replace('| `usm_radius` | an integer | `50` |', '| `usm_radius` | an '
+                                                                                         'integer | `40` |'))
+    monkeypatch.setattr(generator, 'OUTPUT', str(page))
+    assert generator.main(['--check']) == 1
+    assert 'docs/OPTIONS.md differs' in capsys.readouterr().err
+    template = tmp_path / 'template.md'
+    template.write_text('# t\n<!-- options: gsr.data.batch_builder.BatchOptions -->\n')  # a class without descriptions
+    monkeypatch.setattr(generator, 'TEMPLATE', str(template))
+    assert generator.main(['--check']) == 1
+    assert 'gsr.data.batch_builder.BatchOptions.copies has no description' in capsys.readouterr().err

@@ -8,13 +8,14 @@ architecture with strict keys) and the attached modules' beside them under ``par
 """
 import functools
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Literal, Optional
 
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from gsr.utils.errors import GsrError
+from gsr.utils.options import option
 
 CAPTURES = ('input', 'output')
 
@@ -22,10 +23,13 @@ CAPTURES = ('input', 'output')
 @dataclass
 class AttachmentOptions:
     """One entry of ``attach:`` besides the module's own keys (``type`` and its keyword arguments)."""
-    layer: str = 'conv_last'
-    capture: str = 'input'
-    lr: Optional[float] = None  # read by the model's optimizer setup: this module's learning rate
-    inference: bool = True  # false: a training-time auxiliary, left out of the network gsr infer / evaluate build
+    layer: str = option('conv_last', 'the backbone layer the module is attached at')
+    capture: Literal['input', 'output'] = option(
+        'input', '`input`: the module transforms the tensor entering the layer; `output`: the one it returns')
+    lr: Optional[float] = option(None, 'a learning rate of its own (a parameter group of `optim_g`); absent: the '
+                                 'network\'s')
+    inference: bool = option(True, '`false`: a training-time auxiliary, which `gsr infer` / `gsr evaluate` leave out '
+                             'of the network they build')
 
 
 def build_registered(opt: Dict[str, Any]) -> nn.Module:

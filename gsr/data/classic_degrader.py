@@ -18,6 +18,7 @@ from basicsr.utils.img_process_util import filter2D
 from basicsr.utils.matlab_functions import calculate_weights_indices
 
 from gsr.utils.errors import GsrError
+from gsr.utils.options import option
 
 KernelKind = Literal['iso', 'aniso']
 BicubicBorder = Literal['replicate', 'symmetric']  # the code's clamped indices | MATLAB's imresize
@@ -28,12 +29,15 @@ BORDERS = get_args(BicubicBorder)
 class ClassicDegradationOptions:
     """``classic_degradation:`` — setting 1 is ``kernel: iso`` (sigma in [0.2, 4], no noise); setting 2 is
     ``kernel: aniso`` (lambda in [0.2, 4], theta in [0, pi]) with ``noise: 25``."""
-    kernel: KernelKind = 'iso'
-    kernel_size: int = 21
-    sigma: Tuple[float, float] = (0.2, 4.0)
-    lambda_range: Tuple[float, float] = (0.2, 4.0)
-    noise: float = 0.0
-    bicubic_border: BicubicBorder = 'replicate'
+    kernel: KernelKind = option('iso', 'isotropic or anisotropic Gaussian blur kernels')
+    kernel_size: int = option(21, 'the kernel\'s side (odd)')
+    sigma: Tuple[float, float] = option((0.2, 4.0), '`iso`: the range of the kernel\'s standard deviation')
+    lambda_range: Tuple[float, float] = option((0.2, 4.0), '`aniso`: the range of the standard deviations along the '
+                                               'two axes (theta in [0, pi])')
+    noise: float = option(0.0, 'the largest Gaussian noise sigma (0-255 units); 0: no noise')
+    bicubic_border: BicubicBorder = option(
+        'replicate', '`replicate`: the code\'s clamped indices; `symmetric`: MATLAB\'s `imresize`; they differ in the '
+        'outer 2 LR pixels by at most a few grey levels')
 
     def __post_init__(self):
         if self.kernel_size % 2 == 0 or self.kernel_size < 3:

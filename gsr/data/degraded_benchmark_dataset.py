@@ -11,17 +11,19 @@ from torch.utils import data
 from gsr.data.eval_protocol import degrade_file, folder_name
 from gsr.utils.default_data import resolve_root
 from gsr.utils.image_io import list_images
-from gsr.utils.options import dataset_options
+from gsr.utils.options import dataset_options, option
 
 
 @dataclass
 class DegradedBenchmarkOptions:
     """``datasets.val*`` / ``datasets.test_*`` keys of ``DegradedBenchmarkDataset``."""
-    dataroot_gt: str = ''
-    setting: str = 'clean'
-    noise_sigma: float = 20.
-    seed: int = 0
-    cache: bool = True
+    dataroot_gt: str = option('', 'HR folder (required); images are mod-cropped to the scale')
+    setting: str = option('clean', '`clean`, `blur`, `noise`, `jpeg`, `b+n`, `b+j`, `n+j`, `b+n+j` (Kong et al. '
+                          'protocol)')
+    noise_sigma: float = option(20., 'Gaussian noise sigma in 0-255 units (published noise-only sets before mid-2024 '
+                                'used 40)')
+    seed: int = option(0, 'noise seed; the noise of an image depends only on (seed, image name, setting)')
+    cache: bool = option(True, 'keep generated pairs in memory')
 
 
 @DATASET_REGISTRY.register()

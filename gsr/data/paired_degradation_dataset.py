@@ -1,7 +1,7 @@
 """HR crops plus one or two independent sets of Real-ESRGAN kernels, for paired (twice-degraded) training."""
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import cv2
@@ -16,36 +16,55 @@ from gsr.data.kernels import BlurKernelOptions, sample_blur_kernel, sample_final
 from gsr.utils.default_data import resolve_root
 from gsr.utils.errors import GsrError
 from gsr.utils.image_io import decode_image, list_images, non_image_files
-from gsr.utils.options import dataset_options
+from gsr.utils.options import dataset_options, option
 
 
 @dataclass
 class PairedDegradationOptions:
     """``datasets.train`` keys of ``PairedDegradationDataset`` (kernel defaults: Real-ESRGAN's)."""
-    dataroot_gt: str = ''
-    meta_info: Optional[str] = None
-    crop_pad_size: int = 400
-    use_hflip: bool = True
-    use_rot: bool = False
-    kernel_sets: int = 2
-    skip_bad_images: bool = False
-    cache_images: bool = False
-    crops_per_image: int = 1
-    blur_kernel_size: int = 21
-    kernel_list: List[str] = field(default_factory=lambda: BlurKernelOptions().kernel_list)
-    kernel_prob: List[float] = field(default_factory=lambda: BlurKernelOptions().kernel_prob)
-    sinc_prob: float = 0.1
-    blur_sigma: Tuple[float, float] = (0.2, 3.)
-    betag_range: Tuple[float, float] = (0.5, 4.)
-    betap_range: Tuple[float, float] = (1., 2.)
-    blur_kernel_size2: int = 21
-    kernel_list2: List[str] = field(default_factory=lambda: BlurKernelOptions().kernel_list)
-    kernel_prob2: List[float] = field(default_factory=lambda: BlurKernelOptions().kernel_prob)
-    sinc_prob2: float = 0.1
-    blur_sigma2: Tuple[float, float] = (0.2, 1.5)
-    betag_range2: Tuple[float, float] = (0.5, 4.)
-    betap_range2: Tuple[float, float] = (1., 2.)
-    final_sinc_prob: float = 0.8
+    dataroot_gt: str = option(
+        '', 'HR folder (required), or an `.lmdb` with `io_backend: {type: lmdb}`, or `embedded:train` / '
+        '`embedded:val` (the photographs shipped with scikit-image and matplotlib, written to `~/.cache/gsr` on first '
+        'use; `options/tiny/`)')
+    meta_info: Optional[str] = option(
+        None, 'file listing the images (first token per line, relative to `dataroot_gt`); for LMDB the default is '
+        '`<dataroot_gt>/meta_info.txt`')
+    crop_pad_size: int = option(400, 'HR is reflect-padded to at least this size and randomly cropped to it '
+                                '(Real-ESRGAN)')
+    use_hflip: bool = option(True, 'horizontal flips (BasicSR `augment`)')
+    use_rot: bool = option(False, 'rotations (BasicSR `augment`)')
+    kernel_sets: int = option(
+        2, 'independent Real-ESRGAN kernel sets per sample; `1` shares the kernels between the two copies '
+        '(Simple-Align\'s 2024 code), `2` draws them independently (its current code)')
+    skip_bad_images: bool = option(False, 'skip unreadable images with a warning instead of stopping with an error '
+                                   'naming the file')
+    cache_images: bool = option(
+        False, 'keep every decoded HR image in memory after its first read (each data-loader worker holds its own '
+        'copy: float32, about 9 MB per 1024x768 image): for small training sets such as SunHays80, where decoding a '
+        'whole JPEG per crop costs a tenth of a 2-core training step')
+    crops_per_image: int = option(
+        1, 'C > 1: each item is C crops of `crop_pad_size` taken independently anywhere in the image, sharing its '
+        'kernels (`gt`: (C, 3, S, S)); a LightBSR model with `patches: C` degrades each with the image\'s draws (the '
+        'code\'s positives)')
+    blur_kernel_size: int = option(21, 'accepted for compatibility with Real-ESRGAN option files; as there, sizes are '
+                                   'drawn from 7..21')
+    kernel_list: List[str] = option(doc='first blur: the kernel kinds', factory=lambda: BlurKernelOptions().kernel_list)
+    kernel_prob: List[float] = option(doc='first blur: their probabilities',
+                                      factory=lambda: BlurKernelOptions().kernel_prob)
+    sinc_prob: float = option(0.1, 'first blur: probability of a sinc kernel instead')
+    blur_sigma: Tuple[float, float] = option((0.2, 3.), 'first blur: the range of the Gaussian kernels\' sigma')
+    betag_range: Tuple[float, float] = option((0.5, 4.), 'first blur: generalized Gaussian beta')
+    betap_range: Tuple[float, float] = option((1., 2.), 'first blur: plateau beta')
+    blur_kernel_size2: int = option(21, 'as `blur_kernel_size`, second blur')
+    kernel_list2: List[str] = option(doc='second blur: the kernel kinds',
+                                     factory=lambda: BlurKernelOptions().kernel_list)
+    kernel_prob2: List[float] = option(doc='second blur: their probabilities',
+                                       factory=lambda: BlurKernelOptions().kernel_prob)
+    sinc_prob2: float = option(0.1, 'second blur: probability of a sinc kernel instead')
+    blur_sigma2: Tuple[float, float] = option((0.2, 1.5), 'second blur: the range of the Gaussian kernels\' sigma')
+    betag_range2: Tuple[float, float] = option((0.5, 4.), 'second blur: generalized Gaussian beta')
+    betap_range2: Tuple[float, float] = option((1., 2.), 'second blur: plateau beta')
+    final_sinc_prob: float = option(0.8, 'probability of the final sinc filter')
 
     def stage(self, suffix: str) -> BlurKernelOptions:
         return BlurKernelOptions(

@@ -16,7 +16,7 @@ the stage's JPEG ran), ``final_order`` (0: resize-sinc-JPEG, 1: JPEG-resize-sinc
 """
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Literal, Optional, Tuple
 
 import cv2
@@ -29,7 +29,7 @@ from basicsr.utils.img_process_util import filter2D
 
 from gsr.data.kernels import KERNEL_INFO_FIELDS
 from gsr.utils.errors import GsrError
-from gsr.utils.options import check_fraction, check_probabilities, check_range
+from gsr.utils.options import check_fraction, check_probabilities, check_range, option
 
 RESIZE_MODES = ('area', 'bilinear', 'bicubic')
 
@@ -37,30 +37,43 @@ RESIZE_MODES = ('area', 'bilinear', 'bicubic')
 @dataclass
 class DegradationOptions:
     """The model's ``degradation:`` block. Defaults are Real-ESRNet x4plus's (``train_realesrnet_x4plus.yml``)."""
-    gt_usm: bool = True
-    usm_weight: float = 0.5
-    usm_radius: int = 50
-    usm_threshold: float = 10.
-    resize_prob: List[float] = field(default_factory=lambda: [0.2, 0.7, 0.1])
-    resize_range: Tuple[float, float] = (0.15, 1.5)
-    gaussian_noise_prob: float = 0.5
-    noise_range: Tuple[float, float] = (1., 30.)
-    poisson_scale_range: Tuple[float, float] = (0.05, 3.)
-    gray_noise_prob: float = 0.4
-    jpeg_range: Tuple[float, float] = (30., 95.)
-    second_blur_prob: float = 0.8
-    resize_prob2: List[float] = field(default_factory=lambda: [0.3, 0.4, 0.3])
-    resize_range2: Tuple[float, float] = (0.3, 1.2)
-    gaussian_noise_prob2: float = 0.5
-    noise_range2: Tuple[float, float] = (1., 25.)
-    poisson_scale_range2: Tuple[float, float] = (0.05, 2.5)
-    gray_noise_prob2: float = 0.4
-    jpeg_range2: Tuple[float, float] = (30., 95.)
-    final_order_prob: float = 0.5
-    noise_prob: float = 1.0
-    jpeg_prob: float = 1.0
-    second_order_prob: float = 1.0
-    first_order_noise: Literal['stage', 'lr'] = 'stage'
+    gt_usm: bool = option(True, 'unsharp-mask the GT; the sharpened GT is both the target and the input of the '
+                          'degradation')
+    usm_weight: float = option(0.5, 'USM weight (BasicSR `USMSharp`)')
+    usm_radius: int = option(50, 'USM Gaussian kernel size')
+    usm_threshold: float = option(10., 'USM mask threshold (0-255 units)')
+    resize_prob: List[float] = option(doc='stage 1: probabilities of up / down / keep', factory=lambda: [0.2, 0.7, 0.1])
+    resize_range: Tuple[float, float] = option((0.15, 1.5), 'stage 1: the range of the resize scale')
+    gaussian_noise_prob: float = option(0.5, 'stage 1: Gaussian (else Poisson) noise, chosen per batch')
+    noise_range: Tuple[float, float] = option((1., 30.), 'stage 1: Gaussian noise sigma (0-255 units), per sample')
+    poisson_scale_range: Tuple[float, float] = option((0.05, 3.), 'stage 1: Poisson noise scale, per sample')
+    gray_noise_prob: float = option(0.4, 'stage 1: probability of gray (one channel) noise, per sample')
+    jpeg_range: Tuple[float, float] = option((30., 95.), 'stage 1: JPEG quality, per sample')
+    second_blur_prob: float = option(0.8, 'probability of the second blur (per batch)')
+    resize_prob2: List[float] = option(doc='stage 2: probabilities of up / down / keep',
+                                       factory=lambda: [0.3, 0.4, 0.3])
+    resize_range2: Tuple[float, float] = option((0.3, 1.2), 'stage 2: the range of the resize scale')
+    gaussian_noise_prob2: float = option(0.5, 'stage 2: Gaussian (else Poisson) noise, chosen per batch')
+    noise_range2: Tuple[float, float] = option((1., 25.), 'stage 2: Gaussian noise sigma (0-255 units), per sample')
+    poisson_scale_range2: Tuple[float, float] = option((0.05, 2.5), 'stage 2: Poisson noise scale, per sample')
+    gray_noise_prob2: float = option(0.4, 'stage 2: probability of gray noise, per sample')
+    jpeg_range2: Tuple[float, float] = option((30., 95.), 'final JPEG quality, per sample')
+    final_order_prob: float = option(0.5, 'probability of the final order resize → sinc → JPEG (else JPEG → resize → '
+                                     'sinc)')
+    noise_prob: float = option(1.0, 'probability, per sample and stage, that noise is added at all (1.0 reproduces '
+                               'Real-ESRGAN)')
+    jpeg_prob: float = option(1.0, "probability, per sample and stage, that the stage's JPEG compression is applied "
+                              '(1.0 reproduces Real-ESRGAN, which compresses every sample twice)')
+    second_order_prob: float = option(
+        1.0, 'probability, per batch, that the second stage (first JPEG, second blur, resize and noise) runs; '
+        'otherwise the batch is first-order, as `RealESRNetModel_onedegra` of the Dropout paper\'s code: blur, resize '
+        'and noise once, then the final resize, sinc and JPEG (the skipped steps are labelled not applied; 1.0 is '
+        'Real-ESRGAN and draws nothing)')
+    first_order_noise: Literal['stage', 'lr'] = option(
+        'stage', 'where a first-order batch (`second_order_prob` < 1) adds its noise: `stage`, after the stage\'s '
+        'random resize and before the final resize (`RealESRNetModel_onedegra`; the final resize then shrinks and '
+        'correlates it, docs/SCALING.md), or `lr`, after the final resize and sinc, white at the LR resolution as the '
+        'protocol\'s noise (before the JPEG in the resize-sinc-JPEG order); second-order batches are unchanged')
 
     def __post_init__(self):
         for stage in ('', '2'):

@@ -38,7 +38,7 @@ from gsr.utils.errors import GsrError, NonFiniteLossError
 from gsr.utils.execution import (EXECUTION_KEYS, ExecutionOptions, autocast, compile_in_place, device_type_of,
                                  execution_options, inference_network, to_memory_format)
 from gsr.utils.inference import super_resolve_tensor
-from gsr.utils.options import options_from_dict, unknown_keys_error
+from gsr.utils.options import option, options_from_dict, unknown_keys_error
 from gsr.utils.shape_probe import probe_forward
 
 # ``train:`` keys a gsr model reads (``optim_<name>`` keys are allowed as well)
@@ -55,7 +55,12 @@ BASICSR_TOP_LEVEL = ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'd
 @dataclasses.dataclass
 class GsrModelOptions:
     """Top-level keys every gsr model reads."""
-    attach: Dict[str, Dict[str, Any]] = dataclasses.field(default_factory=dict)
+    attach: Dict[str, Dict[str, Any]] = option(
+        doc='modules attached to `network_g`: `name -> {type, <the module\'s keys>, layer, capture, lr, inference}` '
+        '(`type` a registered network, e.g. `ResidualConvAdapter`; the other keys: the table `attach.<name>` below). '
+        'Attached modules are trained, saved, resumed, kept in the EMA copy (parameters averaged, buffers copied) '
+        'and used by validation, `gsr infer` and `gsr evaluate`',
+        factory=dict)
 
 
 class GsrModel(SRModel):

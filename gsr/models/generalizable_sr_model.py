@@ -1,5 +1,5 @@
 """SR model trained on on-the-fly Real-ESRGAN degradations, optionally paired, with configured regularizers."""
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Literal, Optional
 
 from basicsr.utils.registry import LOSS_REGISTRY, MODEL_REGISTRY
@@ -12,30 +12,47 @@ from gsr.losses.loss_context import MAIN_TAP, LossContext
 from gsr.losses.regularizer import Regularizer
 from gsr.models.base_model import GsrModel, GsrModelOptions
 from gsr.utils.errors import GsrError
+from gsr.utils.options import option
 
 
 @dataclass
 class FeatureTapOptions:
     """``feature_tap:`` — which tensor the regularizers (and Dropout) act on."""
-    layer: str = 'conv_last'
-    capture: str = 'input'
+    layer: str = option('conv_last', 'dotted name of the layer whose input (or output) is tapped; BasicSR\'s '
+                        'MSRResNet, RRDBNet, SwinIR and gsr\'s MSRN all name their last conv `conv_last`')
+    capture: Literal['input', 'output'] = option(
+        'input', '`input`: the tensor entering the layer (the paper\'s "features before the last conv"); `output`: '
+        'what the layer returns')
 
 
 @dataclass
 class DropoutOptions:
     """``dropout:`` — channel Dropout at the tap (Kong et al., CVPR 2022)."""
-    p: float = 0.5
+    p: float = option(0.5, 'the probability of zeroing a channel (`nn.Dropout2d(p)`), attached at the tap\'s layer, '
+                      'training only; the paper: 0.7 for SRResNet, 0.5 otherwise')
 
 
 @dataclass
 class GeneralizableSROptions(GsrModelOptions):
     """Top-level keys of ``GeneralizableSRModel`` (``docs/OPTIONS.md``)."""
-    paired: bool = True
-    noise_free_twin: bool = False
-    degradation: DegradationOptions = field(default_factory=DegradationOptions)
-    feature_tap: FeatureTapOptions = field(default_factory=FeatureTapOptions)
-    dropout: Optional[DropoutOptions] = None
-    batch_statistics: Literal['local', 'global'] = 'local'
+    paired: bool = option(
+        True, 'degrade every GT crop twice, independently, and train on `[copy1; copy2]` (Wang et al., CVPR 2024). '
+        '`false`: one copy (Real-ESRNet baseline). `datasets.train.kernel_sets` must not exceed the copies (2 with '
+        '`paired: true`, 1 with `false`)')
+    noise_free_twin: bool = option(
+        False, 'also build, for every LQ, the same degradation with the noise steps skipped '
+        '(`model.batch.lq_noise_free`), cropped at the same place, and the per-pixel label `noise_map`')
+    degradation: DegradationOptions = option(doc='the Real-ESRGAN degradation of the training crops',
+                                             factory=DegradationOptions)
+    feature_tap: FeatureTapOptions = option(doc='the tensor the regularizers (and Dropout) act on',
+                                            factory=FeatureTapOptions)
+    dropout: Optional[DropoutOptions] = option(None, 'channel Dropout at the tap (Kong et al., CVPR 2022); absent: '
+                                               'none')
+    batch_statistics: Literal['local', 'global'] = option(
+        'local', '`global`: under DDP the alignment losses\' batch statistics (the pooled features they centre and sum '
+        'over) span every rank\'s rows, differentiably, so N GPUs with `batch_size_per_gpu: B/N` give the single-GPU '
+        'step on B crops (`docs/DISTRIBUTED.md`); `local`: each rank\'s own rows (BasicSR\'s behaviour). No effect in '
+        'one process')
 
 
 @MODEL_REGISTRY.register()

@@ -9,7 +9,7 @@ encoder sees the LR with the degradation prior (the kernel's PCA code from ``ker
 three times when there is noise); the student sees the LR only and distils the frozen teacher's IDRs.
 """
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Literal, Optional
 
 import torch
@@ -26,6 +26,7 @@ from gsr.losses.loss_context import LossContext
 from gsr.models.base_model import GsrModel, GsrModelOptions, float32
 from gsr.utils.checkpoint import require_weights_of
 from gsr.utils.errors import GsrError
+from gsr.utils.options import option
 
 Stage = Literal['encoder', 'joint']
 NOISE_PRIOR_CHANNELS = 3  # the code appends the raw noise level (0-255) three times (A.3.1)
@@ -37,13 +38,33 @@ SECOND_ORDER_PRIOR = ('noise1_sigma', 'noise1_poisson_scale', 'jpeg1_quality', '
 @dataclass
 class LightBSROptions(GsrModelOptions):
     """Top-level keys of the LightBSR models (``docs/OPTIONS.md``)."""
-    stage: Stage = 'joint'
-    patches: int = 1
-    classic_degradation: Optional[ClassicDegradationOptions] = None  # None: the second-order pipeline
-    degradation: DegradationOptions = field(default_factory=DegradationOptions)
-    kernel_pca: Optional[str] = None
-    init_from_teacher: bool = True
-    global_batch: Optional[int] = None  # images per step over every process (the code's: 64 on one GPU)
+    stage: Stage = option(
+        'joint', '`encoder`: the auxiliary loss alone (teacher: `InfoNCELoss`; student: `IDRDistillationLoss`), pixel '
+        'losses ignored, the SR network not run (set `find_unused_parameters: true` under DDP); `joint`: `pixel_opt` '
+        '+ the regularizers')
+    patches: int = option(
+        1, 'crops per HR image that share its degradation (`shared_degradation` rows; the teacher needs at least 2, 4 '
+        'in the code). With `datasets.train.crops_per_image` equal to `patches` (the paper-scale teacher files) the '
+        'dataset cuts them anywhere in the whole image and each is degraded on its own with the image\'s draws, as '
+        'the code does; with `crops_per_image: 1` they are cut from one `crop_pad_size` region (crops overlap far '
+        'more: a content shortcut for the contrastive task)')
+    classic_degradation: Optional[ClassicDegradationOptions] = option(
+        None, 'the DASR / LightBSR degradations (keys below). Absent: rows come from gsr\'s Real-ESRGAN second-order '
+        'pipeline (`degradation:`) and the prior is the first-order kernel\'s PCA code plus each stage\'s Gaussian '
+        'sigma, Poisson scale and JPEG quality divided by the upper end of its range (21 values; our reading)')
+    degradation: DegradationOptions = option(doc='the second-order pipeline, when `classic_degradation` is absent',
+                                             factory=DegradationOptions)
+    kernel_pca: Optional[str] = option(
+        None, 'required for training: the file `gsr prepare kernel-pca --output FILE` writes (15 components of 21x21 '
+        'kernels), or `embedded:kernel_pca` (the same basis, computed once into `~/.cache/gsr`); the teacher\'s '
+        '`prior_channels` must be its components (+3 with noise)')
+    init_from_teacher: bool = option(
+        True, 'student only: start from the teacher\'s weights except the encoder\'s first conv, unless '
+        '`path.pretrain_network_g` is set or the run resumes')
+    global_batch: Optional[int] = option(
+        None, 'images per step over every process; when set, `batch_size_per_gpu` x the number of processes must '
+        'equal it, checked before anything is created (the paper-scale files: 64, the code\'s one GPU x 64; on k GPUs '
+        'set `batch_size_per_gpu: 64 / k`)')
 
 
 class LightBSRModel(GsrModel):

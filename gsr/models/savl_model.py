@@ -15,7 +15,7 @@ information); with ``network_club`` (a ``CLUBConditional``, ``train.optim_club``
 information the code shares with the content is suppressed by CLUB instead ("w/o SAVL + CLUB").
 """
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Literal
 
 import torch
@@ -31,6 +31,7 @@ from gsr.losses.loss_context import LossContext
 from gsr.models.base_model import GsrModel, GsrModelOptions, float32
 from gsr.utils.checkpoint import require_weights_of
 from gsr.utils.errors import GsrError
+from gsr.utils.options import option
 
 Stage = Literal['joint', 'sr']  # stage A, stage B
 Posterior = Literal['variational', 'deterministic']
@@ -39,9 +40,16 @@ Posterior = Literal['variational', 'deterministic']
 @dataclass
 class SAVLOptions(GsrModelOptions):
     """Top-level keys of ``SAVLModel`` (``docs/OPTIONS.md``)."""
-    stage: Stage = 'joint'
-    posterior: Posterior = 'variational'
-    degradation: DegradationOptions = field(default_factory=DegradationOptions)
+    stage: Stage = option(
+        'joint', '`joint` (stage A): `network_g` (`SAVLNet`) and `network_degrader` (`SAVLDegrader`, '
+        '`train.optim_degrader`) trained with `pixel_opt` + the regularizers (`SAVLReconstructionLoss`, `SAVLKLLoss`); '
+        '`sr` (stage B): the estimator frozen, no re-degrader, `path.pretrain_network_g` (a stage-A checkpoint of the '
+        'same `network_g`, checked before anything is created) required')
+    posterior: Posterior = option(
+        'variational', '`variational`: the re-degrader gets a sample of the posterior; `deterministic`: it gets the '
+        'mean itself (the ablation "deterministic code"; `SAVLKLLoss` is then refused)')
+    degradation: DegradationOptions = option(doc='gsr\'s second-order pipeline, one copy per crop',
+                                             factory=DegradationOptions)
 
 
 @MODEL_REGISTRY.register()

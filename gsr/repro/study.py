@@ -1,41 +1,21 @@
 """A study file (``options/repro/*.yml``) and the runs it defines.
 
-Keys (``docs/RESULTS.md`` is what ``options/repro/cpu_small.yml`` produces; ``docs/OPTIONS.md`` lists them):
-
-* ``name``; ``output`` (default ``experiments/repro/<name>``): one folder per run, ``<variant>/seed<k>``, the
-  evaluation cache and ``results.json``; ``report`` (default ``<output>/RESULTS.md``): the generated Markdown.
-* ``base``: the training option file every variant starts from (relative to the study file); ``hr``: candidate HR
-  training folders, the first that exists is used (``embedded:train`` always exists); ``iterations``: replaces
-  the base's ``train.total_iter`` (and a ``CosineAnnealingRestartLR`` period).
-* ``seeds``: the ``manual_seed`` of each run (at least three for a verdict across seeds).
-* ``variants``: name -> option overrides merged into the base (mappings merge key by key; ``~`` removes a key),
-  optionally ``option_file: <file>`` (this variant starts from that file instead of the base; relative to the
-  study file), ``from: <variant>`` (start from that variant's file and overrides) and ``scale_to_ratio: {run: <variant>,
-  terms: [...], target: r}``: the terms' loss weights multiplied so that their logged gradient ratio at the tap
-  (``train.gradient_ratio_freq``), measured in ``run``'s first seed over its second half, becomes ``target``.
-* ``benchmark``: ``datasets`` (name -> candidate HR folders, the first that exists), ``settings``,
-  ``noise_sigma`` (20; the published noise folders before 2024-07 used 40), ``weights`` (``ema`` or ``raw``),
-  ``metrics`` (psnr, ssim, lpips), ``band_mape`` (radial bands, 8), ``crop_border`` (4), ``protocol_checks``
-  (true: the baseline's and alignment's first seed also under noise sigma 40 and with the other weights).
-* ``optimizer_protocol``: ``released_code`` (default: the option files as the released code, Adam beta2 0.99 and
-  cosine restarts) or ``paper_text`` (the alignment paper's text: beta2 0.999 and one cosine period,
-  ``use_paper_text_optimizer``).
-* ``curves`` (optional): ``every`` (1000), ``settings`` (clean, noise, b+n+j): the first seed's runs validate on the
-  benchmark's datasets during training (EMA weights where the run keeps them); the report draws the learning curves
-  against iterations and training minutes, with the bicubic level of the same images.
+Keys: the fields of ``StudyOptions`` and the classes it nests, each with its description (``docs/OPTIONS.md`` is
+generated from them). ``docs/RESULTS.md`` is what ``options/repro/cpu_small.yml`` produces. A run is one variant at
+one seed in ``<output>/<variant>/seed<k>``; the evaluation cache and ``results.json`` sit beside the runs.
 """
 import copy
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Literal, Optional, Tuple
 
 from gsr.data.eval_protocol import folder_name
 from gsr.models.option_check import check_options, load_option_file
 from gsr.utils.default_data import EMBEDDED, resolve_root
 from gsr.utils.errors import GsrError
-from gsr.utils.options import merge, options_from_dict
+from gsr.utils.options import merge, option, options_from_dict
 
 WEIGHTS = {'ema': 'params_ema', 'raw': 'params'}
 VARIANT_KEYS = ('from', 'scale_to_ratio', 'option_file', 'seeds')
@@ -43,44 +23,69 @@ VARIANT_KEYS = ('from', 'scale_to_ratio', 'option_file', 'seeds')
 
 @dataclass
 class BenchmarkOptions:
-    datasets: Dict[str, List[str]] = field(default_factory=dict)
-    settings: List[str] = field(default_factory=lambda: ['all'])
-    noise_sigma: float = 20.0
-    weights: Literal['ema', 'raw'] = 'ema'
-    metrics: List[str] = field(default_factory=lambda: ['psnr', 'ssim', 'lpips'])
-    band_mape: int = 8
-    crop_border: int = 4
-    protocol_checks: bool = True
+    """``benchmark:`` — how every run's network is scored; bicubic upscaling is scored in the same run (the
+    report's "bicubic" row and "Against bicubic" table)."""
+    datasets: Dict[str, List[str]] = option(doc='name -> candidate HR folders (the first that exists)', factory=dict)
+    settings: List[str] = option(doc='the protocol\'s settings (`all`: the eight)', factory=lambda: ['all'])
+    noise_sigma: float = option(20.0, 'Gaussian noise sigma of the noise settings (0-255 units)')
+    weights: Literal['ema', 'raw'] = option('ema', 'the EMA network (`params_ema`) or the trained one (`params`)')
+    metrics: List[str] = option(doc='LPIPS where its backbone weights are present',
+                                factory=lambda: ['psnr', 'ssim', 'lpips'])
+    band_mape: int = option(8, 'N > 0: the MAPE of the FFT amplitude in N radial bands per image (`gsr analyze freq`)')
+    crop_border: int = option(4, 'pixels left out of PSNR / SSIM at each border')
+    protocol_checks: bool = option(True, 'the first seed\'s baseline and align also under noise sigma 40 and the other '
+                                   'weights')
 
 
 @dataclass
 class CurveOptions:
     """``curves:`` — the first seed's runs validate on the benchmark's datasets every ``every`` iterations under
     ``settings`` (the learning curves of the report)."""
-    every: int = 1000
-    settings: List[str] = field(default_factory=lambda: ['clean', 'noise', 'b+n+j'])
+    every: int = option(1000, 'validation interval (iterations)')
+    settings: List[str] = option(doc='the settings of the curves', factory=lambda: ['clean', 'noise', 'b+n+j'])
 
 
 @dataclass
 class RatioScaling:
-    run: str
-    terms: List[str]
-    target: float
+    """A variant's ``scale_to_ratio:`` — scale the ``terms``' weights so that their logged gradient ratio in
+    ``run``'s first seed becomes ``target``."""
+    run: str = option(doc='the variant whose first seed\'s training log is read')
+    terms: List[str] = option(doc='the regularizers whose weights are scaled')
+    target: float = option(doc='the gradient ratio to reach: the terms\' gradient norm at the tap over the pixel '
+                           'loss\'s, logged with `train.gradient_ratio_freq`, its median over the second half of '
+                           '`run`\'s log')
 
 
 @dataclass
 class StudyOptions:
-    name: str
-    base: str
-    seeds: List[int]
-    variants: Dict[str, Dict[str, Any]]
-    benchmark: BenchmarkOptions
-    hr: List[str] = field(default_factory=lambda: ['embedded:train'])
-    iterations: Optional[int] = None
-    output: str = ''
-    report: str = ''
-    curves: Optional[CurveOptions] = None
-    optimizer_protocol: Literal['released_code', 'paper_text'] = 'released_code'
+    """A study file (``options/repro/*.yml``)."""
+    name: str = option(doc='the study\'s name')
+    base: str = option(doc='the training option file every variant starts from, relative to the study file')
+    seeds: List[int] = option(doc='the `manual_seed` of each run of every variant that does not list its own (at '
+                              'least three for a verdict across seeds)')
+    variants: Dict[str, Dict[str, Any]] = option(
+        doc='name -> overrides merged into the base (`~` removes a key); besides option keys: `option_file: <file>` '
+        'starts the variant from that file instead of the base (`options/repro/paper.yml` uses the published option '
+        'files); `from: <variant>` inherits its file and overrides; `scale_to_ratio: {run, terms, target}` (below); '
+        '`seeds: [...]` trains the variant at a subset of the study\'s seeds that includes the first (inherited '
+        'through `from`; its comparisons pair the seeds both sides have). The claims read the variants by their names '
+        '(`baseline`, `paired_baseline`, `dropout`, `align`, `featmatch`, `tfd_inline`, `tfd_training_only`, '
+        '`align_tfd`, `*_acting`)')
+    benchmark: BenchmarkOptions = option(doc='how the networks are scored (keys below)')
+    hr: List[str] = option(doc='candidate HR training folders relative to the working directory, the first that '
+                           'exists; `embedded:train`', factory=lambda: ['embedded:train'])
+    iterations: Optional[int] = option(None, 'replaces `train.total_iter` (and a `CosineAnnealingRestartLR` '
+                                       'period)')
+    output: str = option('', 'where the runs are written (`experiments/repro/<name>`)')
+    report: str = option('', 'the report (`<output>/RESULTS.md`)')
+    curves: Optional[CurveOptions] = option(
+        None, 'the first seed\'s runs validate on the benchmark\'s datasets every `every` iterations with the '
+        'training\'s precision (EMA weights where the run keeps them), and the report draws the learning curves '
+        'against iterations and training minutes with the bicubic level (keys below)')
+    optimizer_protocol: Literal['released_code', 'paper_text'] = option(
+        'released_code', '`released_code`: the option files\' Adam beta2 0.99 and cosine restarts at 250k / 500k, as '
+        'the alignment paper\'s released code; `paper_text`: beta2 0.999 and one cosine period over the run, as the '
+        'paper\'s text states')
 
 
 @dataclass

@@ -17,6 +17,7 @@ from basicsr.utils import get_root_logger
 from torch import nn
 
 from gsr.utils.errors import GsrError
+from gsr.utils.options import option
 
 PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
@@ -28,9 +29,24 @@ AUTO = 'auto'
 class ExecutionOptions:
     """``precision: fp32 | bf16 | fp16`` and ``channels_last: bool`` (both resolved from ``auto`` by
     ``execution_options``), ``compile: false | true | auto | <mode>``."""
-    precision: str = 'fp32'
-    channels_last: bool = False
-    compile: Union[bool, str] = False
+    precision: str = option(
+        'fp32', '`bf16`: the forward runs under `torch.autocast` in bfloat16 (CPUs with AVX512-BF16 or AMX, Ampere+ '
+        'GPUs); `fp16`: float16 autocast, with a gradient scaler in training (CUDA only; the scaler\'s state is saved '
+        'in and restored from the training state); `auto`: bf16 where the hardware computes it, else fp32 (a CPU '
+        'without bf16 instructions emulates it at a fraction of the fp32 speed: bf16 by name there runs, with a '
+        'warning; docs/SCALING.md). Losses run outside autocast on float32 copies of the output and tapped features; '
+        'validation returns its output in float32. `fp16` on the CPU, an unknown name or bf16 on a GPU without it is '
+        'an error before any folder')
+    channels_last: bool = option(
+        False, 'the network (converted before any DDP wrapping) and its inputs in channels-last memory format; `auto`: '
+        'on with CUDA, and on the CPU where `precision` resolved to bf16 (it sped up bf16 but slowed fp32 on the CPUs '
+        'measured, docs/BENCHMARKS.md)')
+    compile: Union[bool, str] = option(
+        False, '`true`, a `torch.compile` mode (`default`, `reduce-overhead`, `max-autotune`, '
+        '`max-autotune-no-cudagraphs`) or `auto`: the network compiled in place (`nn.Module.compile`: parameter names, '
+        'checkpoints, feature taps and attached modules unchanged). Where the platform cannot compile (e.g. no C++ '
+        'compiler for the CPU backend), `true` / a mode is an error before any folder, `auto` logs why and runs '
+        'uncompiled; validation images of several sizes recompile (dynamic shapes after the second size)')
 
     @property
     def dtype(self) -> Optional[torch.dtype]:

@@ -10,6 +10,13 @@ from gsr.utils.errors import GsrError
 T = TypeVar('T')
 
 
+def option(default: Any = dataclasses.MISSING, doc: str = '', *, factory: Any = dataclasses.MISSING) -> Any:
+    """A field of an option dataclass with its description: the schema ``docs/OPTIONS.md`` is generated from
+    (``scripts/generate_options_doc.py``). ``factory`` makes a mutable default (``dataclasses.field``'s
+    ``default_factory``); neither default nor factory: the key is required."""
+    return dataclasses.field(default=default, default_factory=factory, metadata={'doc': doc})
+
+
 def describe(annotation: Any) -> str:
     """What a value of ``annotation`` is, in the words of the error messages."""
     origin = typing.get_origin(annotation)
