@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -186,6 +187,42 @@ def test_ship_writes_a_checked_network_and_a_changed_file_is_refused(tmp_path):
         shipped('tiny-baseline', str(tmp_path))
     with pytest.raises(GsrError, match="no such shipped network .*shipped: tiny-baseline"):
         shipped('tiny-align', str(tmp_path))
+
+
+@pytest.mark.parametrize('variants, shipped_names', [
+    (['baseline', 'paired_baseline', 'align', 'dropout'], ['medium-baseline', 'medium-align']),
+    (['baseline', 'paired_baseline'], ['medium-baseline']),  # no regularized variant run (yet): the baseline alone
+])
+def test_ship_takes_the_first_seeds_baseline_and_the_best_regularized_variant(variants, shipped_names, monkeypatch,
+                                                                              tmp_path, small_photo_folder):
+    """The best regularized variant by its mean PSNR over seeds (references such as paired_baseline never count);
+    a study run without one ships its baseline alone; without the baseline, --ship is refused before anything."""
+    import torch
+
+    from gsr.repro.study import Study
+    from gsr.tools import repro
+    from gsr.utils import pretrained
+    means = {'baseline': 22.0, 'paired_baseline': 23.0, 'align': 22.5, 'dropout': 22.1}
+    study = Study(tiny_study(tmp_path, small_photo_folder))
+    study.runs = [SimpleNamespace(variant=v, seed=s, checkpoint=f'{v}{s}.pth', options={'scale': 4})
+                  for v in variants for s in (0, 1)]
+    study.options.seeds = [0, 1]
+    results = {'psnr_by_setting': {v: {'mean': {'mean': means[v]}} for v in variants},
+               'variant_overrides': {v: '{}' for v in variants}}
+    written = []
+    monkeypatch.setattr('gsr.utils.checkpoint.network_weights', lambda path, key: {'w': torch.zeros(1)})
+    monkeypatch.setattr(pretrained, 'ship', lambda name, weights, options, provenance, storage: written.append(
+        (name, provenance['variant'], provenance['seed'])) or name)
+    repro.ship_networks(study, results, 'medium', 'gsr repro x')
+    assert written == [(name, name.split('-', 1)[1], 0) for name in shipped_names]
+
+
+def test_ship_without_the_baseline_is_refused_before_anything_is_written(tmp_path, small_photo_folder, capsys):
+    from gsr.cli import main
+    path = tiny_study(tmp_path, small_photo_folder)
+    assert main(['repro', path, '--variants', 'align', '--ship', 'x']) == 2
+    assert '--ship needs the baseline variant among the variants run' in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
 
 
 @pytest.mark.slow

@@ -1,8 +1,8 @@
-"""``gsr demo``: first the networks shipped with gsr (the reproduction study's small SRResNets: the baseline and
-the best regularized variant, ``gsr/pretrained``) on the held-out embedded photographs -- a table and side-by-side
-PNGs bicubic | baseline | regularized | HR under clean, noise and b+n+j; then a short training run of a small
-SRResNet with paired degradations + alignment on the embedded photographs, which proves the pipeline: its table and
-a bicubic | SR | HR PNG per validation image."""
+"""``gsr demo``: first the networks shipped with gsr (``gsr/pretrained``: each reproduction study's baseline and
+best regularized SRResNet) on the held-out embedded photographs -- a table and side-by-side PNGs bicubic | each
+shipped network | HR under clean, noise and b+n+j; then a short training run of a small SRResNet with paired
+degradations + alignment on the embedded photographs, which proves the pipeline: its table and a bicubic | SR | HR
+PNG per validation image."""
 import argparse
 import os
 from typing import Dict, List, Optional
@@ -57,17 +57,16 @@ def evaluate(net, val_folder: str, scale: int, out_dir: str) -> List[str]:
 
 
 def show_shipped(val_folder: str, out_dir: str) -> List[str]:
-    """The shipped baseline and regularized networks on the validation photographs: print the table, write the
-    PNGs, return their paths (none when the package ships no pair)."""
+    """Every network shipped in the package beside bicubic on the validation photographs: print the table, write
+    the PNGs, return their paths (none when the package ships none)."""
     from gsr.utils.pretrained import manifest, shipped
-    names = list(manifest())
-    baseline = next((n for n in names if n.endswith('-baseline')), None)
-    regularized = next((n for n in names if n != baseline), None)
-    if baseline is None or regularized is None:
+    entries = manifest()
+    if not entries:
         print('No shipped networks in this installation (gsr/pretrained/manifest.json); skipping their comparison.')
         return []
+    names = sorted(entries, key=lambda n: (entries[n]['study'], not n.endswith('-baseline'), n))
     nets, scale = {}, 4
-    for name in (baseline, regularized):
+    for name in names:
         entry = shipped(name)
         scale = entry['scale']
         nets[name] = load_network({'network_g': entry['network_g']}, entry['checkpoint'], entry['param_key'])
@@ -82,15 +81,17 @@ def show_shipped(val_folder: str, out_dir: str) -> List[str]:
             if setting in PANEL_SETTINGS:
                 panel_rows.append(np.concatenate([center_crop(x, PANEL) for x in outputs + [hr]], axis=1))
         stem = os.path.splitext(os.path.basename(path))[0]
-        png = os.path.join(out_dir, f'{stem}_bicubic_baseline_regularized_hr.png')
+        png = os.path.join(out_dir, f'{stem}_bicubic_shipped_hr.png')
         write_image(png, np.concatenate(panel_rows, axis=0))
         pngs.append(png)
-    print(f'\nShipped networks on the held-out embedded images (PSNR dB, RGB, crop {scale}; trained by '
-          f'`{manifest()[baseline]["command"]}`):')
-    print(f'| setting | bicubic | {baseline} | {regularized} |\n|---|---|---|---|')
+    print(f'\nShipped networks on the held-out embedded images (PSNR dB, RGB, crop {scale}); each trained by:')
+    for name in names:
+        entry = entries[name]
+        print(f'  {name}: `{entry["command"]}` (variant {entry["variant"]}, seed {entry["seed"]})')
+    print('| setting | bicubic | ' + ' | '.join(names) + ' |\n|---|---|' + '---|' * len(names))
     for setting, values in rows.items():
         print('| ' + setting + ' | ' + ' | '.join(f'{v:.2f}' for v in np.mean(values, axis=0)) + ' |')
-    print('Side-by-side images (rows: clean, noise, b+n+j; columns: bicubic | baseline | regularized | HR crop):')
+    print('Side-by-side images (rows: clean, noise, b+n+j; columns: bicubic | ' + ' | '.join(names) + ' | HR crop):')
     for png in pngs:
         print(f'  {png}')
     return pngs

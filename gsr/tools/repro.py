@@ -104,19 +104,19 @@ def storage_change(study: Study, run, weights: Dict, storage: str) -> float:
 
 
 def ship_networks(study: Study, results: Dict, prefix: str, command: str) -> List[str]:
-    """Ship the first seed's baseline and best regularized variant (highest mean PSNR over seeds and settings)
-    into the package as ``<prefix>-baseline`` and ``<prefix>-<variant>``; a network above 4 MB in float32 is stored
-    in float16 when that moves its benchmark PSNR by at most ``STORAGE_TOLERANCE_DB`` in every setting."""
+    """Ship the first seed's baseline and, where the run selected any, its best regularized variant (highest mean
+    PSNR over seeds and settings) into the package as ``<prefix>-baseline`` and ``<prefix>-<variant>``; a network
+    above 4 MB in float32 is stored in float16 when that moves its benchmark PSNR by at most
+    ``STORAGE_TOLERANCE_DB`` in every setting."""
     from gsr.utils.checkpoint import network_weights
     from gsr.utils.pretrained import ship, storage_for
     means = {v: e['mean']['mean'] for v, e in results['psnr_by_setting'].items()}
+    if 'baseline' not in means:
+        raise GsrError('--ship needs the baseline variant among the variants run')
     regularized = [v for v in means if v not in REFERENCES]
-    if 'baseline' not in means or not regularized:
-        raise GsrError('--ship needs a baseline and at least one regularized variant in the study')
-    best = max(regularized, key=means.get)
     seed = study.options.seeds[0]
     written = []
-    for variant in ('baseline', best):
+    for variant in ['baseline'] + ([max(regularized, key=means.get)] if regularized else []):
         run = next(r for r in study.runs if r.variant == variant and r.seed == seed)
         name = f'{prefix}-{variant.replace("_", "-")}'
         weights = network_weights(run.checkpoint, WEIGHTS[study.options.benchmark.weights])
@@ -144,12 +144,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                         '`report:` (e.g. a recipe check of some variants, which is not the study\'s report)')
     parser.add_argument('--no-progress', action='store_true')
     parser.add_argument('--ship', metavar='PREFIX', help='also ship the first seed\'s baseline and best regularized '
-                        'network into the package (gsr/pretrained) as PREFIX-baseline and PREFIX-<variant>')
+                        'network (where the variants run include one) into the package (gsr/pretrained) as '
+                        'PREFIX-baseline and PREFIX-<variant>')
     args = parser.parse_args(argv)
     if args.jobs < 1:
         raise GsrError(f'--jobs must be at least 1, got {args.jobs}')
     start = time.time()
     study = Study(args.study, args.variants, args.seeds)  # every check before anything is written
+    if args.ship and 'baseline' not in study.selected:
+        raise GsrError('--ship needs the baseline variant among the variants run (--variants)')
     report_path = os.path.abspath(args.report) if args.report else study.report
     claim_output_folder(study.output, [study.hr, args.study] + list(study.datasets.values()))
 
