@@ -149,7 +149,19 @@ def make_lmdb(input_dir: str,
         raise GsrError(f'LMDB output must end with .lmdb: {output}')
     keys = lmdb_keys(list_images(input_dir))
     sources = {key: file_sha256(path) for key, path in keys.items()}
-    env = lmdb.open(output, map_size=map_size_for(list(keys.values())))
+    map_size = map_size_for(list(keys.values()))
+    # the workers are forked before the environment is opened: an LMDB environment must not cross a fork (LMDB's
+    # caveats); opened first, a later commit crashed the process (a segfault in the test suite)
+    with Pool(max(1, workers)) as pool:
+        env = lmdb.open(output, map_size=map_size)
+        try:
+            return _fill_lmdb(env, pool, output, keys, sources, compress_level, verify, progress)
+        finally:
+            env.close()
+
+
+def _fill_lmdb(env, pool, output: str, keys: Dict[str, str], sources: Dict[str, str], compress_level: int,
+               verify: bool, progress: bool) -> int:
     with env.begin(write=False) as txn:
         stored = {k.decode() for k in txn.cursor().iternext(keys=True, values=False)}
     packed_from = packed_sources(output)
@@ -157,14 +169,13 @@ def make_lmdb(input_dir: str,
     todo = [(path, key, compress_level) for key, path in keys.items() if key not in done]
     shapes: Dict[str, Tuple[int, ...]] = {}
     txn = env.begin(write=True)
-    with Pool(max(1, workers)) as pool:
-        for i, (key, data, shape) in enumerate(
-                tqdm(pool.imap(_read_worker, todo), total=len(todo), desc='lmdb', unit='img', disable=not progress)):
-            txn.put(key.encode('ascii'), data)
-            shapes[key] = shape
-            if (i + 1) % COMMIT_EVERY == 0:
-                txn.commit()
-                txn = env.begin(write=True)
+    for i, (key, data, shape) in enumerate(
+            tqdm(pool.imap(_read_worker, todo), total=len(todo), desc='lmdb', unit='img', disable=not progress)):
+        txn.put(key.encode('ascii'), data)
+        shapes[key] = shape
+        if (i + 1) % COMMIT_EVERY == 0:
+            txn.commit()
+            txn = env.begin(write=True)
     txn.commit()
     with env.begin(write=False) as txn:
         for key in done & set(keys):
@@ -174,7 +185,6 @@ def make_lmdb(input_dir: str,
     atomic_write_text(os.path.join(output, SOURCES), json.dumps(dict(packed_from, **sources), indent=1, sort_keys=True))
     if verify:
         verify_lmdb(env, {k: shapes[k] for k in keys})
-    env.close()
     return len(todo)
 
 
