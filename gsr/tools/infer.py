@@ -2,7 +2,7 @@
 
 The network is described by the option file it was trained with (``network_g``); ``--param-key`` picks
 ``params_ema`` (default, falling back to ``params``) or ``params``. ``--model NAME`` runs a network shipped with
-gsr instead (``gsr/pretrained/manifest.json``: the reproduction study's small SRResNets). With ``--tile T`` each
+gsr instead (``gsr/pretrained/manifest.json``: the reproduction studies' SRResNets). With ``--tile T`` each
 image is processed in T x T input tiles with ``--tile-pad`` pixels of context, so memory is bounded by the tile
 size.
 ``--precision bf16`` (fp16 on CUDA), ``--channels-last`` and ``--compile`` choose how the network runs. The output

@@ -1,4 +1,4 @@
-"""Networks shipped inside the package (``gsr/pretrained/``): small SRResNets trained by the reproduction study,
+"""Networks shipped inside the package (``gsr/pretrained/``): SRResNets trained by the reproduction studies,
 named in ``manifest.json`` with their network, weights' sha256 and how they were trained. ``gsr infer --model``
 and ``gsr demo`` use them; ``gsr repro STUDY --ship`` writes them."""
 import json
