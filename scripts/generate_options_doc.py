@@ -64,14 +64,17 @@ def yaml_value(value: Any) -> str:
     return str(value)
 
 
+def shown(value: Any) -> str:
+    """A default in a table: ``none`` for an empty one, else as written in an option file."""
+    return 'none' if value in (None, '', {}, []) else f'`{yaml_value(value)}`'
+
+
 def default_of(field: dataclasses.Field) -> str:
     if field.default is not dataclasses.MISSING:
-        return 'none' if field.default in (None, '') else f'`{yaml_value(field.default)}`'
+        return shown(field.default)
     if field.default_factory is not dataclasses.MISSING:
         value = field.default_factory()
-        if dataclasses.is_dataclass(value):
-            return 'its keys\' defaults'
-        return f'`{yaml_value(value)}`' if value not in ({}, []) else 'none'
+        return 'its keys\' defaults' if dataclasses.is_dataclass(value) else shown(value)
     return 'required'
 
 
@@ -139,10 +142,8 @@ def losses_table() -> List[str]:
         for parameter in list(inspect.signature(cls.__init__).parameters.values())[1:]:
             choices = typing.get_args(hints.get(parameter.name)) if typing.get_origin(
                 hints.get(parameter.name)) is typing.Literal else ()
-            default = ('none' if parameter.default is None else f'`{parameter.default}`'
-                       if isinstance(parameter.default, str) else yaml_value(parameter.default))
-            shown = ' \\| '.join(f'`{c}`' for c in choices) if choices else default
-            keys.append(f'`{parameter.name}` ({shown})')
+            text = ' \\| '.join(f'`{c}`' for c in choices) or shown(parameter.default)
+            keys.append(f'`{parameter.name}` ({text})')
         lines.append(f'| `{name}` | {", ".join(keys)} | {needs(cls)} | {cell(summary(cls))} |')
     return lines
 

@@ -204,17 +204,24 @@ def test_ship_takes_the_first_seeds_baseline_and_the_best_regularized_variant(va
     from gsr.utils import pretrained
     means = {'baseline': 22.0, 'paired_baseline': 23.0, 'align': 22.5, 'dropout': 22.1}
     study = Study(tiny_study(tmp_path, small_photo_folder))
-    study.runs = [SimpleNamespace(variant=v, seed=s, checkpoint=f'{v}{s}.pth', options={'scale': 4})
+    study.hr = str(tmp_path / 'hr')  # the study's HR folder, resolved (here not the benchmark's folder)
+    options = {'scale': 4, 'datasets': {'train': {'dataroot_gt': study.hr},
+                                        'val_1': {'dataroot_gt': study.datasets['photos'], 'setting': 'noise'}}}
+    study.runs = [SimpleNamespace(variant=v, seed=s, checkpoint=f'{v}{s}.pth', options=options)
                   for v in variants for s in (0, 1)]
+    study.hr_name, study.dataset_names = 'hr as written', {'photos': 'photos as written'}  # e.g. ../shared/data/Set5
     study.options.seeds = [0, 1]
     results = {'psnr_by_setting': {v: {'mean': {'mean': means[v]}} for v in variants},
                'variant_overrides': {v: '{}' for v in variants}}
     written = []
     monkeypatch.setattr('gsr.utils.checkpoint.network_weights', lambda path, key: {'w': torch.zeros(1)})
     monkeypatch.setattr(pretrained, 'ship', lambda name, weights, options, provenance, storage: written.append(
-        (name, provenance['variant'], provenance['seed'])) or name)
+        (name, provenance['variant'], provenance['seed'], provenance['training_options']['datasets'])) or name)
     repro.ship_networks(study, results, 'medium', 'gsr repro x')
-    assert written == [(name, name.split('-', 1)[1], 0) for name in shipped_names]
+    assert [w[:3] for w in written] == [(name, name.split('-', 1)[1], 0) for name in shipped_names]
+    # the package's provenance names the folders as the study file does, not as this machine resolved them
+    assert written[0][3] == {'train': {'dataroot_gt': 'hr as written'},
+                             'val_1': {'dataroot_gt': 'photos as written', 'setting': 'noise'}}
 
 
 def test_ship_without_the_baseline_is_refused_before_anything_is_written(tmp_path, small_photo_folder, capsys):
