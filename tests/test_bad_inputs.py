@@ -233,6 +233,17 @@ def test_failed_inference_leaves_no_partial_output(tmp_path, photo_folder):
     ({'train.max_nonfinite_steps': 'ten'}, "train.max_nonfinite_steps must be an integer, got 'ten'"),
     ({'train.regularizers.l_align.mode': 'frobenius'},
      "train.regularizers.l_align.mode must be one of official, spatial, got 'frobenius'"),
+    ({'attach': {'tfd': {'type': 'TargetedFeatureDenoising', 'num_feat': 8, 'mode': 'both'}}},
+     "attach.tfd.mode must be one of inline, training_only, got 'both'"),
+    ({'attach': {'adapter': {'type': 'ResidualConvAdapter', 'num_feat': 8, 'capture': 'in'}}},
+     "attach.adapter.capture must be one of input, output, got 'in'"),
+    ({'feature_tap': {'capture': 'middle'}}, "feature_tap.capture must be one of input, output, got 'middle'"),
+    ({'datasets.train.kernel_sets': 0}, 'datasets.train.kernel_sets must be one of 1, 2, got 0'),
+    ({'datasets.train.crop_pad_sise': 80},
+     'datasets.train: unknown key(s) crop_pad_sise (did you mean crop_pad_size?)'),
+    ({'datasets.val.noise_sigma': 'high'}, "datasets.val.noise_sigma must be a number, got 'high'"),
+    ({'network_g': {'type': 'LightBSR', 'upscale': 3}, 'scale': 3},
+     'network_g.upscale must be one of 2, 4, 8, got 3'),
     ({'datasets.train.batch_size_per_gpu': 1}, 'train.regularizers.l_align: FeatureAlignmentLoss centres each copy '
      'over the batch, so with datasets.train.batch_size_per_gpu 1 it is 0 on every step: use at least 2'),
 ])

@@ -15,16 +15,16 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from gsr.utils.errors import GsrError
-from gsr.utils.options import option
+from gsr.utils.options import check_arguments, option, options_from_dict
 
-CAPTURES = ('input', 'output')
+Capture = Literal['input', 'output']  # the tensor entering a layer, or the one it returns
 
 
 @dataclass
 class AttachmentOptions:
     """One entry of ``attach:`` besides the module's own keys (``type`` and its keyword arguments)."""
     layer: str = option('conv_last', 'the backbone layer the module is attached at')
-    capture: Literal['input', 'output'] = option(
+    capture: Capture = option(
         'input', '`input`: the module transforms the tensor entering the layer; `output`: the one it returns')
     lr: Optional[float] = option(None, 'a learning rate of its own (a parameter group of `optim_g`); absent: the '
                                  'network\'s')
@@ -85,8 +85,6 @@ class AttachedNetwork(nn.Module):
                 self.attach(name, build_registered(module_opt), point)
 
     def attach(self, name: str, module: nn.Module, point: AttachmentOptions) -> None:
-        if point.capture not in CAPTURES:
-            raise GsrError(f'attach.{name}.capture must be input or output, got {point.capture!r}')
         layer = resolve_layer(self, point.layer, f'attach.{name}.layer')
         check_channels(name, module, layer, point.capture)
         self.attached[name] = module
@@ -124,14 +122,17 @@ def _observe(module: nn.Module, layer: nn.Module, args, output) -> torch.Tensor:
 
 def split_attachment(name: str, cfg: Dict[str, Any]):
     """(``AttachmentOptions``, the module's ``build_network`` dict) from one ``attach:`` entry."""
-    from gsr.utils.options import options_from_dict
     if not isinstance(cfg, dict) or 'type' not in cfg:
         raise GsrError(f'attach.{name} must be a mapping with a type (a registered network), got {cfg!r}')
     if cfg['type'] not in ARCH_REGISTRY:
         raise GsrError(f'attach.{name}.type {cfg["type"]!r} is not a registered network')
     point_keys = set(AttachmentOptions.__dataclass_fields__)
     point = options_from_dict(AttachmentOptions, {k: v for k, v in cfg.items() if k in point_keys}, f'attach.{name}')
-    return point, {k: v for k, v in cfg.items() if k not in point_keys}
+    module = {k: v for k, v in cfg.items() if k not in point_keys}
+    # the module's own annotated keys (a Literal lists the choices), named in full before it is built
+    check_arguments(ARCH_REGISTRY.get(cfg['type']).__init__, {k: v for k, v in module.items() if k != 'type'},
+                    f'attach.{name}')
+    return point, module
 
 
 def check_channels(name: str, module: nn.Module, layer: nn.Module, capture: str) -> None:

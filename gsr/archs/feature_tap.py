@@ -11,16 +11,15 @@ from typing import Dict
 import torch
 from torch import nn
 
-from gsr.archs.attached_arch import CAPTURES, resolve_layer
-from gsr.utils.errors import GsrError
+from gsr.archs.attached_arch import Capture, resolve_layer
+from gsr.utils.options import checked_init
 
 
 class FeatureTap:
     """Capture the input (default) or output of ``layer`` of ``net``'s backbone on every forward pass."""
 
-    def __init__(self, net: nn.Module, layer: str = 'conv_last', capture: str = 'input'):
-        if capture not in CAPTURES:
-            raise GsrError(f"feature_tap.capture must be 'input' or 'output', got {capture!r}")
+    @checked_init('feature_tap')
+    def __init__(self, net: nn.Module, layer: str = 'conv_last', capture: Capture = 'input'):
         self.module = resolve_layer(net, layer, 'feature_tap.layer')
         self.layer, self.capture = layer, capture
         self._captured: Dict[torch.device, torch.Tensor] = {}

@@ -10,13 +10,15 @@ they are saved in ``net_g``'s checkpoints and resumed with it.
 """
 import copy
 import itertools
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
+
+from gsr.utils.options import checked_init
 
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -162,13 +164,13 @@ class LightBSR(nn.Module):
     """IDR encoder + SR network (module docstring). ``forward(lr, prior=None) -> sr``; with ``outputs`` it returns
     what training needs (``sr``, the IDRs ``ca`` / ``xk``, the teacher's contrastive ``logits``)."""
 
+    @checked_init('LightBSR')  # upscale: the EDSR upsampler of powers of two
     def __init__(self, num_feat: int = 64, num_group: int = 8, num_block: int = 8, channel_idr: int = 48,
-                 encoder_widths: Tuple[int, int, int] = (32, 64, 128), prior_channels: int = 0, upscale: int = 4,
+                 encoder_widths: Tuple[int, int, int] = (32, 64, 128), prior_channels: int = 0,
+                 upscale: Literal[2, 4, 8] = 4,
                  contrastive: bool = False, dim: int = 128, queue_size: int = 8192, momentum: float = 0.999,
                  temperature: float = 0.07):
         super().__init__()
-        if upscale not in (2, 4, 8):
-            raise ValueError(f'upscale must be 2, 4 or 8 (the EDSR upsampler of powers of two), got {upscale}')
         if contrastive and prior_channels == 0:
             raise ValueError('contrastive: true is the teacher, which needs prior_channels > 0')
         self.prior_channels, self.upscale, self.num_feat = prior_channels, upscale, num_feat

@@ -7,7 +7,7 @@ the gated prediction, so clean inputs pass unchanged. In ``training_only`` mode 
 detector and the twin-feature loss act on the backbone's own features, and inference uses the bare network.
 """
 import math
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -15,8 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gsr.utils.errors import GsrError
-
-MODES = ('inline', 'training_only')
+from gsr.utils.options import checked_init
 
 
 def log_energy(x: torch.Tensor, dims) -> torch.Tensor:
@@ -118,12 +117,11 @@ class TargetedFeatureDenoising(nn.Module):
     train the detector through it, besides its own loss.
     """
 
-    def __init__(self, num_feat: int = 64, mode: str = 'inline', detach_detector: bool = True,
-                 pixel_map: bool = False, detector_layer: Optional[str] = None,
+    @checked_init('TargetedFeatureDenoising')
+    def __init__(self, num_feat: int = 64, mode: Literal['inline', 'training_only'] = 'inline',
+                 detach_detector: bool = True, pixel_map: bool = False, detector_layer: Optional[str] = None,
                  detector_channels: Optional[int] = None):
         super().__init__()
-        if mode not in MODES:
-            raise GsrError(f'TargetedFeatureDenoising.mode must be one of {", ".join(MODES)}, got {mode!r}')
         self.num_feat, self.mode, self.detach_detector = num_feat, mode, detach_detector
         self.observed_layer = detector_layer  # AttachedNetwork calls ``observe`` with that layer's output
         self.detector_channels = detector_channels or num_feat

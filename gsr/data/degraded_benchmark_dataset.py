@@ -30,11 +30,12 @@ class DegradedBenchmarkOptions:
 class DegradedBenchmarkDataset(data.Dataset):
     """HR folder -> (LR under ``setting``, mod-cropped HR), cached in memory (keys: ``DegradedBenchmarkOptions``;
     ``scale`` comes from the top level of the option file)."""
+    OPTIONS = DegradedBenchmarkOptions
 
     def __init__(self, opt: Dict[str, Any]):
         super().__init__()
         self.opt = opt
-        o = dataset_options(DegradedBenchmarkOptions, opt)
+        o = dataset_options(self.OPTIONS, opt)
         self.scale = int(opt.get('scale', 4))
         self.setting, self.noise_sigma, self.seed = o.setting, o.noise_sigma, o.seed
         folder_name(self.setting, self.noise_sigma)  # validates the setting name

@@ -2,7 +2,7 @@
 import os
 import random
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -33,7 +33,7 @@ class PairedDegradationOptions:
                                 '(Real-ESRGAN)')
     use_hflip: bool = option(True, 'horizontal flips (BasicSR `augment`)')
     use_rot: bool = option(False, 'rotations (BasicSR `augment`)')
-    kernel_sets: int = option(
+    kernel_sets: Literal[1, 2] = option(
         2, 'independent Real-ESRGAN kernel sets per sample; `1` shares the kernels between the two copies '
         '(Simple-Align\'s 2024 code), `2` draws them independently (its current code)')
     skip_bad_images: bool = option(False, 'skip unreadable images with a warning instead of stopping with an error '
@@ -99,13 +99,12 @@ class PairedDegradationDataset(data.Dataset):
     cuts them) —, ``kernel1``/``kernel2``/``sinc_kernel`` (K, 21, 21), their label vectors
     ``kernel1_info``/``kernel2_info`` (K, 7) and ``sinc_info`` (K, 2), and ``gt_path``.
     """
+    OPTIONS = PairedDegradationOptions
 
     def __init__(self, opt: Dict[str, Any]):
         super().__init__()
         self.opt = opt
-        self.options = dataset_options(PairedDegradationOptions, opt)
-        if self.options.kernel_sets not in (1, 2):
-            raise GsrError(f'datasets.{opt.get("name")}.kernel_sets must be 1 or 2, got {self.options.kernel_sets}')
+        self.options = dataset_options(self.OPTIONS, opt)
         if self.options.crops_per_image < 1:
             raise GsrError(f'datasets.{opt.get("name")}.crops_per_image must be at least 1, got '
                            f'{self.options.crops_per_image}')

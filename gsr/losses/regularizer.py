@@ -1,15 +1,13 @@
 """The base class of every ``train.regularizers`` loss: one argument, the step's ``LossContext``, and what it needs
 from the model declared as class attributes, which the model checks before any folder exists."""
 import abc
-import functools
-import inspect
-from typing import Any, Callable, ClassVar, Dict, List
+from typing import Any, ClassVar, Dict, List
 
 import torch
 from torch import nn
 
 from gsr.losses.loss_context import LossContext
-from gsr.utils.options import check_arguments
+from gsr.utils.options import checked_init
 
 
 class Regularizer(nn.Module, abc.ABC):
@@ -27,7 +25,7 @@ class Regularizer(nn.Module, abc.ABC):
         ``Literal`` lists the choices) before it runs, whoever builds it: BasicSR's ``build_loss`` or a script."""
         super().__init_subclass__(**kwargs)
         if '__init__' in vars(cls):
-            cls.__init__ = _checked_init(cls.__init__, cls.__name__)
+            cls.__init__ = checked_init(cls.__name__)(cls.__init__)
 
     def __init__(self):
         super().__init__()
@@ -43,15 +41,3 @@ class Regularizer(nn.Module, abc.ABC):
     @abc.abstractmethod
     def forward(self, context: LossContext) -> torch.Tensor:
         """The weighted term of this step."""
-
-
-def _checked_init(init: Callable[..., None], name: str) -> Callable[..., None]:
-    signature = inspect.signature(init)
-
-    @functools.wraps(init)
-    def checked(self, *args, **kwargs):
-        bound = signature.bind(self, *args, **kwargs)
-        values = {k: v for k, v in bound.arguments.items() if k != 'self'}
-        init(self, **check_arguments(init, values, name))
-
-    return checked

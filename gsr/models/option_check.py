@@ -9,7 +9,7 @@ import yaml
 from gsr.losses.regularizer import Regularizer
 from gsr.utils.default_data import EMBEDDED
 from gsr.utils.errors import GsrError
-from gsr.utils.options import check_arguments
+from gsr.utils.options import check_arguments, dataset_options
 
 REQUIRED_TOP_LEVEL = ('name', 'model_type', 'num_gpu', 'network_g', 'datasets', 'path')
 # (dotted key, type) of numbers BasicSR uses in arithmetic; a string there fails deep inside torch otherwise
@@ -105,7 +105,13 @@ def _check_datasets(opt: Dict[str, Any], path: str, skip: Iterable[str]) -> None
         where = f'datasets.{phase}'
         if not isinstance(ds, dict):
             raise GsrError(f'{path}: {where} must be a mapping')
-        _check_type(f'{where}.type', ds.get('type'), DATASET_REGISTRY, path)
+        dataset = _check_type(f'{where}.type', ds.get('type'), DATASET_REGISTRY, path)
+        if hasattr(dataset, 'OPTIONS'):  # gsr's datasets: their own keys, typed, before BasicSR makes any folder
+            try:
+                given = {k: v for k, v in ds.items() if f'{where}.{k}' not in skip}
+                dataset_options(dataset.OPTIONS, dict(given, phase=phase))
+            except GsrError as e:
+                raise GsrError(f'{path}: {e}') from e
         for key, kind in NUMERIC_DATASET_KEYS:
             _check_number(f'{where}.{key}', ds.get(key), kind, path)
         for key in POSITIVE_DATASET_KEYS:
@@ -205,6 +211,12 @@ def _check_keywords(where: str, cfg: Dict[str, Any], target, path: str, skip: It
                 if not ok:
                     raise GsrError(f'{path}: {where}.{key} must be {text}, got {value!r}')
                 break
+    if getattr(target, '__module__', '').startswith('gsr.'):  # gsr's own annotate their keys (a Literal: choices)
+        init = target.__init__ if inspect.isclass(target) else target
+        try:
+            check_arguments(init, {k: v for k, v in cfg.items() if k in params}, where)
+        except GsrError as e:
+            raise GsrError(f'{path}: {e}') from e
 
 
 def _check_networks_and_optimizers(opt: Dict[str, Any], path: str, skip: Iterable[str]) -> None:

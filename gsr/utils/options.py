@@ -2,6 +2,8 @@
 import copy
 import dataclasses
 import difflib
+import functools
+import inspect
 import typing
 from typing import Any, Callable, Dict, Mapping, Optional, Type, TypeVar
 
@@ -120,6 +122,24 @@ def check_arguments(func: Callable[..., Any], values: Mapping[str, Any], where: 
     return {k: _check_value(v, hints[k], f'{where}.{k}') if k in hints else v for k, v in values.items()}
 
 
+def checked_init(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Decorator of an ``__init__``: its arguments pass ``check_arguments`` (``name`` heads the errors) before it
+    runs, whoever builds the object (BasicSR's registries, an option check or a script)."""
+
+    def decorate(init: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(init)
+
+        @functools.wraps(init)
+        def checked(self, *args, **kwargs):
+            bound = signature.bind(self, *args, **kwargs)
+            values = {k: v for k, v in bound.arguments.items() if k != 'self'}
+            init(self, **check_arguments(init, values, name))
+
+        return checked
+
+    return decorate
+
+
 def options_from_dict(cls: Type[T], values: Optional[Mapping[str, Any]], where: str) -> T:
     """Build dataclass ``cls`` from ``values``; ``where`` names the YAML block in error messages ('' for the top
     level). A key whose value is null keeps its default; a key without a default must be given."""
@@ -165,9 +185,10 @@ BASICSR_DATASET_KEYS = ('name', 'type', 'phase', 'scale', 'num_worker_per_gpu', 
 
 
 def dataset_options(cls: Type[T], opt: Mapping[str, Any]) -> T:
-    """Build a dataset's own options from its ``datasets.<phase>`` block (BasicSR's keys left out)."""
+    """Build a dataset's own options from its ``datasets.<phase>`` block (BasicSR's keys left out); the errors name
+    the block by its key (``phase``, which BasicSR adds), else by the dataset's ``name``."""
     own = {k: v for k, v in opt.items() if k not in BASICSR_DATASET_KEYS}
-    return options_from_dict(cls, own, f'datasets.{opt.get("name", opt.get("phase", "?"))}')
+    return options_from_dict(cls, own, f'datasets.{opt.get("phase", opt.get("name", "?"))}')
 
 
 def merge(base: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
