@@ -1,10 +1,9 @@
 """LightBSR: architecture and its size, the classic degradations against BasicSR, kernel PCA, the MoCo queue and
-contrastive loss, distillation, student initialisation, both models through ``basicsr train`` with resume."""
+contrastive loss, distillation, student initialisation, DDP (teacher then student end to end: test_lifecycle.py)."""
 import functools
 import glob
 import json
 import os
-import re
 
 import numpy as np
 import pytest
@@ -274,48 +273,6 @@ def tiny(role: str, **changes):
     opt['logger'].update(print_freq=1, save_checkpoint_freq=2)
     opt.update(changes)
     return opt
-
-
-@pytest.mark.slow
-def test_teacher_then_student_train_through_basicsr_and_resume_the_queue(tmp_path, small_photo_folder):
-    teacher = tiny('teacher', stage='encoder', find_unused_parameters=True)
-    teacher['train'].pop('pixel_opt')
-    teacher['train']['total_iter'] = 2
-    first = run_gsr(['train', '-opt', write_yaml(tmp_path / 'teacher.yml', teacher)], cwd=tmp_path, program='basicsr')
-    assert first.returncode == 0, first.stderr[-3000:]
-    models = tmp_path / 'experiments' / 'tiny_lightbsr_teacher' / 'models'
-    saved = load_checkpoint(str(models / 'net_g_2.pth'))['params']
-    teacher['train']['total_iter'] = 4
-    resumed = run_gsr(['train', '-opt', write_yaml(tmp_path / 'teacher.yml', teacher), '--auto_resume'],
-                      cwd=tmp_path, program='basicsr')
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    final = load_checkpoint(str(models / 'net_g_4.pth'))['params']
-    keys_per_step = 2  # the first crop of each of the 2 images is enqueued every step
-    assert int(saved['queue_ptr']) == 2 * keys_per_step and int(final['queue_ptr']) == 4 * keys_per_step
-    # the resumed run continued the saved queue: the columns written before the kill are still there
-    assert torch.equal(final['queue'][:, :2 * keys_per_step], saved['queue'][:, :2 * keys_per_step])
-
-    student = tiny('student')
-    student['path']['pretrain_network_teacher'] = str(models / 'net_g_latest.pth')
-    student['val'].update(val_freq=2)
-    student['train']['total_iter'] = 2
-    for total_iter, flags in ((2, []), (4, ['--auto_resume'])):
-        student['train']['total_iter'] = total_iter
-        result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'student.yml', student)] + flags, cwd=tmp_path,
-                         program='basicsr')
-        assert result.returncode == 0, result.stderr[-3000:]
-    first, resumed = (open(p).read() for p in sorted((tmp_path / 'experiments' / 'tiny_lightbsr_student').glob(
-        'train_*.log')))
-    assert 'student initialised from the teacher' in first and '# psnr:' in first
-    assert 'Resuming training from epoch' in resumed and 'student initialised' not in resumed  # resumed weights
-    assert len(re.findall(r'l_distill: [-+.e0-9]+ ', first + resumed)) == 4
-
-    # the teacher's IDR under the blind-iso kernels, each with its prior (noise 0 in this protocol)
-    result = run_gsr(['analyze', 'ddr', '-opt', str(tmp_path / 'teacher.yml'), '--checkpoint',
-                      str(models / 'net_g_latest.pth'), '--param-key', 'params', '--hr', small_photo_folder,
-                      '--protocol', 'blind-iso', '--crop', '16', '--output', str(tmp_path / 'ddr')], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert 'Calinski-Harabasz' in open(tmp_path / 'ddr' / 'ddr.md').read()
 
 
 # ------------------------------------------------------------------------------------------------ protocol, analysis

@@ -158,36 +158,6 @@ def test_stage_b_without_a_stage_a_checkpoint_is_one_line(tmp_path):
     assert os.listdir(tmp_path) == ['b.yml']
 
 
-@pytest.mark.slow
-def test_both_stages_train_resume_and_test_through_basicsr(tmp_path):
-    import re
-
-    from gsr.utils.checkpoint import load_checkpoint
-    from tests.conftest import run_gsr, write_yaml
-    opt = tiny_savl('a')
-    for total_iter, flags in ((2, []), (4, ['--auto_resume'])):
-        opt['train']['total_iter'] = total_iter
-        result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'a.yml', opt)] + flags, cwd=tmp_path,
-                         program='basicsr')
-        assert result.returncode == 0, result.stderr[-3000:]
-    folder = tmp_path / 'experiments' / 'tiny_savl_a'
-    logs = [open(p).read() for p in sorted(folder.glob('train_*.log'))]
-    assert len(logs) == 2 and 'Resuming training from epoch' in logs[1]
-    assert len(re.findall(r'l_kl: [-+.e0-9]+ ', logs[1])) == 2
-    assert {'net_g_4.pth', 'net_degrader_4.pth'} <= set(os.listdir(folder / 'models'))
-    assert 'params' in load_checkpoint(str(folder / 'models' / 'net_degrader_4.pth'))
-    stage_b = tiny_savl('b')
-    stage_b['path']['pretrain_network_g'] = str(folder / 'models' / 'net_g_4.pth')
-    result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'b.yml', stage_b)], cwd=tmp_path, program='basicsr')
-    assert result.returncode == 0, result.stderr[-3000:]
-    test = {k: v for k, v in stage_b.items() if k not in ('train', 'logger')}
-    test.update(name='tiny_savl_test', datasets={'test_1': dict(stage_b['datasets']['val'], name='embedded_b+n')})
-    test['path'] = {'pretrain_network_g': str(tmp_path / 'experiments' / 'tiny_savl_b' / 'models' / 'net_g_latest.pth')}
-    result = run_gsr(['test', '-opt', write_yaml(tmp_path / 't.yml', test)], cwd=tmp_path, program='basicsr')
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert '# psnr:' in open(next((tmp_path / 'results' / 'tiny_savl_test').glob('test_*.log'))).read()
-
-
 # ------------------------------------------------------------------------------------------------ spatial protocol
 @pytest.mark.slow
 def test_spatial_sets_have_true_maps_and_the_variance_analysis_reads_them(tmp_path, small_photo_folder):

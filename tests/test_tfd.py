@@ -1,5 +1,5 @@
 """Targeted feature denoising: identity at the start, where gradients go, a detector that learns, the twin target,
-bf16 FFTs, both inference modes end to end, and its bad inputs."""
+bf16 FFTs, the training stability of both modes, and its bad inputs (both modes end to end: test_lifecycle.py)."""
 import copy
 import os
 import random
@@ -13,8 +13,7 @@ from basicsr.models import build_model
 from gsr.data.paired_degradation_dataset import PairedDegradationDataset
 from gsr.data.second_order_degrader import effective_noise_std
 from gsr.losses.tfd_loss import NoiseDetectionLoss, TwinFeatureLoss
-from gsr.utils.checkpoint import load_checkpoint
-from tests.conftest import REPO, attached_and_bare, run_gsr, tiny_options, write_yaml
+from tests.conftest import REPO, attached_and_bare, tiny_options, write_yaml
 
 BACKBONE = {'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1, 'upscale': 4}
 TFD = {'type': 'TargetedFeatureDenoising', 'num_feat': 8}
@@ -296,41 +295,6 @@ def test_tfd_bad_inputs_are_one_line(tmp_path, photo_folder, monkeypatch, capsys
                  '--output', str(tmp_path / 'sr')]) == 2
     assert 'no weights for the attached module(s) tfd' in _one_line(capsys)
     assert sorted(os.listdir(tmp_path)) == ['bare.pth', 'o.yml']
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize('mode', ['inline', 'training_only'])
-def test_both_modes_train_and_test_through_basicsr(tmp_path, small_photo_folder, mode):
-    opt = tfd_options(small_photo_folder, mode=mode, name=f'tfd_{mode}')
-    if mode == 'training_only':
-        opt['attach']['tfd']['inference'] = False
-    path = write_yaml(tmp_path / 'train.yml', opt)
-    result = run_gsr(['train', '-opt', path], cwd=tmp_path, program='basicsr')
-    assert result.returncode == 0, result.stderr[-3000:]
-    checkpoint = tmp_path / 'experiments' / f'tfd_{mode}' / 'models' / 'net_g_4.pth'
-    saved = load_checkpoint(str(checkpoint))
-    assert {'params', 'params_ema', 'params_attached', 'params_ema_attached'} <= set(saved)
-    bare = build_network(dict(BACKBONE))
-    bare.load_state_dict(saved['params_ema'], strict=True)  # the exported net_g is the plain architecture
-
-    if mode == 'inline':  # resume: the module's weights from the checkpoint, its optimizer group from the state
-        opt['train']['total_iter'] = 6
-        result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'train.yml', opt), '--auto_resume'], cwd=tmp_path)
-        assert result.returncode == 0, result.stderr[-3000:]
-        state = torch.load(checkpoint.parent.parent / 'training_states' / '6.state', weights_only=False)
-        optimizer = state['optimizers'][0]
-        assert all(optimizer['state'][i]['step'] == 6 for group in optimizer['param_groups'] for i in group['params']
-                   if i in optimizer['state'])
-
-    test = {k: opt[k] for k in ('model_type', 'scale', 'num_gpu', 'network_g', 'val')}
-    test.update(name=f'test_{mode}', datasets={'test_1': dict(opt['datasets']['val'], name='photos')},
-                path={'pretrain_network_g': str(checkpoint), 'param_key_g': 'params_ema', 'strict_load_g': True})
-    if mode == 'inline':
-        test['attach'] = opt['attach']  # tested with the modules; training_only: the bare network
-    result = run_gsr(['test', '-opt', write_yaml(tmp_path / 'test.yml', test)], cwd=tmp_path, program='basicsr')
-    assert result.returncode == 0, result.stderr[-3000:]
-    log = open(next((tmp_path / 'results' / f'test_{mode}').glob('test_*.log'))).read()
-    assert '# psnr:' in log
 
 
 STABILITY_ITERATIONS = 1500

@@ -65,9 +65,14 @@ class FrequencyPath(nn.Module):
         self.band_logits = nn.Parameter(torch.full((bands, ), 4.0))  # sigmoid(4) ~ 0.98: pass everything
 
     def radial_mask(self, h: int, w: int, device: torch.device) -> torch.Tensor:
-        """Per rfft2 bin, the soft weight of its radial band (bands of equal width up to the Nyquist radius)."""
-        fy = torch.fft.fftfreq(h, device=device)[:, None]
-        fx = torch.fft.rfftfreq(w, device=device)[None, :]
+        """Per rfft2 bin, the soft weight of its radial band (bands of equal width up to the Nyquist radius).
+
+        The bin frequencies are ``torch.fft.fftfreq(h)`` and ``rfftfreq(w)`` written with ``arange``: those two
+        take the size as a Python number, which fixes it when the network is traced, so ``gsr export`` could not
+        give the ONNX graph a dynamic height and width."""
+        k = torch.arange(h, device=device, dtype=torch.float32)
+        fy = (torch.where(k < (h + 1) // 2, k, k - h) / h)[:, None]
+        fx = (torch.arange(w // 2 + 1, device=device, dtype=torch.float32) / w)[None, :]
         radius = torch.sqrt(fy**2 + fx**2) / math.sqrt(0.5)
         band = (radius * len(self.band_logits)).long().clamp(max=len(self.band_logits) - 1)
         return torch.sigmoid(self.band_logits.float())[band]
