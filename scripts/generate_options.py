@@ -49,15 +49,37 @@ def ordered(options: Dict[str, Any], order=TOP_LEVEL_ORDER) -> Dict[str, Any]:
     return {k: options[k] for k in known + [k for k in options if k not in order]}
 
 
+def paired_folders(name: str, hr: str, lr: str) -> Dict[str, Any]:
+    return {'name': name, 'type': 'PairedImageDataset', 'dataroot_gt': hr, 'dataroot_lq': lr, 'filename_tmpl': '{}',
+            'io_backend': {'type': 'disk'}}
+
+
+def protocol_conditions(protocol: str) -> List[str]:
+    """The LR folders ``gsr degrade --protocol <protocol>`` writes, in its order."""
+    if protocol == 'spatial':
+        from gsr.data.spatial_protocol import FAMILIES
+        return list(FAMILIES)
+    from gsr.data.blind_protocol import settings_of
+    return settings_of(protocol)
+
+
 def test_sets(spec: Dict[str, Any]) -> Dict[str, Any]:
-    """``test_1`` ... ``test_N``: every dataset under every setting, dataset-major."""
-    out, index = {}, 1
-    for dataset, root in spec['datasets'].items():
-        for setting in spec['settings']:
-            out[f'test_{index}'] = {'name': f'{dataset}_{setting}', 'type': 'DegradedBenchmarkDataset',
-                                    'dataroot_gt': root, 'setting': setting, 'noise_sigma': spec['noise_sigma']}
-            index += 1
-    return out
+    """``test_1`` ... ``test_N``, dataset-major, from one of three forms: ``settings`` (every dataset HR folder under
+    every setting of the eight-setting protocol, LR made on the fly with ``noise_sigma``); ``protocol`` (blind-iso,
+    blind-aniso or spatial: every LR folder ``gsr degrade --protocol`` writes under each dataset's output folder,
+    beside its ``HR/x4``); ``pairs`` (named HR and LR folders as they are, e.g. real-world captures)."""
+    sets: List[Dict[str, Any]] = []
+    if 'settings' in spec:
+        sets = [{'name': f'{dataset}_{setting}', 'type': 'DegradedBenchmarkDataset', 'dataroot_gt': root,
+                 'setting': setting, 'noise_sigma': spec['noise_sigma']}
+                for dataset, root in spec['datasets'].items() for setting in spec['settings']]
+    elif 'protocol' in spec:
+        folder = 'LR_' + spec['protocol'].replace('-', '_')
+        sets = [paired_folders(f'{dataset}_{condition}', f'{root}/HR/x4', f'{root}/{folder}/{condition}')
+                for dataset, root in spec['datasets'].items() for condition in protocol_conditions(spec['protocol'])]
+    else:
+        sets = [paired_folders(name, pair['hr'], pair['lr']) for name, pair in spec['pairs'].items()]
+    return {f'test_{index}': block for index, block in enumerate(sets, 1)}
 
 
 def arch_method_options(template: Dict[str, Any], arch: str, method: str) -> Dict[str, Any]:
@@ -83,15 +105,22 @@ def train_file(template: Dict[str, Any], arch: str, method: str) -> Dict[str, An
     return ordered({'name': f'train_{arch}_{method}_x4', **options})
 
 
-def test_file(template: Dict[str, Any], arch: str, method: str) -> Dict[str, Any]:
+def test_file(template: Dict[str, Any], arch: str, method: str, kind: str = 'test') -> Dict[str, Any]:
+    """``kind`` test: the eight-setting sets (``test_sets``); ``test_real``: the real-world pairs (``real_test``:
+    its ``test_sets`` and the options it adds, e.g. LPIPS)."""
     options = merge(template['test'], template['archs'][arch]['options'])
     attach = arch_method_options(template, arch, method).get('attach')
     if attach:
         options['attach'] = copy.deepcopy(attach)
-    options['datasets'] = test_sets(template['test_sets'])
+    sets = template['test_sets']
+    if kind == 'test_real':
+        options = merge(options, template['real_test'].get('options') or {})
+        sets = template['real_test']['test_sets']
+    options['datasets'] = test_sets(sets)
     options['path'] = merge({'pretrain_network_g': f'experiments/train_{arch}_{method}_x4/models/net_g_latest.pth'},
                             options.get('path', {}))
-    return ordered({'name': f'test_{arch}_{method}_x4', **options})
+    suffix = '_real' if kind == 'test_real' else ''
+    return ordered({'name': f'test_{arch}_{method}{suffix}_x4', **options})
 
 
 class _Dumper(yaml.SafeDumper):
@@ -181,28 +210,37 @@ def render(options: Dict[str, Any], header: List[str], comments: Dict[str, str] 
 
 
 def parts_files(template: Dict[str, Any], stamp: str) -> Dict[str, str]:
-    """A ``kind: parts`` template: each entry of ``files`` (a file's stem, written in ``folder``) is ``base`` merged
-    with its ``parts`` in order, then with the options of its ``compose`` parts (their titles left out), then its
-    ``options`` (``name`` defaults to the stem). Its header is its own ``title``, the parts' titles joined, then the
-    template's ``notes`` (``{file}``: the file's path); ``comments`` (the template's, its parts', its own) name dotted
-    key paths, each of which must be in at least one file that has it."""
+    """A ``kind: parts`` template: each entry of ``files`` (a file's stem, or its path, written under the template's
+    ``folder``) is a base — the template's ``base``, or ``bases[<its base>]`` — merged with its ``parts`` in order,
+    then with the options of its ``compose`` parts (their titles left out), then its ``options`` (``name`` defaults
+    to the stem's name); ``test_sets`` (of a part or the file) become its ``datasets``. Its header is its own
+    ``title`` (a paragraph or a list of them), the parts' titles joined, then the template's ``notes`` (``{file}``:
+    the file's path) for a file on the template's ``base``; ``comments`` (the template's, its parts', its own) name
+    dotted key paths, each of which must be in at least one file that has it."""
     out, used, named = {}, set(), set()
     order = template.get('order', TOP_LEVEL_ORDER)
-    folder = template.get('folder', 'options')
     for stem, spec in template['files'].items():
-        options, titles, comments = template['base'], [], dict(template.get('comments', {}))
+        base = spec.get('base')
+        options = template['bases'][base] if base else template['base']
+        titles, comments, sets = [], dict(template.get('comments', {})), None
         for name in spec['parts'] + spec.get('compose', []):
             part = template['parts'][name]
             options = merge(options, part.get('options') or {})
             titles += [part['title']] if 'title' in part and name in spec['parts'] else []
             comments.update(part.get('comments', {}))
+            sets = part.get('test_sets', sets)
         comments.update(spec.get('comments', {}))
         named |= set(comments)
-        options = ordered(merge({'name': stem, **options}, spec.get('options') or {}), order)
-        path = f'{folder}/{stem}.yml'
-        header = [stamp, *([spec['title']] if 'title' in spec else []), *([' '.join(titles)] if titles else []),
-                  *(note.format(file=path) for note in template.get('notes', []))]
-        out[path] = render(options, header, comments, used)
+        options = merge({'name': os.path.basename(stem), **options}, spec.get('options') or {})
+        sets = spec.get('test_sets', sets)
+        if sets:
+            options['datasets'] = test_sets(sets)
+        path = f'{template.get("folder", "options")}/{stem}.yml'
+        notes = [] if base else template.get('notes', [])
+        own = spec.get('title', [])
+        header = [stamp, *([own] if isinstance(own, str) else own), *([' '.join(titles)] if titles else []),
+                  *(note.format(file=path) for note in notes)]
+        out[path] = render(ordered(options, order), header, comments, used)
     unused = sorted(named - used)
     if unused:
         raise ValueError(f'comments name keys no generated file has: {", ".join(unused)}')
@@ -219,18 +257,21 @@ def generated_files(template_path: str) -> Dict[str, str]:
 
 
 def matrix_files(template: Dict[str, Any], stamp: str) -> Dict[str, str]:
-    """The architecture x method template (``paper.yml``): ``files.train`` / ``files.test`` list each architecture's
-    methods; a train file is ``train_file``, a test file ``test_file``."""
+    """The architecture x method template (``paper.yml``): ``files.train`` / ``files.test`` / ``files.test_real``
+    list each architecture's methods; a train file is ``train_file``, a test file ``test_file`` (``_real``: on the
+    real-world pairs)."""
     notes = template.get('notes', {})
     out = {}
     for arch, methods in template['files'].get('train', {}).items():
         for method in methods:
             header = [stamp, *method_title(template, arch, method).split('\n'), *notes.get('train', [])]
             out[f'options/train_{arch}_{method}.yml'] = render(train_file(template, arch, method), header)
-    for arch, methods in template['files'].get('test', {}).items():
-        for method in methods:
-            header = [stamp, *notes.get('test', []), f'Train with options/train_{arch}_{method}.yml first.']
-            out[f'options/test_{arch}_{method}.yml'] = render(test_file(template, arch, method), header)
+    for kind, suffix in (('test', ''), ('test_real', '_real')):
+        for arch, methods in template['files'].get(kind, {}).items():
+            for method in methods:
+                header = [stamp, *notes.get(kind, []), f'Train with options/train_{arch}_{method}.yml first.']
+                out[f'options/test_{arch}_{method}{suffix}.yml'] = render(test_file(template, arch, method, kind),
+                                                                          header)
     return out
 
 

@@ -1,5 +1,6 @@
 """The option files made from templates (options/_templates/, scripts/generate_options.py) are current, and the
 check that says so catches a hand-edited, a missing and an orphaned generated file."""
+import glob
 import importlib.util
 import os
 import shutil
@@ -21,7 +22,41 @@ def load_generator():
 def test_every_generated_option_file_is_what_its_template_makes(capsys):
     generator = load_generator()
     assert generator.main(['--check']) == 0, capsys.readouterr().err
-    assert len(generator.all_generated()) == 51  # the paper template's 33, LightBSR's 8, SAVL's 5, tiny's 5
+    assert len(generator.all_generated()) == 61  # the paper template's 34, LightBSR's 12, SAVL's 10, tiny's 5
+
+
+def test_no_basicsr_option_file_is_hand_written():
+    """Every file ``basicsr train / test -opt`` reads is made by a template; what stays hand-written is read by gsr's
+    own commands: the study files (options/repro/, ``gsr repro``) and ``gsr evaluate``'s model lists."""
+    generated = set(load_generator().all_generated())
+    for path in glob.glob(os.path.join(REPO, 'options', '**', '*.yml'), recursive=True):
+        relative = os.path.relpath(path, REPO)
+        if relative.startswith(('options/_templates/', 'options/repro/', 'options/evaluate_')):
+            continue
+        assert relative in generated, f'{relative} is written by hand: make it from a template'
+
+
+@pytest.mark.parametrize('name, protocol', [('test_lightbsr_aniso', 'blind-aniso'), ('test_lightbsr_iso', 'blind-iso'),
+                                            ('test_savl_spatial', 'spatial')])
+def test_protocol_test_files_read_the_folders_gsr_degrade_writes(name, protocol, tmp_path, small_photo_folder):
+    """A generated test file's HR / LR folders, under one dataset's output folder, are what ``gsr degrade
+    --protocol`` wrote there (one photograph)."""
+    from gsr.tools.degrade import write_blind_sets, write_spatial_sets
+    from gsr.utils.image_io import list_images
+    hr = tmp_path / 'hr'
+    hr.mkdir()
+    shutil.copy(list_images(small_photo_folder)[0], hr)
+    sets = yaml.safe_load(load_generator().all_generated()[f'options/{name}.yml'])['datasets']
+    first = sets['test_1']['dataroot_gt'].split('/HR/')[0]  # the first dataset's output folder
+    output = str(tmp_path / 'out')
+    if protocol == 'spatial':
+        write_spatial_sets(str(hr), output, progress=False)
+    else:
+        write_blind_sets(str(hr), output, protocol, progress=False)
+    mine = [s for s in sets.values() if s['dataroot_gt'].startswith(first + '/')]
+    written = {os.path.relpath(os.path.dirname(p), output) for p in glob.glob(f'{output}/LR_*/*/*.png')}
+    assert {os.path.relpath(s['dataroot_lq'], first) for s in mine} == written
+    assert all(os.path.isdir(os.path.join(output, os.path.relpath(s['dataroot_gt'], first))) for s in mine)
 
 
 @pytest.fixture
