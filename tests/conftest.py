@@ -172,6 +172,16 @@ def write_yaml(path, opt: Dict[str, Any]) -> str:
     return str(path)
 
 
+def gsr_error(args: List[str], cwd, monkeypatch, capsys) -> str:
+    """``gsr <args>`` in process in ``cwd``: it must exit with status 2 and one ``gsr: error:`` line, returned."""
+    from gsr.cli import main
+    monkeypatch.chdir(cwd)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('gsr: error: '), err
+    return err[0]
+
+
 def run_gsr(args: List[str], cwd, timeout: int = 600, env=None, program: str = None) -> subprocess.CompletedProcess:
     """Run ``python -m gsr.cli <args>`` in ``cwd``, or the installed console script ``program`` (gsr, basicsr)."""
     full_env = dict(os.environ, **(env or {}))

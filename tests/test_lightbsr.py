@@ -22,7 +22,7 @@ from gsr.models.lightbsr_model import initialise_from_teacher
 from gsr.models.option_check import load_option_file
 from gsr.utils.checkpoint import load_checkpoint
 from gsr.utils.errors import GsrError
-from tests.conftest import REPO, run_gsr, write_yaml
+from tests.conftest import REPO, gsr_error, run_gsr, write_yaml
 
 TINY = {'num_feat': 8, 'num_group': 1, 'num_block': 1, 'channel_idr': 8, 'encoder_widths': [8, 16, 32]}
 
@@ -253,12 +253,11 @@ def test_the_joint_stage_loss_is_the_codes_loss_on_0_255_images(tmp_path):
             assert all(cfg['loss_weight'] == 1.0 for cfg in train['regularizers'].values()), name
 
 
-def test_student_without_its_teacher_is_one_line(tmp_path):
+def test_student_without_its_teacher_is_one_line(tmp_path, monkeypatch, capsys):
     opt = load_option_file(os.path.join(REPO, 'options', 'tiny', 'train_lightbsr_student.yml'))
-    result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'o.yml', opt)], cwd=tmp_path)
-    assert result.returncode == 2
+    error = gsr_error(['train', '-opt', write_yaml(tmp_path / 'o.yml', opt)], tmp_path, monkeypatch, capsys)
     assert ('path.pretrain_network_teacher: checkpoint not found: '
-            'experiments/tiny_lightbsr_teacher/models/net_g_latest.pth') in result.stderr
+            'experiments/tiny_lightbsr_teacher/models/net_g_latest.pth') in error
     assert os.listdir(tmp_path) == ['o.yml']
 
 

@@ -158,12 +158,11 @@ def test_study_resumes_after_a_kill_and_the_report_numbers_are_the_json_numbers(
     assert (tmp_path / 'check' / 'R_plots' / 'learning_curves_minutes.png').is_file()
 
 
-def test_a_study_mistake_is_one_line_before_anything_is_written(tmp_path, small_photo_folder):
-    from tests.conftest import run_gsr
+def test_a_study_mistake_is_one_line_before_anything_is_written(tmp_path, small_photo_folder, monkeypatch, capsys):
+    from tests.conftest import gsr_error
     path = tiny_study(tmp_path, small_photo_folder, acting_source='nowhere')
-    result = run_gsr(['repro', path], cwd=tmp_path)
-    assert result.returncode == 2 and result.stderr.strip().count('\n') == 0, result.stderr
-    assert "variants.acting.scale_to_ratio.run must be a variant without scale_to_ratio, got 'nowhere'" in result.stderr
+    error = gsr_error(['repro', path], tmp_path, monkeypatch, capsys)
+    assert "variants.acting.scale_to_ratio.run must be a variant without scale_to_ratio, got 'nowhere'" in error
     assert not (tmp_path / 'out').exists()
 
 

@@ -146,15 +146,14 @@ def test_stage_b_leaves_the_estimator_unchanged(tmp_path, photo_folder):
     assert not hasattr(stage_b, 'net_degrader')
 
 
-def test_stage_b_without_a_stage_a_checkpoint_is_one_line(tmp_path):
+def test_stage_b_without_a_stage_a_checkpoint_is_one_line(tmp_path, monkeypatch, capsys):
     import os
 
-    from tests.conftest import run_gsr, write_yaml
+    from tests.conftest import gsr_error, write_yaml
     opt = tiny_savl('b')
     opt['path']['pretrain_network_g'] = None
-    result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'b.yml', opt)], cwd=tmp_path)
-    assert result.returncode == 2 and result.stderr.strip().count('\n') == 0
-    assert 'stage sr (B) fine-tunes the SR network of a stage-A run: set path.pretrain_network_g' in result.stderr
+    error = gsr_error(['train', '-opt', write_yaml(tmp_path / 'b.yml', opt)], tmp_path, monkeypatch, capsys)
+    assert 'stage sr (B) fine-tunes the SR network of a stage-A run: set path.pretrain_network_g' in error
     assert os.listdir(tmp_path) == ['b.yml']
 
 
@@ -277,29 +276,26 @@ def test_club_variant_trains_its_conditional_with_a_deterministic_code(photo_fol
      'network_club'),
     ({'network_club': {'type': 'CLUBConditional'}}, 'train.optim_club is missing'),
 ])
-def test_savl_option_mistakes_are_one_line(tmp_path, change, expected):
-    from tests.conftest import run_gsr, write_yaml
+def test_savl_option_mistakes_are_one_line(tmp_path, change, expected, monkeypatch, capsys):
+    from tests.conftest import gsr_error, write_yaml
     opt = tiny_savl('a')
     if 'regularizers' in change:
         opt['train']['regularizers'] = change['regularizers']
     else:
         opt.update(change)
-    result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'a.yml', opt)], cwd=tmp_path)
-    assert result.returncode == 2 and result.stderr.strip().count('\n') == 0, result.stderr
-    assert expected in result.stderr
+    assert expected in gsr_error(['train', '-opt', write_yaml(tmp_path / 'a.yml', opt)], tmp_path, monkeypatch, capsys)
     assert os.listdir(tmp_path) == ['a.yml']
 
 
-def test_stage_b_with_a_checkpoint_of_another_configuration_is_one_line(tmp_path):
+def test_stage_b_with_a_checkpoint_of_another_configuration_is_one_line(tmp_path, monkeypatch, capsys):
     from gsr.archs.savl_net_arch import SAVLNet
-    from tests.conftest import run_gsr, write_yaml
+    from tests.conftest import gsr_error, write_yaml
     other = SAVLNet(num_feat=8, depths=[1], num_heads=2, window_size=8, latent_dim=8, estimator_feat=8)
     torch.save({'params': other.state_dict()}, str(tmp_path / 'other.pth'))
     opt = tiny_savl('b')
     opt['path']['pretrain_network_g'] = str(tmp_path / 'other.pth')
-    result = run_gsr(['train', '-opt', write_yaml(tmp_path / 'b.yml', opt)], cwd=tmp_path)
-    assert result.returncode == 2 and result.stderr.strip().count('\n') == 0, result.stderr
-    assert "other.pth is not a stage-A checkpoint of network_g's configuration (" in result.stderr
+    error = gsr_error(['train', '-opt', write_yaml(tmp_path / 'b.yml', opt)], tmp_path, monkeypatch, capsys)
+    assert "other.pth is not a stage-A checkpoint of network_g's configuration (" in error
     assert sorted(os.listdir(tmp_path)) == ['b.yml', 'other.pth']
 
 
