@@ -242,6 +242,7 @@ def test_failed_inference_leaves_no_partial_output(tmp_path, photo_folder):
     ({'datasets.train.crop_pad_sise': 80},
      'datasets.train: unknown key(s) crop_pad_sise (did you mean crop_pad_size?)'),
     ({'datasets.val.noise_sigma': 'high'}, "datasets.val.noise_sigma must be a number, got 'high'"),
+    ({'datasets.train.crops_per_image': 0}, 'datasets.train.crops_per_image must be at least 1, got 0'),
     ({'network_g': {'type': 'LightBSR', 'upscale': 3}, 'scale': 3},
      'network_g.upscale must be one of 2, 4, 8, got 3'),
     ({'datasets.train.batch_size_per_gpu': 1}, 'train.regularizers.l_align: FeatureAlignmentLoss centres each copy '

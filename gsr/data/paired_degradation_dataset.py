@@ -66,6 +66,10 @@ class PairedDegradationOptions:
     betap_range2: Tuple[float, float] = option((1., 2.), 'second blur: plateau beta')
     final_sinc_prob: float = option(0.8, 'probability of the final sinc filter')
 
+    def __post_init__(self):
+        if self.crops_per_image < 1:
+            raise GsrError(f'crops_per_image must be at least 1, got {self.crops_per_image}')
+
     def stage(self, suffix: str) -> BlurKernelOptions:
         return BlurKernelOptions(
             kernel_list=getattr(self, f'kernel_list{suffix}'),
@@ -105,9 +109,6 @@ class PairedDegradationDataset(data.Dataset):
         super().__init__()
         self.opt = opt
         self.options = dataset_options(self.OPTIONS, opt)
-        if self.options.crops_per_image < 1:
-            raise GsrError(f'datasets.{opt.get("name")}.crops_per_image must be at least 1, got '
-                           f'{self.options.crops_per_image}')
         self.io_backend = dict(opt.get('io_backend') or {'type': 'disk'})
         self.file_client = None
         self.keys = self._list_keys()
