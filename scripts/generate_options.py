@@ -68,13 +68,13 @@ def test_sets(spec: Dict[str, Any]) -> Dict[str, Any]:
     every setting of the eight-setting protocol, LR made on the fly with ``noise_sigma``); ``protocol`` (blind-iso,
     blind-aniso or spatial: every LR folder ``gsr degrade --protocol`` writes under each dataset's output folder,
     beside its ``HR/x4``); ``pairs`` (named HR and LR folders as they are, e.g. real-world captures)."""
-    sets: List[Dict[str, Any]] = []
     if 'settings' in spec:
         sets = [{'name': f'{dataset}_{setting}', 'type': 'DegradedBenchmarkDataset', 'dataroot_gt': root,
                  'setting': setting, 'noise_sigma': spec['noise_sigma']}
                 for dataset, root in spec['datasets'].items() for setting in spec['settings']]
     elif 'protocol' in spec:
-        folder = 'LR_' + spec['protocol'].replace('-', '_')
+        from gsr.data.eval_protocol import lr_folder
+        folder = lr_folder(spec['protocol'])
         sets = [paired_folders(f'{dataset}_{condition}', f'{root}/HR/x4', f'{root}/{folder}/{condition}')
                 for dataset, root in spec['datasets'].items() for condition in protocol_conditions(spec['protocol'])]
     else:
@@ -213,7 +213,7 @@ def parts_files(template: Dict[str, Any], stamp: str) -> Dict[str, str]:
     """A ``kind: parts`` template: each entry of ``files`` (a file's stem, or its path, written under the template's
     ``folder``) is a base — the template's ``base``, or ``bases[<its base>]`` — merged with its ``parts`` in order,
     then with the options of its ``compose`` parts (their titles left out), then its ``options`` (``name`` defaults
-    to the stem's name); ``test_sets`` (of a part or the file) become its ``datasets``. Its header is its own
+    to the stem's name); its ``test_sets`` become its ``datasets``. Its header is its own
     ``title`` (a paragraph or a list of them), the parts' titles joined, then the template's ``notes`` (``{file}``:
     the file's path) for a file on the template's ``base``; ``comments`` (the template's, its parts', its own) name
     dotted key paths, each of which must be in at least one file that has it."""
@@ -222,19 +222,17 @@ def parts_files(template: Dict[str, Any], stamp: str) -> Dict[str, str]:
     for stem, spec in template['files'].items():
         base = spec.get('base')
         options = template['bases'][base] if base else template['base']
-        titles, comments, sets = [], dict(template.get('comments', {})), None
+        titles, comments = [], dict(template.get('comments', {}))
         for name in spec['parts'] + spec.get('compose', []):
             part = template['parts'][name]
             options = merge(options, part.get('options') or {})
             titles += [part['title']] if 'title' in part and name in spec['parts'] else []
             comments.update(part.get('comments', {}))
-            sets = part.get('test_sets', sets)
         comments.update(spec.get('comments', {}))
         named |= set(comments)
         options = merge({'name': os.path.basename(stem), **options}, spec.get('options') or {})
-        sets = spec.get('test_sets', sets)
-        if sets:
-            options['datasets'] = test_sets(sets)
+        if 'test_sets' in spec:
+            options['datasets'] = test_sets(spec['test_sets'])
         path = f'{template.get("folder", "options")}/{stem}.yml'
         notes = [] if base else template.get('notes', [])
         own = spec.get('title', [])

@@ -13,7 +13,7 @@ from torch import nn
 from gsr.analysis.measures import correlation, probe_accuracy
 from gsr.archs.attached_arch import backbone_of
 from gsr.data import spatial_protocol
-from gsr.data.eval_protocol import degrade_file
+from gsr.data.eval_protocol import degrade_file, lr_folder
 from gsr.utils.errors import GsrError
 from gsr.utils.image_io import list_images, read_image_uint8_rgb
 from gsr.utils.inference import to_tensor
@@ -40,7 +40,7 @@ def spatial_samples(hr: str, scale: int, seed: int, sets: Optional[str] = None) 
     checked against its images) or generated from the HR folder ``hr``."""
     for family in spatial_protocol.FAMILIES:
         if sets:
-            folder = os.path.join(sets, 'LR_spatial', family)
+            folder = os.path.join(sets, lr_folder('spatial'), family)
             lrs = {os.path.splitext(os.path.basename(p))[0]: read_image_uint8_rgb(p) for p in list_images(folder)}
             maps = spatial_protocol.load_true_maps(os.path.join(sets, 'maps_spatial', family), list(lrs),
                                                    {n: lr.shape[:2] for n, lr in lrs.items()})

@@ -39,6 +39,12 @@ SETTINGS: Dict[str, Setting] = OrderedDict([
 BLUR_KSIZE, BLUR_SIGMA, JPEG_QUALITY = 21, 2.0, 50
 
 
+def lr_folder(protocol: str) -> str:
+    """The folder of a set-writing protocol's LR images under ``gsr degrade --output`` (``LR_blind_iso``,
+    ``LR_blind_aniso``, ``LR_spatial``): where the analyses and the generated test files look for them."""
+    return 'LR_' + protocol.replace('-', '_')
+
+
 def check_setting(name: str) -> Setting:
     if name not in SETTINGS:
         raise GsrError(f'unknown degradation setting {name!r}; choose from {", ".join(SETTINGS)}')

@@ -86,7 +86,7 @@ def write_blind_sets(hr_folder: str, output: str, protocol: str, scale: int = 4,
                      overwrite: bool = False, progress: bool = True, border: str = 'replicate') -> str:
     """Write the sets of a blind protocol (module docstring); returns the manifest path."""
     settings = blind_protocol.protocol_settings(protocol)
-    folder = 'LR_' + protocol.replace('-', '_')
+    folder = bd.lr_folder(protocol)
 
     def outputs_of(path: str, name: str) -> Dict[str, np.ndarray]:
         hr, lrs = blind_protocol.degrade_blind_file(path, protocol, scale, seed, border)
@@ -115,7 +115,7 @@ def write_spatial_sets(hr_folder: str, output: str, scale: int = 4, seed: int = 
         for family in spatial_protocol.FAMILIES:
             hr, lr, maps = spatial_protocol.degrade_spatial_file(path, family, scale, seed)
             outputs[os.path.join('HR', f'x{scale}', f'{name}.png')] = hr
-            outputs[os.path.join('LR_spatial', family, f'{name}.png')] = lr
+            outputs[os.path.join(bd.lr_folder('spatial'), family, f'{name}.png')] = lr
             outputs.update({os.path.join('maps_spatial', family, f'{name}_{k}.npy'): v for k, v in maps.items()})
         return outputs
 
