@@ -273,6 +273,18 @@ def test_the_paper_study_uses_the_published_option_files(tmp_path, monkeypatch, 
         'datasets/DIV2K/DIV2K_train_HR_sub')
 
 
+@pytest.mark.parametrize('name, runs', [('cpu_small', 30), ('cpu_medium', 19)])
+def test_the_cpu_studies_compose_every_run_and_train_outside_the_source_tree(name, runs, monkeypatch):
+    """Every run of the CPU studies composes and passes the option check (a mistake in a variant would otherwise
+    show when ``gsr repro`` reaches it, hours into the study), and their runs are written outside the repository:
+    a background study must not write into the source tree."""
+    from gsr.repro.study import Study
+    monkeypatch.chdir(REPO)
+    study = Study(os.path.join(REPO, 'options', 'repro', f'{name}.yml'))
+    assert len(study.runs) == runs
+    assert os.path.commonpath([study.output, REPO]) != REPO, study.output
+
+
 def test_variants_select_runs_and_keep_the_source_of_a_scaled_weight(tmp_path, small_photo_folder):
     from gsr.repro.study import Study
     from gsr.utils.errors import GsrError
