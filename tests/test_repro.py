@@ -350,6 +350,22 @@ def test_the_stability_table_flags_a_run_whose_loss_ran_away_or_rose():
     assert rows['rising/seed0'].endswith('| 7.30 | **grew** (> 2x) |')  # pixel loss 1.4x: only the total shows it
 
 
+def test_the_regularizer_table_shows_what_a_term_logged_besides_its_value():
+    """TFD's detector logs its balanced accuracy as ``bacc_det`` (``regularizer_metrics``): the report shows its
+    late median beside ``l_det`` and nothing beside a term that logs nothing else."""
+    from gsr.repro.report import gradient_table
+    from gsr.repro.results import logged_metrics
+    curves = {'l_pix': [(i, 0.05) for i in range(4)], 'l_det': [(i, 0.6) for i in range(4)],
+              'bacc_det': [(0, 0.5), (1, 0.5), (2, 0.8), (3, 0.9)], 'grad_l_det': [(i, 0.02) for i in range(4)],
+              'l_feat': [(i, 0.1) for i in range(4)], 'grad_l_feat': [(i, 0.3) for i in range(4)]}
+    assert logged_metrics(curves, 'l_det') == {'bacc': pytest.approx(0.85)}
+    assert logged_metrics(curves, 'l_feat') == {}
+    table = gradient_table({'regularizer_activity': {'tfd': {
+        'l_det': {'value': 0.6, 'ratio': 0.02, 'metrics': logged_metrics(curves, 'l_det')},
+        'l_feat': {'value': 0.1, 'ratio': 0.3, 'metrics': {}}}}})
+    assert table.splitlines()[2].endswith('| acts | bacc 0.85 |') and table.splitlines()[3].endswith('| acts | - |')
+
+
 def test_growth_compares_the_last_quarter_with_the_first_half():
     from gsr.repro.runner import growth
     steady = [(it, 1.0) for it in range(100, 2001, 100)]

@@ -99,8 +99,10 @@ INERT = 0.01  # a gradient ratio below this: the term barely moves the features 
 
 
 def gradient_table(results: Dict) -> str:
-    lines = ['| variant | term | loss value (late median) | gradient at the tap / L1\'s (late median) | acts? |',
-             '|---|---|---|---|---|']
+    """Per regularizer (first seed): its value, its gradient ratio at the tap and whether it acts, and what else it
+    logged (``bacc``: a detector's balanced accuracy on the step's rows, 0.5 at chance)."""
+    lines = ['| variant | term | loss value (late median) | gradient at the tap / L1\'s (late median) | acts? | '
+             'also logged (late median) |', '|---|---|---|---|---|---|']
     for variant, terms in results['regularizer_activity'].items():
         for term, stats in terms.items():
             inert = 'inert (< 1 % of the L1\'s gradient)'
@@ -108,7 +110,8 @@ def gradient_table(results: Dict) -> str:
                 acts = 'n/a (acts before the tap)' if stats['ratio'] == 0 else 'n/a'
             else:
                 acts = inert if stats['ratio'] < INERT else 'acts'
-            lines.append(f'| {variant} | {term} | {stats["value"]:.3g} | {stats["ratio"]:.3g} | {acts} |')
+            logged = ', '.join(f'{k} {v:.3g}' for k, v in (stats.get('metrics') or {}).items()) or '-'
+            lines.append(f'| {variant} | {term} | {stats["value"]:.3g} | {stats["ratio"]:.3g} | {acts} | {logged} |')
     return '\n'.join(lines)
 
 
@@ -250,8 +253,9 @@ def markdown(results: Dict, report_path: str) -> str:
                  'seeds, images and settings.', '', f'![band MAPE per variant]({images["bands"]})']
     body += ['', '## Does the regularizer act?', '',
              'Each regularizer\'s value and the norm of its gradient at the feature tap relative to the L1 loss\'s, '
-             'logged during training (`train.gradient_ratio_freq`), median over the second half of training, '
-             'first seed.', '', gradient_table(results)]
+             'logged during training (`train.gradient_ratio_freq`), and what else it logged (`bacc`: a noise '
+             'detector\'s balanced accuracy on the step\'s noisy and noise-free rows, 0.5 at chance), median over '
+             'the second half of training, first seed.', '', gradient_table(results)]
     for key, factor in results['weight_factors'].items():
         body += ['', f'`{key}`: the regularizer weights were multiplied by {factor:.4g}, chosen once from the '
                  'gradient ratio logged by its source run (training logs only; never from test results).']

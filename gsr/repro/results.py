@@ -31,14 +31,24 @@ def first_seed_curves(study: Study) -> Dict[str, Dict]:
     return OrderedDict((run.variant, training_curves(run)) for run in study.runs if run.seed == study.options.seeds[0])
 
 
+def logged_metrics(curves: Dict[str, List], term: str) -> Dict[str, float]:
+    """The late medians of what regularizer ``term`` logs besides its value (``<metric>_<term without l_>``,
+    ``GeneralizableSRModel.regularizer_metrics``; e.g. TFD's detector's balanced accuracy ``bacc_det``)."""
+    short = term[2:] if term.startswith('l_') else term
+    return OrderedDict((key[:-len(short) - 1], late_median(curve)) for key, curve in curves.items()
+                       if key.endswith(f'_{short}') and key != term and not key.startswith(('grad_', 'l_')))
+
+
 def regularizer_activity(study: Study, curves: Dict[str, Dict]) -> Dict:
-    """Per variant (first seed): each regularizer's late-median value and gradient ratio."""
+    """Per variant (first seed): each regularizer's late-median value, gradient ratio and logged metrics."""
     out = OrderedDict()
     for run in study.runs:
         if run.seed != study.options.seeds[0]:
             continue
-        terms = OrderedDict((term, {'value': late_median(curves[run.variant].get(term, [])),
-                                    'ratio': late_median(curves[run.variant].get(f'grad_{term}', []))})
+        logged = curves[run.variant]
+        terms = OrderedDict((term, {'value': late_median(logged.get(term, [])),
+                                    'ratio': late_median(logged.get(f'grad_{term}', [])),
+                                    'metrics': logged_metrics(logged, term)})
                             for term in (run.options['train'].get('regularizers') or {}))
         if terms:
             out[run.variant] = terms
