@@ -15,6 +15,7 @@ from gsr.analysis.measures import band_mape, calinski_harabasz, dominant_dct_ban
 from gsr.archs.network_checkpoint import load_network
 from gsr.data.eval_protocol import degrade, mod_crop, noise_seed
 from gsr.metrics.lpips_metric import calculate_lpips, lpips_available
+from gsr.utils.errors import GsrError
 from gsr.utils.image_io import list_images, read_image_uint8_rgb
 from gsr.utils.inference import super_resolve
 from tests.conftest import run_gsr, write_yaml
@@ -211,6 +212,21 @@ def test_bicubic_entry_scores_matlab_bicubic_upscaling_in_the_same_run(tmp_path,
     cfg['models']['bicubic'] = 'bilinear'
     with pytest.raises(Exception, match='models.bicubic must be a mapping'):
         load_config(write_yaml(tmp_path / 'floor.yml', cfg))
+
+
+def test_a_dataset_may_be_the_embedded_photographs(tmp_path):
+    """``datasets: {photos: embedded:val}`` scores the photographs gsr embeds (as the option files' ``embedded:val``),
+    which a fresh clone has; an unknown split is one error naming it."""
+    from gsr.analysis.evaluation import evaluate, load_config
+    from gsr.utils.default_data import materialize
+    cfg = {'output': str(tmp_path / 'out'), 'settings': ['clean'], 'metrics': ['psnr'],
+           'datasets': {'photos': 'embedded:val'}, 'models': {'bicubic': 'bicubic'}}
+    rows = evaluate(load_config(write_yaml(tmp_path / 'ev.yml', cfg)), progress=False)
+    names = {os.path.splitext(os.path.basename(p))[0] for p in list_images(materialize()['val'])}
+    assert {r['image'] for r in rows} == names and all(r['psnr'] > 20 for r in rows)
+    cfg['datasets'] = {'photos': 'embedded:test'}
+    with pytest.raises(GsrError, match="'embedded:test': the embedded data sets are embedded:train and embedded:val"):
+        load_config(write_yaml(tmp_path / 'ev.yml', cfg))
 
 
 def test_the_cache_is_keyed_on_the_images_content(tmp_path, photo_folder):

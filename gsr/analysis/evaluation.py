@@ -25,6 +25,7 @@ from gsr.data.eval_protocol import degrade_file, settings_list
 from gsr.metrics.lpips_metric import lpips_distance, maybe_lpips
 from gsr.models.option_check import load_option_file
 from gsr.utils.checkpoint import atomic_write_text, file_sha256
+from gsr.utils.default_data import resolve_root
 from gsr.utils.errors import GsrError, check_at_least
 from gsr.utils.execution import default_device, execution_options, inference_network
 from gsr.utils.image_io import image_size, list_images
@@ -146,6 +147,7 @@ def load_config(path: str, overrides: Optional[Dict] = None) -> Dict:
                 raise GsrError(f'{path}: models.{name}.{key} is missing')
             if not os.path.isfile(model[key]):
                 raise GsrError(f'{path}: models.{name}.{key} not found: {model[key]}')
+    cfg['datasets'] = {name: resolve_root(folder) for name, folder in cfg['datasets'].items()}
     for name, folder in cfg['datasets'].items():
         for image in list_images(folder):
             check_border_fits(path, image, cfg)
