@@ -33,10 +33,10 @@ def first_seed_curves(study: Study) -> Dict[str, Dict]:
 
 def logged_metrics(curves: Dict[str, List], term: str) -> Dict[str, float]:
     """The late medians of what regularizer ``term`` logs besides its value (``<metric>_<term without l_>``,
-    ``GeneralizableSRModel.regularizer_metrics``; e.g. TFD's detector's balanced accuracy ``bacc_det``)."""
+    ``GsrModel.regularizer_metrics``; e.g. TFD's detector's balanced accuracy ``bacc_det``)."""
     short = term[2:] if term.startswith('l_') else term
     return OrderedDict((key[:-len(short) - 1], late_median(curve)) for key, curve in curves.items()
-                       if key.endswith(f'_{short}') and key != term and not key.startswith(('grad_', 'l_')))
+                       if key.endswith(f'_{short}') and not key.startswith(('grad_', 'l_')))
 
 
 def regularizer_activity(study: Study, curves: Dict[str, Dict]) -> Dict:
