@@ -25,9 +25,9 @@ def main() -> None:
     parser.add_argument('--steps', type=int, default=30)
     parser.add_argument('--warmup', type=int, default=3)
     args = parser.parse_args()
+    import gsr  # noqa: F401  isort: skip  (its torchvision shim before basicsr imports)
     from basicsr.models import build_model
 
-    import gsr  # noqa: F401
     from gsr.data.paired_degradation_dataset import PairedDegradationDataset
     from gsr.models.option_check import load_option_file
     from gsr.utils.default_data import resolve_root

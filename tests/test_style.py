@@ -31,3 +31,18 @@ def test_the_tests_the_docs_name_exist():
                 if not re.search(rf'^def {match.group(2)}\(', source, re.M):
                     missing.append(f'{os.path.basename(doc)}: {current}::{match.group(2)}')
     assert cited > 40 and not missing, missing
+
+
+def test_standalone_files_import_gsr_before_basicsr():
+    """benchmarks/ and scripts/ run without the tests' conftest: BasicSR 1.4.2 imports a torchvision module that
+    torchvision removed, so gsr (its shim) must be imported above the first basicsr import of the file. isort moves
+    a first-party import below a third-party one: such a line needs ``isort: skip``."""
+    late = []
+    for path in sorted(glob.glob(os.path.join(str(REPO), 'benchmarks', '*.py')) +
+                       glob.glob(os.path.join(str(REPO), 'scripts', '*.py'))):
+        lines = open(path).read().splitlines()
+        first = {name: next((i for i, line in enumerate(lines) if re.match(rf'\s*(from|import) {name}\b', line)), None)
+                 for name in ('basicsr', 'gsr')}
+        if first['basicsr'] is not None and (first['gsr'] is None or first['gsr'] > first['basicsr']):
+            late.append(f'{os.path.relpath(path, str(REPO))}:{first["basicsr"] + 1}')
+    assert not late, late
