@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/gsr demo
 
 # Two tiers: `make test` leaves out the tests marked slow (end-to-end runs, training, subprocesses: each over about
-# 3 s on 2 quiet cores) and takes 2.5 minutes there; `make test-all` runs every test, names the 15 slowest, and is
+# 3 s on 2 quiet cores) and takes under 3 minutes there; `make test-all` runs every test, names the 15 slowest, and is
 # what CI runs.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra -m "not slow"
