@@ -170,3 +170,14 @@ def test_every_gsr_regularizer_declares_its_needs_on_the_base_class():
         NoForward()
     paired = sorted(cls.__name__ for cls in ours if cls.needs_pairs)
     assert paired == ['FeatureAlignmentLoss', 'FeatureMatchingLoss', 'RFFAlignmentLoss']
+
+
+def test_a_regularizers_metric_is_found_under_the_name_it_is_logged_with():
+    """``GsrModel`` logs a regularizer's metrics by ``metric_log_name`` and the study's report reads them back by
+    ``logged_metric``: one convention, so a renamed log key cannot leave the report's column empty."""
+    from gsr.losses.regularizer import logged_metric, metric_log_name
+    for term, metric in (('l_det', 'bacc'), ('l_feat', 'share_noisy'), ('align', 'cos')):
+        assert logged_metric(metric_log_name(metric, term), term) == metric
+    assert metric_log_name('bacc', 'l_det') == 'bacc_det'
+    for key in ('l_det', 'grad_l_det', '_det', 'bacc_feat', 'l_pix_det'):
+        assert logged_metric(key, 'l_det') is None

@@ -1,13 +1,27 @@
 """The base class of every ``train.regularizers`` loss: one argument, the step's ``LossContext``, and what it needs
 from the model declared as class attributes, which the model checks before any folder exists."""
 import abc
-from typing import Any, ClassVar, Dict, List
+from typing import Any, ClassVar, Dict, List, Optional
 
 import torch
 from torch import nn
 
 from gsr.losses.loss_context import LossContext
 from gsr.utils.options import checked_init
+
+
+def metric_log_name(metric: str, term: str) -> str:
+    """The training log's name of ``metric`` measured by the regularizer ``term``: ``<metric>_<term without l_>``
+    (``bacc`` of ``l_det`` is ``bacc_det``), so it sorts beside neither the loss terms nor their ``grad_`` ratios."""
+    return f'{metric}_{term.removeprefix("l_")}'
+
+
+def logged_metric(key: str, term: str) -> Optional[str]:
+    """The metric of ``term`` that the log name ``key`` holds (``metric_log_name`` inverted), or None."""
+    suffix = metric_log_name('', term)
+    if key.startswith(('grad_', 'l_')) or not key.endswith(suffix) or key == suffix:
+        return None
+    return key[:-len(suffix)]
 
 
 class Regularizer(nn.Module, abc.ABC):

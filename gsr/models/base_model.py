@@ -33,6 +33,7 @@ from gsr.archs.network_checkpoint import checkpoint_entries, load_network_checkp
 from gsr.data.batch_builder import DegradedBatchBuilder
 from gsr.data.degraded_batch import DegradedBatch
 from gsr.losses.loss_context import MAIN_TAP, LossContext
+from gsr.losses.regularizer import metric_log_name
 from gsr.utils.checkpoint import atomic_torch_save, network_weights, training_states
 from gsr.utils.errors import GsrError, NonFiniteLossError
 from gsr.utils.execution import (EXECUTION_KEYS, ExecutionOptions, autocast, compile_in_place, device_type_of,
@@ -358,8 +359,8 @@ class GsrModel(SRModel):
 
     def regularizer_metrics(self) -> Dict[str, torch.Tensor]:
         """What the regularizers measured in the step besides their loss (their ``metrics``, e.g. a detector's
-        balanced accuracy), logged as ``<metric>_<name without l_>`` (``bacc_det``)."""
-        return {f'{key}_{name[2:] if name.startswith("l_") else name}': value.detach()
+        balanced accuracy), under ``metric_log_name``."""
+        return {metric_log_name(key, name): value.detach()
                 for name, loss in self.regularizers.items() for key, value in loss.metrics.items()}
 
     def gradient_ratios(self, terms: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

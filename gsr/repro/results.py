@@ -8,6 +8,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 
+from gsr.losses.regularizer import logged_metric
 from gsr.repro.claims import Measurements, claims
 from gsr.repro.report import summarize_by_setting
 from gsr.repro.runner import growth, late_median, training_curves, validation_curves
@@ -32,11 +33,10 @@ def first_seed_curves(study: Study) -> Dict[str, Dict]:
 
 
 def logged_metrics(curves: Dict[str, List], term: str) -> Dict[str, float]:
-    """The late medians of what regularizer ``term`` logs besides its value (``<metric>_<term without l_>``,
-    ``GsrModel.regularizer_metrics``; e.g. TFD's detector's balanced accuracy ``bacc_det``)."""
-    short = term[2:] if term.startswith('l_') else term
-    return OrderedDict((key[:-len(short) - 1], late_median(curve)) for key, curve in curves.items()
-                       if key.endswith(f'_{short}') and not key.startswith(('grad_', 'l_')))
+    """The late medians of what regularizer ``term`` logs besides its value (``GsrModel.regularizer_metrics``, named
+    by ``metric_log_name``; e.g. TFD's detector's balanced accuracy ``bacc_det``)."""
+    return OrderedDict((metric, late_median(curve)) for key, curve in curves.items()
+                       if (metric := logged_metric(key, term)) is not None)
 
 
 def regularizer_activity(study: Study, curves: Dict[str, Dict]) -> Dict:
