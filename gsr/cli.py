@@ -4,6 +4,7 @@ import sys
 from typing import List, Optional
 
 from gsr.utils.errors import GsrError
+from gsr.utils.stop_request import STOPPED_EXIT_CODE, TrainingStopped
 
 SUBCOMMANDS = {
     'train': ('gsr.train', 'train with BasicSR\'s train_pipeline (all BasicSR flags: -opt, --launcher, ...)'),
@@ -45,6 +46,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except GsrError as e:
         print(f'gsr: error: {one_line(e)}', file=sys.stderr)
         return 2
+    except TrainingStopped as e:  # a stop request (SIGTERM / SIGUSR1) honoured: progress saved, not an error
+        print(f'gsr: stopped: {e}', file=sys.stderr)
+        return STOPPED_EXIT_CODE
     except KeyboardInterrupt:  # Ctrl-C: what was written is complete (atomic writes, staged folders)
         print(f'gsr: interrupted: {name} stopped; files already written are complete, partial ones removed',
               file=sys.stderr)

@@ -1,6 +1,8 @@
 """``gsr train`` / ``python -m gsr.train``: BasicSR's ``train_pipeline`` behind gsr's option checks.
 
 Distributed: ``torchrun --nproc_per_node=N -m gsr.train -opt X --launcher pytorch`` (docs/DISTRIBUTED.md).
+SIGTERM or SIGUSR1 (a cluster's notice before preemption) saves the training state after the current step and
+ends the run with exit status 3 (``gsr.utils.stop_request``); ``--auto_resume`` continues from that step.
 """
 import argparse
 import os
@@ -11,6 +13,7 @@ from typing import List, Optional, Tuple
 import gsr  # noqa: F401  (compatibility fixes and registration)
 from gsr.models.option_check import check_options, load_option_file
 from gsr.utils.errors import GsrError
+from gsr.utils.stop_request import stop_on_signals
 
 
 def basicsr_argv(argv: List[str]) -> List[str]:
@@ -84,7 +87,8 @@ def run(argv: List[str], is_train: bool) -> int:
     try:
         if is_train:
             from basicsr.train import train_pipeline
-            train_pipeline(os.getcwd())
+            with stop_on_signals():  # SIGTERM / SIGUSR1: save the state after the current step, then stop
+                train_pipeline(os.getcwd())
         else:
             from basicsr.test import test_pipeline
             test_pipeline(os.getcwd())

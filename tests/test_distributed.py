@@ -1,9 +1,12 @@
 """Distributed training on the CPU: torchrun with 2 gloo processes runs a tiny paired-alignment training."""
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
+from typing import List
 
 import pytest
 
@@ -47,10 +50,8 @@ def _ddp_options(tmp_path, folder, name, total_iter):
     return write_yaml(tmp_path / f'{name}.yml', opt)
 
 
-@pytest.mark.slow
-def test_slurm_launcher_trains_on_two_cpu_processes(tmp_path, small_photo_folder):
-    """BasicSR's slurm path (as gsr patches it) with the variables a cluster sets and a stand-in scontrol."""
-    path = _ddp_options(tmp_path, small_photo_folder, 'slurm', 4)
+def _slurm_ranks(tmp_path, path) -> List[subprocess.Popen]:
+    """Two ``gsr.train --launcher slurm`` processes with the variables a cluster sets and a stand-in scontrol."""
     bindir = tmp_path / 'bin'
     bindir.mkdir()
     (bindir / 'scontrol').write_text('#!/bin/sh\n[ "$1 $2 $3" = "show hostname node[01-02]" ] && echo 127.0.0.1\n')
@@ -62,6 +63,14 @@ def test_slurm_launcher_trains_on_two_cpu_processes(tmp_path, small_photo_folder
                    SLURM_LOCALID=str(rank), SLURM_NTASKS='2', SLURM_NODELIST='node[01-02]', MASTER_PORT=str(port))
         procs.append(subprocess.Popen([sys.executable, '-m', 'gsr.train', '-opt', path, '--launcher', 'slurm'],
                                       cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+@pytest.mark.slow
+def test_slurm_launcher_trains_on_two_cpu_processes(tmp_path, small_photo_folder):
+    """BasicSR's slurm path (as gsr patches it) with the variables a cluster sets and a stand-in scontrol."""
+    path = _ddp_options(tmp_path, small_photo_folder, 'slurm', 4)
+    procs = _slurm_ranks(tmp_path, path)
     outputs = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs[0][1][-3000:] + outputs[1][1][-3000:]
     exp = tmp_path / 'experiments' / 'slurm'
@@ -72,9 +81,36 @@ def test_slurm_launcher_trains_on_two_cpu_processes(tmp_path, small_photo_folder
 
 
 @pytest.mark.slow
+def test_a_stop_signal_to_one_rank_stops_both_at_the_same_step(tmp_path, small_photo_folder):
+    """SIGUSR1 (slurm's ``--signal=USR1@<s>`` notice) reaching one rank only: the ranks agree on the step (a rank
+    stopping alone would leave the other waiting in its next all-reduce), rank 0 saves that step's state, both
+    exit with status 3."""
+    opt = tiny_options(small_photo_folder, small_photo_folder, name='stopped')
+    opt['train']['total_iter'] = 400
+    opt['logger']['save_checkpoint_freq'] = 1000  # any state saved is the stop's
+    path = write_yaml(tmp_path / 'stopped.yml', opt)
+    procs = _slurm_ranks(tmp_path, path)
+    exp = tmp_path / 'experiments' / 'stopped'
+    try:
+        deadline = time.time() + 300
+        while 'iter:       4,' not in ''.join(log.read_text() for log in exp.glob('train_*.log')):
+            assert all(p.poll() is None for p in procs) and time.time() < deadline
+            time.sleep(0.2)
+        procs[1].send_signal(signal.SIGUSR1)
+        outputs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [3, 3], outputs[0][1][-3000:] + outputs[1][1][-3000:]
+    last_lines = {err.strip().splitlines()[-1] for _, err in outputs}
+    assert len(last_lines) == 1, last_lines
+    saved = int(re.fullmatch(r'gsr: stopped: SIGUSR1 received: training state saved at iter (\d+); .*',
+                             last_lines.pop())[1])
+    assert os.listdir(exp / 'training_states') == [f'{saved}.state'] and saved >= 4
+
+
+@pytest.mark.slow
 def test_torchrun_resumes_after_one_rank_is_killed(tmp_path, small_photo_folder):
-    import signal
-    import time
     path = _ddp_options(tmp_path, small_photo_folder, 'killed', 400)
     env = dict(os.environ, OMP_NUM_THREADS='1')
 

@@ -375,3 +375,41 @@ def test_torch_reporting_a_full_disk_is_a_write_failure(tmp_path):
     with pytest.raises(GsrError, match='^could not write .*net.pth: .*unexpected pos'):
         atomic_write(str(tmp_path / 'net.pth'), full_disk)
     assert os.listdir(tmp_path) == ['net.pth'] and (tmp_path / 'net.pth').read_bytes() == b'the previous checkpoint'
+
+
+def test_a_stop_signal_saves_the_last_step_and_ends_the_run(photo_folder, tmp_path):
+    """SIGUSR1 / SIGTERM (a cluster's notice before preemption) under ``gsr train``'s handlers: the step under way
+    finishes, the next one saves the state of the last and stops, so ``--auto_resume`` loses nothing; a resumed run
+    stopped before it trained saves nothing."""
+    from basicsr.models import build_model
+
+    from gsr.archs.attached_arch import backbone_of
+    from gsr.utils.stop_request import TrainingStopped, stop_on_signals, stop_requested
+    opt = tiny_options(photo_folder, photo_folder)
+    opt.update(is_train=True, dist=False, rank=0, world_size=1)
+    opt['path'].update(models=str(tmp_path / 'models'), training_states=str(tmp_path / 'states'))
+    for folder in ('models', 'states'):
+        (tmp_path / folder).mkdir()
+    model = build_model(opt)
+    model.batch = copies_batch(torch.rand(4, 3, 8, 8), torch.rand(4, 3, 32, 32))
+    with stop_on_signals():
+        model.optimize_parameters(1)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        after_step_1 = {k: v.clone() for k, v in model.net_g.state_dict().items()}
+        with pytest.raises(TrainingStopped, match='SIGUSR1 received: training state saved at iter 1;'):
+            model.optimize_parameters(2)
+        assert all(torch.equal(after_step_1[k], v) for k, v in model.net_g.state_dict().items())  # no step 2
+    assert stop_requested() is None and signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+    assert sorted(os.listdir(tmp_path / 'states')) == ['1.state']
+    state = load_training_state(str(tmp_path / 'states' / '1.state'))
+    assert state['iter'] == 1
+    saved = load_checkpoint(str(tmp_path / 'models' / 'net_g_1.pth'))['params']
+    assert all(torch.equal(saved[k], v) for k, v in backbone_of(model.net_g).state_dict().items())
+
+    resumed = build_model(opt)
+    resumed.resume_training(state)
+    with stop_on_signals():
+        os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(TrainingStopped, match='SIGTERM received: nothing trained since iter 1;'):
+            resumed.optimize_parameters(2)
+    assert sorted(os.listdir(tmp_path / 'states')) == ['1.state']

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from types import SimpleNamespace
+from typing import List
 
 import numpy as np
 import pytest
@@ -156,6 +157,50 @@ def test_study_resumes_after_a_kill_and_the_report_numbers_are_the_json_numbers(
     assert set(curves['variants']['align']['psnr']) == {'noise', 'b+n+j'}
     assert 0 < curves['bicubic']['noise'] < 40
     assert (tmp_path / 'check' / 'R_plots' / 'learning_curves_minutes.png').is_file()
+
+
+def logged_iterations(log) -> List[int]:
+    """The iterations of a BasicSR training log's loss lines (none while the file does not exist)."""
+    text = log.read_text() if log.is_file() else ''
+    return [int(i.replace(',', '')) for i in re.findall(r'\[epoch:\s*\d+, iter:\s*([\d,]+)', text)]
+
+
+@pytest.mark.slow
+def test_a_stop_signal_to_the_study_saves_the_running_run_after_its_step(tmp_path, small_photo_folder):
+    """SIGTERM to ``gsr repro`` alone (as ``kill`` or a scheduler sends it): the study passes it on to the training
+    process, which saves the state of its last step and exits; the study ends with status 3, the run not done,
+    and ``--auto_resume`` continues from that step."""
+    path = tiny_study(tmp_path, small_photo_folder, align_iterations=400)
+    base = yaml.safe_load((tmp_path / 'base.yml').read_text())
+    base['logger']['save_checkpoint_freq'] = 1000  # any state saved is the stop's
+    (tmp_path / 'base.yml').write_text(yaml.safe_dump(base))
+    run = tmp_path / 'out' / 'align' / 'seed0'
+    exp = run / 'experiments' / 'tiny_align_seed0'
+    process = gsr_repro([path, '--jobs', '1'], tmp_path)
+    try:
+        deadline = time.time() + 300
+        while max(logged_iterations(run / 'train.out'), default=0) < 4:
+            assert process.poll() is None and time.time() < deadline, process.stdout.read()
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)  # the study's process only, not its group
+        output, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:  # the signal was not honoured: end the study and its training process
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 3, output[-3000:]
+    assert output.strip().splitlines()[-1].startswith('gsr: stopped: align/seed0: stopped on request, its training '
+                                                      'state saved')
+    stopped = (run / 'train.out').read_text().strip().splitlines()[-1]
+    saved = int(re.fullmatch(r'gsr: stopped: SIGTERM received: training state saved at iter (\d+); .*', stopped)[1])
+    assert os.listdir(exp / 'training_states') == [f'{saved}.state'] and not (run / 'done.json').exists()
+    assert saved - 1 <= max(logged_iterations(run / 'train.out')) <= saved  # print_freq 2: the last step is saved
+
+    result = subprocess.run([sys.executable, '-m', 'gsr.cli', 'train', '-opt', 'options.yml', '--auto_resume',
+                             '--force_yml', f'train:total_iter={saved + 2}'], cwd=run, capture_output=True, text=True,
+                            env=dict(os.environ, PYTHONPATH=REPO), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = sorted(exp.glob('train_*.log'))[-1].read_text()
+    assert f'Resuming training from epoch: 0, iter: {saved}.' in log and (exp / 'models' / 'net_g_latest.pth').is_file()
 
 
 def test_a_study_mistake_is_one_line_before_anything_is_written(tmp_path, small_photo_folder, monkeypatch, capsys):

@@ -1,4 +1,4 @@
-"""The base of gsr's models: networks, taps, losses on one context, the non-finite guard, EMA, save and resume.
+"""The base of gsr's models: networks, taps, losses on one context, the non-finite guard, EMA, save, resume, stop.
 
 A gsr model declares its top-level option keys as a dataclass (``OPTIONS``, checked before BasicSR creates any
 folder), builds its rows with a batch builder (``gsr.data.batch_builder``), and lists loss terms that all receive
@@ -13,6 +13,7 @@ how the networks run (``gsr.utils.execution``); losses are always computed in fl
 import copy
 import dataclasses
 import os
+import signal
 import warnings
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple
@@ -41,6 +42,7 @@ from gsr.utils.execution import (EXECUTION_KEYS, ExecutionOptions, autocast, com
 from gsr.utils.inference import super_resolve_tensor
 from gsr.utils.options import option, options_from_dict, unknown_keys_error
 from gsr.utils.shape_probe import probe_forward
+from gsr.utils.stop_request import TrainingStopped, stop_requested
 
 # ``train:`` keys a gsr model reads (``optim_<name>`` keys are allowed as well)
 TRAIN_KEYS = ('ema_decay', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt', 'regularizers',
@@ -217,6 +219,9 @@ class GsrModel(SRModel):
         self.max_nonfinite_steps = int(train_opt.get('max_nonfinite_steps', 10))
         self.gradient_ratio_freq = int(train_opt.get('gradient_ratio_freq', 0))
         self.nonfinite_in_row, self.last_nonfinite_iter = 0, 0
+        # where this process's training began, and the last epoch BasicSR's loop passed in (resume, save): a stop
+        # request saves its state with it (``stop_if_requested``)
+        self.start_iter, self.last_epoch = 0, 0
         # fp16's narrow range needs loss scaling; bf16 has fp32's range and needs none (the scaler is then a no-op)
         self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.train_execution.precision == 'fp16')
         compile_in_place(self.net_g, self.train_execution, 'train', self.device.type)
@@ -336,6 +341,7 @@ class GsrModel(SRModel):
         return terms
 
     def optimize_parameters(self, current_iter: int) -> None:
+        self.stop_if_requested(current_iter - 1)
         for optimizer in self.optimizers:
             optimizer.zero_grad()
         context = self.forward_train()
@@ -356,6 +362,30 @@ class GsrModel(SRModel):
         self.grad_scaler.update()
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
+
+    def stop_if_requested(self, last_iter: int) -> None:
+        """End the run between two steps when a stop was requested (``gsr.utils.stop_request``: a cluster's
+        preemption signal). BasicSR has logged, saved and validated ``last_iter``; its training state is saved
+        (unless nothing trained since the start) and ``TrainingStopped`` ends the loop, so ``--auto_resume``
+        loses no step. The epoch saved is the last BasicSR passed in, a lower bound of its loop's: on resume the
+        loop then has an epoch to spare and the sampler may repeat an order, which random crops make harmless.
+        All ranks agree on the step (one all-reduce); during a streak of non-finite losses the guard decides first."""
+        signum = stop_requested() or 0
+        if self.opt['dist']:
+            flag = torch.tensor([signum], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            signum = int(flag.item())
+        if not signum or self.nonfinite_in_row:
+            return
+        saved = last_iter > self.start_iter
+        if saved:
+            self.save(self.last_epoch, last_iter)
+        if self.opt['dist']:
+            dist.barrier()
+        raise TrainingStopped(f'{signal.Signals(signum).name} received: ' +
+                              (f'training state saved at iter {last_iter}' if saved else
+                               f'nothing trained since iter {last_iter}') +
+                              '; the same command with --auto_resume continues from it')
 
     def regularizer_metrics(self) -> Dict[str, torch.Tensor]:
         """What the regularizers measured in the step besides their loss (their ``metrics``, e.g. a detector's
@@ -436,6 +466,7 @@ class GsrModel(SRModel):
                            f'{len(self.optimizers)}: its networks changed since the state was saved; start a new '
                            'run from the saved weights (path.pretrain_network_g)')
         fresh = [scheduler.state_dict() for scheduler in self.schedulers]
+        self.start_iter, self.last_epoch = resume_state['iter'], resume_state['epoch']
         try:
             super().resume_training(resume_state)
         except ValueError as e:
@@ -473,6 +504,7 @@ class GsrModel(SRModel):
         result (with every step skipped they would be the initial ones)."""
         if current_iter == -1 and self.is_train and self.nonfinite_in_row:  # BasicSR's final save, "latest"
             self.stop_nonfinite('when the run reached train.total_iter')
+        self.last_epoch = max(self.last_epoch, epoch)
         for name, net in self.networks.items():
             if name == 'g' and hasattr(self, 'net_g_ema'):
                 self.save_network([net, self.net_g_ema], 'net_g', current_iter, ['params', 'params_ema'])

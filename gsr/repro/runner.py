@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Set, Tuple
 
 import numpy as np
 import yaml
@@ -23,6 +23,7 @@ from gsr.utils.checkpoint import atomic_write_text, file_sha256
 from gsr.utils.errors import GsrError
 from gsr.utils.execution import default_device
 from gsr.utils.image_io import list_images
+from gsr.utils.stop_request import STOPPED_EXIT_CODE, TrainingStopped, stop_requested
 
 Curves = Dict[str, List[Tuple[int, float]]]
 LOG_ITER = re.compile(r'iter:\s*([\d,]+)')
@@ -57,22 +58,43 @@ def write_run_options(run: Run) -> str:
     return path
 
 
+RUNNING: Set[subprocess.Popen] = set()  # the training processes under way, which a stop request is passed to
+
+
+def forward_stop(signum: int) -> None:
+    """Pass a stop request (``gsr.utils.stop_request``) to every training process under way: each saves its state
+    after its current step and exits."""
+    for process in list(RUNNING):
+        process.send_signal(signum)
+
+
 def train(run: Run, threads: int, say: Callable[[str], None]) -> None:
     """Train one run with ``python -m gsr.train --auto_resume`` in its folder (BasicSR resumes a killed run from
-    its last training state), then record it as done."""
+    its last training state), then record it as done. After a stop request no run starts and a stopped one ends
+    the study with ``TrainingStopped``."""
     if is_done(run):
         return
+    if stop_requested():
+        raise TrainingStopped(f'{run.key}: not started (stop requested)')
     path = write_run_options(run)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     start = time.time()
     say(f'{run.key}: training ({run.options["train"]["total_iter"]} iterations, log {run.experiment})')
     with open(os.path.join(run.folder, 'train.out'), 'a') as out:
-        result = subprocess.run([sys.executable, '-m', 'gsr.train', '-opt', path, '--auto_resume'], cwd=run.folder,
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
+        process = subprocess.Popen([sys.executable, '-m', 'gsr.train', '-opt', path, '--auto_resume'],
+                                   cwd=run.folder, env=env, stdout=out, stderr=subprocess.STDOUT)
+        RUNNING.add(process)
+        try:
+            returncode = process.wait()
+        finally:
+            RUNNING.discard(process)
+    if returncode == STOPPED_EXIT_CODE:
+        raise TrainingStopped(f'{run.key}: stopped on request, its training state saved ({run.folder}/train.out); '
+                              'the same gsr repro command continues the study')
+    if returncode != 0:
         with open(os.path.join(run.folder, 'train.out')) as f:
             last = ([line.strip() for line in f if line.strip()] or [''])[-1]
-        raise GsrError(f'{run.key}: training failed (exit {result.returncode}; see {run.folder}/train.out): {last}')
+        raise GsrError(f'{run.key}: training failed (exit {returncode}; see {run.folder}/train.out): {last}')
     seconds = logged_seconds(run)
     atomic_write_text(run.done_file, json.dumps({'options_sha256': run.options_sha(), 'seconds': seconds,
                                                  'finished': time.strftime('%Y-%m-%d %H:%M:%S')}))

@@ -2,7 +2,8 @@
 resumable, ``--jobs`` at a time), benchmarks the runs under the eight settings, runs the representation analyses,
 tests each paper's claim with paired comparisons across seeds and images, and writes ``results.json`` and the
 report (``docs/RESULTS.md`` for ``options/repro/cpu_small.yml``). A killed study continues where it stopped:
-finished runs, benchmark rows and analyses are not redone. Keys of the study file: ``gsr/repro/study.py``."""
+finished runs, benchmark rows and analyses are not redone; SIGTERM / SIGUSR1 while it trains stops it with every
+run's state saved after its current step (exit status 3). Keys of the study file: ``gsr/repro/study.py``."""
 import argparse
 import os
 import shlex
@@ -15,11 +16,12 @@ import numpy as np
 from gsr.analysis.evaluation import BICUBIC, evaluate, load_config
 from gsr.repro import report
 from gsr.repro.results import collect
-from gsr.repro.runner import evaluation_config, run_analyses, train_all
+from gsr.repro.runner import evaluation_config, forward_stop, run_analyses, train_all
 from gsr.repro.study import WEIGHTS, Study
 from gsr.utils.errors import GsrError
 from gsr.utils.options import merge
 from gsr.utils.staging import claim_output_folder
+from gsr.utils.stop_request import stop_on_signals
 
 ANALYSED = ('baseline', 'align')  # the runs whose representations claims 4 and 5 read
 CHECKED = ('baseline', 'align')   # the runs of the protocol checks (first seed)
@@ -172,7 +174,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     say(f'{len(study.runs)} runs ({len(study.selected)} variants x {len(study.seeds_run)} seeds) in '
         f'{study.output}, {args.jobs} at a time')
-    factors = train_all(study, args.jobs, say)
+    with stop_on_signals(forward=forward_stop):  # SIGTERM / SIGUSR1: every run saves after its step, the study ends
+        factors = train_all(study, args.jobs, say)
     say('benchmark')
     config = evaluation_config(study)
     rows = evaluate(load_config(config), not args.no_progress)
