@@ -341,6 +341,38 @@ def test_variants_select_runs_and_keep_the_source_of_a_scaled_weight(tmp_path, s
         Study(path, ['nothing'])
 
 
+def test_status_says_where_each_run_stands_and_writes_nothing(tmp_path, small_photo_folder, monkeypatch, capsys):
+    """``gsr repro --status``: a done run with its training minutes, a started one with its last logged iteration
+    and saved state, one trained with other options, runs not started; nothing is written."""
+    from gsr.cli import main
+    from gsr.repro.study import Study
+    path = tiny_study(tmp_path, small_photo_folder, acting_source='align')
+    monkeypatch.chdir(tmp_path)
+    assert main(['repro', path, '--status']) == 0
+    assert capsys.readouterr().out.splitlines() == [f'{v}/seed0: not started (4 iterations)'
+                                                    for v in ('baseline', 'align', 'acting')] + ['0 of 3 runs done']
+    assert not (tmp_path / 'out').exists()
+    baseline, align, acting = Study(path).runs
+    os.makedirs(baseline.folder)
+    with open(baseline.done_file, 'w') as f:
+        json.dump({'options_sha256': baseline.options_sha(), 'seconds': 150.0}, f)
+    os.makedirs(os.path.join(align.experiment, 'training_states'))
+    open(os.path.join(align.experiment, 'training_states', '2.state'), 'w').close()
+    with open(os.path.join(align.experiment, 'train_tiny_align_seed0_1.log'), 'w') as f:
+        f.write('2026-12-03 INFO: [epoch:  0, iter:       3, lr:(1.000e-03,)] [eta: 0:00:01] l_pix: 1.0e-01\n')
+    os.makedirs(acting.folder)
+    with open(acting.done_file, 'w') as f:
+        json.dump({'options_sha256': 'another study', 'seconds': 60.0}, f)
+    before = sorted(p for p in tmp_path.rglob('*'))
+    assert main(['repro', path, '--status']) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        'baseline/seed0: done, 2 training minutes',
+        'align/seed0: iteration 3 of 4 logged, state saved at 2',
+        'acting/seed0: trained with other options than the study now gives it',
+        '1 of 3 runs done']
+    assert sorted(p for p in tmp_path.rglob('*')) == before
+
+
 def test_a_choice_key_of_the_study_names_the_file_the_key_and_the_choices(tmp_path, small_photo_folder):
     from gsr.repro.study import Study
     from gsr.utils.errors import GsrError

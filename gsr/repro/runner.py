@@ -19,7 +19,7 @@ from gsr.archs.feature_tap import FeatureTap
 from gsr.archs.network_checkpoint import load_network
 from gsr.data.eval_protocol import settings_list
 from gsr.repro.study import WEIGHTS, Run, Study
-from gsr.utils.checkpoint import atomic_write_text, file_sha256
+from gsr.utils.checkpoint import atomic_write_text, file_sha256, training_states
 from gsr.utils.errors import GsrError
 from gsr.utils.execution import default_device
 from gsr.utils.image_io import list_images
@@ -41,6 +41,25 @@ def is_done(run: Run) -> bool:
         raise GsrError(f'{run.folder}: this run was trained with other options than the study now gives it; set '
                        'another output folder in the study file, or move the run away to retrain it')
     return True
+
+
+def progress(run: Run) -> str:
+    """One line on where ``run`` stands: done (its training minutes), its last logged iteration and saved state,
+    or not started. Reads the run's folder only."""
+    total = run.options['train']['total_iter']
+    try:
+        done = is_done(run)
+    except GsrError:
+        return f'{run.key}: trained with other options than the study now gives it'
+    if done:
+        with open(run.done_file) as f:
+            return f'{run.key}: done, {json.load(f)["seconds"] / 60:.0f} training minutes'
+    if not os.path.isdir(run.experiment):
+        return f'{run.key}: not started ({total:,} iterations)'
+    logged = max((curve[-1][0] for curve in training_curves(run).values()), default=0)
+    saved = max(training_states(os.path.join(run.experiment, 'training_states')), default=None)
+    return (f'{run.key}: iteration {logged:,} of {total:,} logged, ' +
+            (f'state saved at {saved:,}' if saved is not None else 'no state saved yet'))
 
 
 def write_run_options(run: Run) -> str:

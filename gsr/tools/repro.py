@@ -16,7 +16,7 @@ import numpy as np
 from gsr.analysis.evaluation import BICUBIC, evaluate, load_config
 from gsr.repro import report
 from gsr.repro.results import collect
-from gsr.repro.runner import evaluation_config, forward_stop, run_analyses, train_all
+from gsr.repro.runner import evaluation_config, forward_stop, progress, run_analyses, train_all
 from gsr.repro.study import WEIGHTS, Study
 from gsr.utils.errors import GsrError
 from gsr.utils.options import merge
@@ -155,6 +155,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--report', metavar='PATH', help='write the report here instead of the study file\'s '
                         '`report:` (e.g. a recipe check of some variants, which is not the study\'s report)')
     parser.add_argument('--no-progress', action='store_true')
+    parser.add_argument('--status', action='store_true', help='say where each run stands (done, the iteration it '
+                        'reached and its last saved state, not started) and stop; writes nothing')
     parser.add_argument('--ship', metavar='PREFIX', help='also ship the first seed\'s baseline and best regularized '
                         'network (where the variants run include one) into the package (gsr/pretrained) as '
                         'PREFIX-baseline and PREFIX-<variant>')
@@ -165,6 +167,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     study = Study(args.study, args.variants, args.seeds)  # every check before anything is written
     if args.ship and 'baseline' not in study.selected:
         raise GsrError('--ship needs the baseline variant among the variants run (--variants)')
+    if args.status:
+        lines = [progress(run) for run in study.runs]
+        done = sum(': done, ' in line for line in lines)
+        print('\n'.join(lines + [f'{done} of {len(lines)} runs done']))
+        return 0
     report_path = os.path.abspath(args.report) if args.report else study.report
     claim_output_folder(study.output, [study.hr, args.study] + list(study.datasets.values()))
 
