@@ -13,7 +13,7 @@ from typing import List, Optional, Tuple
 import gsr  # noqa: F401  (compatibility fixes and registration)
 from gsr.models.option_check import check_options, load_option_file
 from gsr.utils.errors import GsrError
-from gsr.utils.stop_request import stop_on_signals
+from gsr.utils.stop_request import TrainingStopped, stop_on_signals
 
 
 def basicsr_argv(argv: List[str]) -> List[str]:
@@ -81,14 +81,17 @@ def apply_force_yml(opt: dict, entry: str) -> None:
 
 def run(argv: List[str], is_train: bool) -> int:
     argv = basicsr_argv(argv)
-    check_command_line(argv, is_train)
+    path, _ = check_command_line(argv, is_train)
     prog = sys.argv[0]
     sys.argv = [prog] + argv
     try:
         if is_train:
             from basicsr.train import train_pipeline
-            with stop_on_signals():  # SIGTERM / SIGUSR1: save the state after the current step, then stop
-                train_pipeline(os.getcwd())
+            try:
+                with stop_on_signals():  # SIGTERM / SIGUSR1: save the state of the last step, then stop
+                    train_pipeline(os.getcwd())
+            except TrainingStopped as e:
+                raise TrainingStopped(f'{e}; `gsr train -opt {path} --auto_resume` continues from it') from None
         else:
             from basicsr.test import test_pipeline
             test_pipeline(os.getcwd())

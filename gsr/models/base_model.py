@@ -384,8 +384,7 @@ class GsrModel(SRModel):
             dist.barrier()
         raise TrainingStopped(f'{signal.Signals(signum).name} received: ' +
                               (f'training state saved at iter {last_iter}' if saved else
-                               f'nothing trained since iter {last_iter}') +
-                              '; the same command with --auto_resume continues from it')
+                               f'nothing trained since iter {last_iter}'))
 
     def regularizer_metrics(self) -> Dict[str, torch.Tensor]:
         """What the regularizers measured in the step besides their loss (their ``metrics``, e.g. a detector's
