@@ -12,8 +12,15 @@ balanced accuracy over the last 300.
 twin loss) with ``NoiseDetectionLoss``'s binary target: its balanced accuracy over the first and the last quarter of
 ``--iterations`` steps, at GT ``--gt`` (LR = GT / 4).
 
+``trained``: the detector of a trained TFD run (``--options``, its ``--checkpoint``: the weights it trained with,
+not the EMA copy) on fresh degradations of ``--hr`` crops, with the run's own crops, batch and degradations, its
+network in training mode as in a step: one balanced accuracy over every row (LQ rows and twins) of
+``--iterations`` batches. Run it on photographs the run did not train on.
+
     python benchmarks/tfd_stability.py growth --hr ../shared/data/Set14 [--iterations 1500] [--weights 0.1 1.0]
     python benchmarks/tfd_stability.py detector --hr ../shared/data/Set14 --gt 64 [--iterations 400] [--lr 3e-3]
+    python benchmarks/tfd_stability.py trained --options RUN/options.yml --checkpoint RUN/.../net_g_4000.pth \
+        --hr ../shared/data/Set14 [--iterations 50]
 """
 import argparse
 import os
@@ -115,9 +122,37 @@ def detector_run(args) -> str:
             f'{np.mean(scores[:quarter]):.3f} (first quarter) -> {np.mean(scores[-quarter:]):.3f} (last quarter)')
 
 
+def trained_detector_run(args) -> str:
+    """The detector of a trained run on fresh degradations of ``--hr`` crops (module docstring)."""
+    from basicsr.models import build_model
+
+    from gsr.data.second_order_degrader import effective_noise_std
+    from gsr.losses.tfd_loss import balanced_accuracy
+    from gsr.models.option_check import load_option_file
+    from gsr.utils.default_data import resolve_root
+    seed_everything()
+    opt = load_option_file(args.options)
+    opt.update(is_train=True, dist=False, rank=0, world_size=1)
+    opt['datasets']['train'].update(dataroot_gt=os.path.abspath(resolve_root(args.hr)), num_worker_per_gpu=0)
+    opt['path'].update(pretrain_network_g=args.checkpoint, param_key_g='params', strict_load_g=True)
+    model = build_model(opt)
+    threshold = opt['train']['regularizers']['l_det'].get('threshold', 2.0)
+    said, truth = [], []
+    with torch.no_grad():
+        for _, data in zip(range(args.iterations), batches(opt)):
+            model.feed_data(data)
+            context = model.forward_train()  # net_g in training mode: the detector's BatchNorm as in training
+            level = effective_noise_std(context.labels)
+            said.append(torch.cat([context.record('tfd', 'logit'), context.record('tfd', 'logit', twin=True)]) > 0)
+            truth.append(torch.cat([level, torch.zeros_like(level)]) > threshold)
+    said, truth = torch.cat(said), torch.cat(truth)
+    return (f'{args.checkpoint}: balanced accuracy {float(balanced_accuracy(said, truth)):.3f} over {len(truth)} rows '
+            f'({int(truth.sum())} noisy above {threshold:g}) of {args.iterations} batches of {args.hr}')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('what', choices=['growth', 'detector'])
+    parser.add_argument('what', choices=['growth', 'detector', 'trained'])
     parser.add_argument('--hr', required=True, help='HR photographs to crop (e.g. ../shared/data/Set14)')
     parser.add_argument('--iterations', type=int, default=None, help='1500 (growth) or 400 (detector)')
     parser.add_argument('--weights', type=float, nargs='+', default=[0.1, 1.0])
@@ -126,8 +161,14 @@ def main() -> None:
     parser.add_argument('--gt', type=int, default=64, help='detector: GT crop size')
     parser.add_argument('--lr', type=float, default=3e-3, help='detector: Adam learning rate')
     parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--options', help='trained: the run\'s option file')
+    parser.add_argument('--checkpoint', help='trained: its checkpoint (net_g_<iter>.pth)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.what == 'trained':
+        args.iterations = args.iterations or 50
+        print(trained_detector_run(args), flush=True)
+        return
     if args.what == 'detector':
         args.iterations = args.iterations or 400
         print(detector_run(args), flush=True)
