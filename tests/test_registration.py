@@ -4,7 +4,7 @@ from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTR
 import gsr  # noqa: F401
 
 GSR_CLASSES = {
-    ARCH_REGISTRY: ['MSRN', 'AttachedNetwork', 'ChannelDropout', 'ResidualConvAdapter'],
+    ARCH_REGISTRY: ['MSRN', 'AttachedNetwork', 'ChannelDropout', 'AdaptiveDropout', 'ResidualConvAdapter'],
     MODEL_REGISTRY: ['GeneralizableSRModel'],
     DATASET_REGISTRY: ['PairedDegradationDataset', 'DegradedBenchmarkDataset'],
     LOSS_REGISTRY: ['FeatureAlignmentLoss', 'RFFAlignmentLoss', 'FeatureMatchingLoss'],

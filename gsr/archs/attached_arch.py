@@ -146,9 +146,12 @@ def check_channels(name: str, module: nn.Module, layer: nn.Module, capture: str)
 
 
 def network_from_options(opt: Dict[str, Any], for_inference: bool = False) -> AttachedNetwork:
-    """``network_g`` with the modules of ``attach:`` (and ``dropout:``, channel Dropout at the feature tap); for
-    inference without the modules marked ``inference: false``."""
+    """``network_g`` with the modules of ``attach:`` (and ``adaptive_dropout:``'s, and ``dropout:``, channel Dropout
+    at the feature tap); for inference without the modules marked ``inference: false``."""
     attachments = dict(opt.get('attach') or {})
+    if opt.get('adaptive_dropout') is not None:
+        from gsr.archs.adaptive_dropout_arch import adaptive_dropout_attachments
+        attachments.update(adaptive_dropout_attachments(opt['adaptive_dropout'], opt['network_g']))
     if opt.get('dropout') is not None:
         tap = opt.get('feature_tap') or {}
         attachments['dropout'] = dict(

@@ -30,6 +30,7 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from gsr.archs.attached_arch import AttachedNetwork, backbone_of, network_from_options
 from gsr.archs.feature_tap import FeatureTap
+from gsr.archs.iteration_scheduled import IterationScheduled
 from gsr.archs.network_checkpoint import checkpoint_entries, load_network_checkpoint
 from gsr.data.batch_builder import DegradedBatchBuilder
 from gsr.data.degraded_batch import DegradedBatch
@@ -342,6 +343,9 @@ class GsrModel(SRModel):
 
     def optimize_parameters(self, current_iter: int) -> None:
         self.stop_if_requested(current_iter - 1)
+        for module in self.get_bare_model(self.net_g).attached.values():
+            if isinstance(module, IterationScheduled):  # e.g. Adaptive Dropout's positions switched off in turn
+                module.set_iteration(current_iter)
         for optimizer in self.optimizers:
             optimizer.zero_grad()
         context = self.forward_train()

@@ -4,6 +4,7 @@ from typing import Any, Dict, Literal, Optional
 
 from basicsr.utils.registry import LOSS_REGISTRY, MODEL_REGISTRY
 
+from gsr.archs.adaptive_dropout_arch import AdaptiveDropoutOptions
 from gsr.archs.attached_arch import AttachedNetwork
 from gsr.archs.feature_tap import FeatureTap
 from gsr.data.batch_builder import DegradedBatchBuilder, batch_options
@@ -48,6 +49,9 @@ class GeneralizableSROptions(GsrModelOptions):
                                             factory=FeatureTapOptions)
     dropout: Optional[DropoutOptions] = option(None, 'channel Dropout at the tap (Kong et al., CVPR 2022); absent: '
                                                'none')
+    adaptive_dropout: Optional[AdaptiveDropoutOptions] = option(
+        None, 'Adaptive Dropout (Xu et al., CVPR 2025) at the released code\'s 17 positions of MSRResNet, switched '
+        'off in turn, training only (`docs/ADAPTIVE_DROPOUT.md`); absent: none')
     batch_statistics: Literal['local', 'global'] = option(
         'local', '`global`: under DDP the alignment losses\' batch statistics (the pooled features they centre and sum '
         'over) span every rank\'s rows, differentiably, so N GPUs with `batch_size_per_gpu: B/N` give the single-GPU '
@@ -63,7 +67,7 @@ class GeneralizableSRModel(GsrModel):
     ``[copy1; copy2]`` against the GT repeated (Wang et al., CVPR 2024, Sec. 3.1); each loss under
     ``train.regularizers`` receives the step's ``LossContext`` (the two copies' tapped features as
     ``context.pair()``). ``paired: false`` is the Real-ESRNet baseline. ``dropout: {p}`` attaches channel
-    Dropout at the tap.
+    Dropout at the tap; ``adaptive_dropout:`` Adaptive Dropout inside the residual blocks.
     """
     OPTIONS = GeneralizableSROptions
 
@@ -72,6 +76,10 @@ class GeneralizableSRModel(GsrModel):
         options = super().validate(opt)
         if options.dropout is not None and 'dropout' in options.attach:
             raise GsrError('attach.dropout: the name is taken by the top-level dropout: block; rename the entry')
+        taken = [name for name in options.attach if name.startswith('adaptive_dropout_')]
+        if options.adaptive_dropout is not None and taken:
+            raise GsrError(f'attach.{taken[0]}: the name is taken by the top-level adaptive_dropout: block; rename '
+                           'the entry')
         cls.batch_options(opt, options)
         for name, cfg in ((opt.get('train') or {}).get('regularizers') or {}).items():
             cls.check_regularizer(f'train.regularizers.{name}', cfg, opt, options)
