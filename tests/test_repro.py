@@ -318,7 +318,7 @@ def test_the_paper_study_uses_the_published_option_files(tmp_path, monkeypatch, 
         'datasets/DIV2K/DIV2K_train_HR_sub')
 
 
-@pytest.mark.parametrize('name, runs', [('cpu_small', 30), ('cpu_medium', 19)])
+@pytest.mark.parametrize('name, runs', [('cpu_small', 33), ('cpu_medium', 21)])
 def test_the_cpu_studies_compose_every_run_and_train_outside_the_source_tree(name, runs, monkeypatch):
     """Every run of the CPU studies composes and passes the option check (a mistake in a variant would otherwise
     show when ``gsr repro`` reaches it, hours into the study), and their runs are written outside the repository:
@@ -526,6 +526,20 @@ def test_claims_without_the_align_variant_are_reported_as_not_run():
     analyses = {f'baseline/seed{s}': {'cossim': cossim, 'chi_pooled': 1.0, 'chi_tsne': 1.0} for s in (0, 1)}
     verdicts = {c['claim']: c['verdict'] for c in claims(Measurements(rows, [0, 1], ['clean', 'noise'], analyses))}
     assert verdicts['1'] == verdicts['5'] == verdicts['4b'] == 'not run' and verdicts['4a'] != 'not run'
+
+
+def test_adaptive_dropout_is_compared_with_the_baseline_dropout_and_alignment():
+    """Claim 6 pairs adaptive_dropout with each regularizer it claims to beat; one it lacks is counted as not run."""
+    from gsr.repro.claims import Measurements, claims
+    offset = {'baseline': 0.0, 'dropout': 0.05, 'adaptive_dropout': 0.2}
+    rows = [{'model': f'{v}/seed{seed}', 'dataset': 'S', 'image': image, 'setting': 'clean',
+             'psnr': 20.0 + offset[v] + 0.01 * i + 0.001 * seed}
+            for v in offset for seed in (0, 1, 2) for i, image in enumerate('abcd')]
+    claim = next(c for c in claims(Measurements(rows, [0, 1, 2], ['clean'], {})) if c['claim'] == '6')
+    assert [c['label'] for c in claim['comparisons']] == ['adaptive_dropout - baseline (PSNR)',
+                                                          'adaptive_dropout - dropout (PSNR)']
+    assert [round(c['mean'], 6) for c in claim['comparisons']] == [0.2, 0.15]
+    assert claim['verdict'] == 'holds (1 of 3 comparisons not run)'
 
 
 def test_the_report_names_the_training_degradation():

@@ -1,6 +1,7 @@
 """The papers' claims, each tested by paired comparisons of the study's runs (``gsr.repro.stats``).
 
-Variant names are the roles the claims refer to: ``baseline``, ``paired_baseline``, ``dropout``, ``align``,
+Variant names are the roles the claims refer to: ``baseline``, ``paired_baseline``, ``dropout``,
+``adaptive_dropout``, ``align``,
 ``featmatch``, ``baseline_noise_half`` (TFD's training data without the module), ``tfd_inline``,
 ``tfd_training_only``, ``align_tfd`` (and any ``*_acting`` variant with a weight scaled to act). A claim whose
 variants the study did not run is reported as not run.
@@ -142,6 +143,10 @@ def claims(m: Measurements) -> List[Dict]:
           for label, settings in (('all settings', None), ('noise settings', noise))]),
         ('5', 'The Calinski-Harabasz index of the deep degradation representation is lower with alignment',
          'alignment paper, Sec. 5', [chi_comparison(m, 'chi_pooled'), chi_comparison(m, 'chi_tsne')]),
+        ('6', 'Adaptive Dropout improves over the baseline and beats channel Dropout and alignment',
+         'Adaptive Dropout paper (CVPR 2025), abstract and main table',
+         [metric_comparison(m, f'adaptive_dropout - {v} (PSNR)', 'adaptive_dropout', v, 'psnr', 1)
+          for v in ('baseline', 'dropout', 'align')]),
     ]
     # shown beside claim 4b but not counted: the TFD variants train with noise skipped half the time and align with
     # noise always on, so these compare training data as much as methods (baseline_noise_half isolates the module)
