@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from gsr.archs.iteration_scheduled import IterationScheduled
 from gsr.utils.errors import GsrError
-from gsr.utils.options import option, options_from_dict
+from gsr.utils.options import checked_init, option, options_from_dict
 
 
 @dataclass
@@ -35,6 +35,7 @@ class AdaptiveDropout(IterationScheduled, nn.Module):
     dropped copy's kept channels scaled by 1/(1 − r), as ``nn.Dropout2d``), until iteration ``off_at``; from then
     on, and at evaluation, z = x. No parameters: checkpoints are the bare network's."""
 
+    @checked_init('AdaptiveDropout')
     def __init__(self, identity_weight: float = 0.3, dropout_rate: float = 0.5, off_at: Optional[int] = None):
         super().__init__()
         if not 0 <= identity_weight <= 1:
