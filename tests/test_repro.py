@@ -443,6 +443,27 @@ def test_the_regularizer_table_shows_what_a_term_logged_besides_its_value():
     assert table.splitlines()[2].endswith('| acts | bacc 0.85 |') and table.splitlines()[3].endswith('| acts | - |')
 
 
+def test_the_training_log_gives_every_logged_value_of_the_model_and_nothing_of_the_header(tmp_path):
+    """Lines as BasicSR's MessageLogger writes them (a TFD run's): the loss terms and the detector's balanced
+    accuracy reach the report's tables; the header's lr, eta and times do not. (The report's "also logged" column
+    stayed empty on real logs while only ``l_*`` and ``grad_*`` keys were kept.)"""
+    from gsr.repro.results import logged_metrics
+    from gsr.repro.runner import training_curves
+    from gsr.repro.study import Run
+    run = Run('tfd_training_only', 0, str(tmp_path), {'name': 'x'})
+    os.makedirs(run.experiment)
+    header = '2026-12-03 14:23:45,770 INFO: [cpu_m..][epoch:  0, iter:   {it:,}, lr:(4.102e-06,)] ' \
+             '[eta: 0:07:05, time (data): 1.411 (0.009)] '
+    with open(os.path.join(run.experiment, 'train_x_1.log'), 'w') as f:
+        for it, bacc in ((3800, 0.75), (3900, 0.875)):
+            f.write(header.format(it=it) + f'l_pix: 5.1312e-02 l_det: 3.8531e-02 bacc_det: {bacc:.4e} '
+                    'l_total: 9.0031e-02 \n')
+    curves = training_curves(run)
+    assert sorted(curves) == ['bacc_det', 'l_det', 'l_pix', 'l_total']
+    assert curves['bacc_det'] == [(3800, 0.75), (3900, 0.875)]
+    assert logged_metrics(curves, 'l_det') == {'bacc': pytest.approx(0.8125)}
+
+
 def test_growth_compares_the_last_quarter_with_the_first_half():
     from gsr.repro.runner import growth
     steady = [(it, 1.0) for it in range(100, 2001, 100)]

@@ -127,8 +127,9 @@ def logged_seconds(run: Run) -> float:
 
 
 def training_curves(run: Run) -> Curves:
-    """Every logged value of the run (``l_*`` terms, ``grad_*`` ratios) by iteration, from BasicSR's training
-    logs in order (a resumed run's later log wins for the iterations it repeats)."""
+    """Every value the model logged (``l_*`` terms, ``grad_*`` ratios, the regularizers' metrics such as
+    ``bacc_det``) by iteration, from BasicSR's training logs in order (a resumed run's later log wins for the
+    iterations it repeats). BasicSR writes them after the bracketed epoch / iteration / lr / eta / time header."""
     curves: Dict[str, Dict[int, float]] = {}
     logs = sorted(f for f in os.listdir(run.experiment) if f.startswith('train_') and f.endswith('.log'))
     for name in logs:
@@ -137,9 +138,8 @@ def training_curves(run: Run) -> Curves:
                 it = LOG_ITER.search(line)
                 if not it or ' l_' not in line:
                     continue
-                for key, value in LOG_VALUE.findall(line[it.end():]):
-                    if key.startswith(('l_', 'grad_')):
-                        curves.setdefault(key, {})[int(it.group(1).replace(',', ''))] = float(value)
+                for key, value in LOG_VALUE.findall(line[line.rindex(']') + 1:]):
+                    curves.setdefault(key, {})[int(it.group(1).replace(',', ''))] = float(value)
     return {k: sorted(v.items()) for k, v in curves.items()}
 
 
