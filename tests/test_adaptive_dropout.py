@@ -71,5 +71,7 @@ def test_adaptive_dropout_mistakes_are_one_error_naming_the_key():
     msrresnet = {'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1, 'upscale': 4}
     with pytest.raises(GsrError, match='adaptive_dropout.switch_every'):
         network_from_options({'network_g': msrresnet, 'adaptive_dropout': {'switch_every': 'often'}})
+    with pytest.raises(GsrError, match='adaptive_dropout.switch_every must be at least 1, got 0'):
+        network_from_options({'network_g': msrresnet, 'adaptive_dropout': {'switch_every': 0}})
     with pytest.raises(GsrError, match='dropout_rate must be in'):
         network_from_options({'network_g': msrresnet, 'adaptive_dropout': {'dropout_rate': 1.0}})

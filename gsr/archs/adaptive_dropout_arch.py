@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gsr.archs.iteration_scheduled import IterationScheduled
-from gsr.utils.errors import GsrError
+from gsr.utils.errors import GsrError, check_at_least
 from gsr.utils.options import checked_init, option, options_from_dict
 
 
@@ -71,6 +71,7 @@ def adaptive_dropout_attachments(cfg: Dict[str, Any], network_g: Dict[str, Any])
     """The ``attach:`` entries of the top-level ``adaptive_dropout:`` block: one ``AdaptiveDropout`` per position,
     the k-th (from 0, shallow to deep) off from iteration ``switch_every`` · (k + 1), training only."""
     options = options_from_dict(AdaptiveDropoutOptions, cfg, 'adaptive_dropout')
+    check_at_least('adaptive_dropout.switch_every', options.switch_every, 1)
     if network_g.get('type') != 'MSRResNet':
         raise GsrError(f'adaptive_dropout: its positions are known for MSRResNet (the released code\'s), not '
                        f'{network_g.get("type")}; attach AdaptiveDropout modules under attach: instead')
