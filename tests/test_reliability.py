@@ -393,12 +393,15 @@ def test_a_stop_signal_saves_the_last_step_and_ends_the_run(photo_folder, tmp_pa
     model = build_model(opt)
     model.batch = copies_batch(torch.rand(4, 3, 8, 8), torch.rand(4, 3, 32, 32))
     with stop_on_signals():
+        model.update_learning_rate(1)  # BasicSR's order in an iteration
         model.optimize_parameters(1)
         os.kill(os.getpid(), signal.SIGUSR1)
         after_step_1 = {k: v.clone() for k, v in model.net_g.state_dict().items()}
+        schedule = [s.last_epoch for s in model.schedulers]
         with pytest.raises(TrainingStopped, match='SIGUSR1 received: training state saved at iter 1$'):
-            model.optimize_parameters(2)
+            model.update_learning_rate(2)
         assert all(torch.equal(after_step_1[k], v) for k, v in model.net_g.state_dict().items())  # no step 2
+        assert [s.last_epoch for s in model.schedulers] == schedule  # nor its schedule
     assert stop_requested() is None and signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
     assert sorted(os.listdir(tmp_path / 'states')) == ['1.state']
     state = load_training_state(str(tmp_path / 'states' / '1.state'))
@@ -411,5 +414,5 @@ def test_a_stop_signal_saves_the_last_step_and_ends_the_run(photo_folder, tmp_pa
     with stop_on_signals():
         os.kill(os.getpid(), signal.SIGTERM)
         with pytest.raises(TrainingStopped, match='SIGTERM received: nothing trained since iter 1$'):
-            resumed.optimize_parameters(2)
+            resumed.update_learning_rate(2)
     assert sorted(os.listdir(tmp_path / 'states')) == ['1.state']

@@ -341,8 +341,14 @@ class GsrModel(SRModel):
             terms[name] = loss(context)
         return terms
 
-    def optimize_parameters(self, current_iter: int) -> None:
+    def update_learning_rate(self, current_iter: int, warmup_iter: int = -1) -> None:
+        """BasicSR's, after the stop check: this is the model's first call in an iteration, so a stop saves the
+        state before the schedulers step for the next iteration (a check in ``optimize_parameters`` came after that
+        step, and every stop and resume moved the schedule one iteration ahead)."""
         self.stop_if_requested(current_iter - 1)
+        super().update_learning_rate(current_iter, warmup_iter)
+
+    def optimize_parameters(self, current_iter: int) -> None:
         for module in self.get_bare_model(self.net_g).attached.values():
             if isinstance(module, IterationScheduled):  # e.g. Adaptive Dropout's positions switched off in turn
                 module.set_iteration(current_iter)
