@@ -181,3 +181,40 @@ def test_global_batch_statistics_give_the_single_process_loss_and_gradient(tmp_p
         torch.testing.assert_close(result['value'], value.detach())
         rows = torch.cat([single.grad[2 * rank:2 * rank + 2], single.grad[4 + 2 * rank:4 + 2 * rank + 2]])
         torch.testing.assert_close(result['grad'] / 2, rows)
+
+
+def _guard_rank(rank: int, store: str, out: str) -> None:
+    import json
+    from types import SimpleNamespace
+
+    import torch
+    import torch.distributed as dist
+
+    from gsr.models.base_model import GsrModel
+    from gsr.utils import stop_request
+    dist.init_process_group('gloo', init_method=f'file://{store}', rank=rank, world_size=2)
+    try:
+        model = SimpleNamespace(opt={'dist': True}, device=torch.device('cpu'), optimizers=[], log_dict={},
+                                nonfinite_in_row=0, max_nonfinite_steps=10, last_nonfinite_iter=0, agreed_stop=0)
+        steps = []
+        for total, request in ((float('nan'), None), (1.0, signal.SIGUSR1)):  # rank 0 diverges, then rank 1 is told
+            stop_request._requested = request if rank == 1 else None
+            kept = GsrModel.loss_is_finite(model, torch.tensor(total if rank == 0 else 2.0), len(steps) + 1)
+            steps.append([kept, model.nonfinite_in_row, model.agreed_stop])
+        with open(f'{out}.{rank}', 'w') as f:
+            json.dump(steps, f)
+    finally:
+        stop_request._requested = None
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_the_guards_one_all_reduce_agrees_on_nonfinite_steps_and_stop_requests(tmp_path):
+    """A non-finite loss on one rank skips the step on both; a stop request seen by one rank reaches both through
+    the same all-reduce (``stop_if_requested`` acts on it at the next step)."""
+    import json
+
+    import torch.multiprocessing as mp
+    mp.spawn(_guard_rank, args=(str(tmp_path / 'store'), str(tmp_path / 'out')), nprocs=2)
+    expected = [[False, 1, 0], [True, 0, int(signal.SIGUSR1)]]
+    assert [json.loads((tmp_path / f'out.{rank}').read_text()) for rank in range(2)] == [expected, expected]

@@ -220,6 +220,7 @@ class GsrModel(SRModel):
         self.max_nonfinite_steps = int(train_opt.get('max_nonfinite_steps', 10))
         self.gradient_ratio_freq = int(train_opt.get('gradient_ratio_freq', 0))
         self.nonfinite_in_row, self.last_nonfinite_iter = 0, 0
+        self.agreed_stop = 0  # under DDP: the stop signal all ranks saw at the last step's all-reduce (loss_is_finite)
         # where this process's training began, and the last epoch BasicSR's loop passed in (resume, save): a stop
         # request saves its state with it (``stop_if_requested``)
         self.start_iter, self.last_epoch = 0, 0
@@ -379,12 +380,10 @@ class GsrModel(SRModel):
         (unless nothing trained since the start) and ``TrainingStopped`` ends the loop, so ``--auto_resume``
         loses no step. The epoch saved is the last BasicSR passed in, a lower bound of its loop's: on resume the
         loop then has an epoch to spare and the sampler may repeat an order, which random crops make harmless.
-        All ranks agree on the step (one all-reduce); during a streak of non-finite losses the guard decides first."""
-        signum = stop_requested() or 0
-        if self.opt['dist']:
-            flag = torch.tensor([signum], device=self.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            signum = int(flag.item())
+        Under DDP the ranks agree through the non-finite guard's all-reduce of the step before (``loss_is_finite``:
+        one collective per step, not two), so a request reaches every rank one step later than without DDP. During
+        a streak of non-finite losses the guard decides first."""
+        signum = self.agreed_stop if self.opt['dist'] else stop_requested() or 0
         if not signum or self.nonfinite_in_row:
             return
         saved = last_iter > self.start_iter
@@ -430,11 +429,17 @@ class GsrModel(SRModel):
             ema_buffers[name].copy_(buffer)
 
     def loss_is_finite(self, total: torch.Tensor, current_iter: int) -> bool:
-        """Non-finite guard: skip the step (all ranks agree), stop after ``max_nonfinite_steps`` in a row."""
-        finite = torch.isfinite(total.detach()).float().reshape(1)
-        if self.opt['dist']:
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        if bool(finite.item()):
+        """Non-finite guard: skip the step (all ranks agree), stop after ``max_nonfinite_steps`` in a row. Under
+        DDP the same all-reduce carries each rank's stop request, for ``stop_if_requested`` at the next step."""
+        nonfinite = (~torch.isfinite(total.detach())).float().reshape(1)
+        if self.opt['dist']:  # [any rank non-finite, the largest signal number requested]: one host sync
+            status = torch.cat([nonfinite, nonfinite.new_full((1,), float(stop_requested() or 0))])
+            dist.all_reduce(status, op=dist.ReduceOp.MAX)
+            any_nonfinite, signum = status.tolist()
+            self.agreed_stop = int(signum)
+        else:
+            any_nonfinite = nonfinite.item()
+        if not any_nonfinite:
             self.nonfinite_in_row = 0
             return True
         self.nonfinite_in_row += 1
