@@ -36,7 +36,8 @@ class AdaptiveDropout(IterationScheduled, nn.Module):
     on, and at evaluation, z = x. No parameters: checkpoints are the bare network's."""
 
     @checked_init('AdaptiveDropout')
-    def __init__(self, identity_weight: float = 0.3, dropout_rate: float = 0.5, off_at: Optional[int] = None):
+    def __init__(self, identity_weight: float = AdaptiveDropoutOptions.identity_weight,
+                 dropout_rate: float = AdaptiveDropoutOptions.dropout_rate, off_at: Optional[int] = None):
         super().__init__()
         if not 0 <= identity_weight <= 1:
             raise GsrError(f'identity_weight must be in [0, 1], got {identity_weight}')
