@@ -342,8 +342,9 @@ def test_variants_select_runs_and_keep_the_source_of_a_scaled_weight(tmp_path, s
 
 
 def test_status_says_where_each_run_stands_and_writes_nothing(tmp_path, small_photo_folder, monkeypatch, capsys):
-    """``gsr repro --status``: a done run with its training minutes, a started one with its last logged iteration
-    and saved state, one trained with other options, runs not started; nothing is written."""
+    """``gsr repro --status``: a done run with its training minutes, a started one with its last logged iteration,
+    saved state and the minutes left at its pace (5 minutes for 3 iterations, one left: 5 / 3), one trained with
+    other options, runs not started; nothing is written."""
     from gsr.cli import main
     from gsr.repro.study import Study
     path = tiny_study(tmp_path, small_photo_folder, acting_source='align')
@@ -359,7 +360,9 @@ def test_status_says_where_each_run_stands_and_writes_nothing(tmp_path, small_ph
     os.makedirs(os.path.join(align.experiment, 'training_states'))
     open(os.path.join(align.experiment, 'training_states', '2.state'), 'w').close()
     with open(os.path.join(align.experiment, 'train_tiny_align_seed0_1.log'), 'w') as f:
-        f.write('2026-12-03 INFO: [epoch:  0, iter:       3, lr:(1.000e-03,)] [eta: 0:00:01] l_pix: 1.0e-01\n')
+        f.write('2026-12-03 10:00:00,000 INFO: Start training from epoch: 0, iter: 0\n'
+                '2026-12-03 10:02:00,000 INFO: [epoch:  0, iter:       2, lr:(1.000e-03,)] [eta: 0:01:00] l_pix: 0.2\n'
+                '2026-12-03 10:05:00,000 INFO: [epoch:  0, iter:       3, lr:(1.000e-03,)] [eta: 0:00:01] l_pix: 0.1\n')
     os.makedirs(acting.folder)
     with open(acting.done_file, 'w') as f:
         json.dump({'options_sha256': 'another study', 'seconds': 60.0}, f)
@@ -367,7 +370,7 @@ def test_status_says_where_each_run_stands_and_writes_nothing(tmp_path, small_ph
     assert main(['repro', path, '--status']) == 0
     assert capsys.readouterr().out.splitlines() == [
         'baseline/seed0: done, 2 training minutes',
-        'align/seed0: iteration 3 of 4 logged, state saved at 2',
+        'align/seed0: iteration 3 of 4 logged, state saved at 2, about 2 training minutes left at its pace',
         'acting/seed0: trained with other options than the study now gives it',
         '1 of 3 runs done']
     assert sorted(p for p in tmp_path.rglob('*')) == before

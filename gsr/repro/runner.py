@@ -44,8 +44,8 @@ def is_done(run: Run) -> bool:
 
 
 def progress(run: Run) -> str:
-    """One line on where ``run`` stands: done (its training minutes), its last logged iteration and saved state,
-    or not started. Reads the run's folder only."""
+    """One line on where ``run`` stands: done (its training minutes), its last logged iteration and saved state
+    (and the training minutes left at the pace its logs show), or not started. Reads the run's folder only."""
     total = run.options['train']['total_iter']
     try:
         done = is_done(run)
@@ -58,8 +58,10 @@ def progress(run: Run) -> str:
         return f'{run.key}: not started ({total:,} iterations)'
     logged = max((curve[-1][0] for curve in training_curves(run).values()), default=0)
     saved = max(training_states(os.path.join(run.experiment, 'training_states')), default=None)
+    last, minutes = validation_curves(run)['minutes'][-1]
+    pace = f', about {minutes / last * (total - last):.0f} training minutes left at its pace' if minutes > 0 else ''
     return (f'{run.key}: iteration {logged:,} of {total:,} logged, ' +
-            (f'state saved at {saved:,}' if saved is not None else 'no state saved yet'))
+            (f'state saved at {saved:,}' if saved is not None else 'no state saved yet') + pace)
 
 
 def write_run_options(run: Run) -> str:

@@ -156,7 +156,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         '`report:` (e.g. a recipe check of some variants, which is not the study\'s report)')
     parser.add_argument('--no-progress', action='store_true')
     parser.add_argument('--status', action='store_true', help='say where each run stands (done, the iteration it '
-                        'reached and its last saved state, not started) and stop; writes nothing')
+                        'reached, its last saved state and the training minutes left at its pace, not started) and '
+                        'stop; writes nothing')
     parser.add_argument('--ship', metavar='PREFIX', help='also ship the first seed\'s baseline and best regularized '
                         'network (where the variants run include one) into the package (gsr/pretrained) as '
                         'PREFIX-baseline and PREFIX-<variant>')
