@@ -251,7 +251,7 @@ def test_ship_takes_the_first_seeds_baseline_and_the_best_regularized_variant(va
     study.hr = str(tmp_path / 'hr')  # the study's HR folder, resolved (here not the benchmark's folder)
     options = {'scale': 4, 'datasets': {'train': {'dataroot_gt': study.hr},
                                         'val_1': {'dataroot_gt': study.datasets['photos'], 'setting': 'noise'}}}
-    study.runs = [SimpleNamespace(variant=v, seed=s, checkpoint=f'{v}{s}.pth', options=options)
+    study.runs = [SimpleNamespace(variant=v, seed=s, checkpoint=f'{v}{s}.pth', options=options, record='')
                   for v in variants for s in (0, 1)]
     study.hr_name, study.dataset_names = 'hr as written', {'photos': 'photos as written'}  # e.g. ../shared/data/Set5
     study.options.seeds = [0, 1]
@@ -341,6 +341,42 @@ def test_variants_select_runs_and_keep_the_source_of_a_scaled_weight(tmp_path, s
         Study(path, ['nothing'])
 
 
+@pytest.mark.slow
+def test_a_study_goes_on_from_its_records_on_a_machine_without_its_runs(tmp_path, small_photo_folder, monkeypatch,
+                                                                        capsys):
+    """``--record`` keeps what the report reads of each finished run in the study's ``records:``; with the output
+    folder gone (another machine), the study trains and benchmarks nothing again (there are no weights to do it
+    with) and reports the same numbers, a scaled run included; shipping from a record is refused."""
+    from gsr.cli import main
+    path = tiny_study(tmp_path, small_photo_folder, acting_source='align')
+    study = yaml.safe_load(open(path))
+    study['records'] = str(tmp_path / 'records')
+    yaml.safe_dump(study, open(path, 'w'), sort_keys=False)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / 'out'
+    assert main(['repro', path, '--jobs', '2', '--no-progress']) == 0
+    first = json.load(open(out / 'results.json'))
+    assert main(['repro', path, '--record', '--no-progress']) == 0
+    acting = tmp_path / 'records' / 'acting' / 'seed0'
+    assert sorted(p.name for p in acting.iterdir()) == ['done.json', 'logs', 'options.yml', 'rows.jsonl']
+    assert (tmp_path / 'records' / 'baseline' / 'seed0' / 'analyses.json').is_file()
+    assert len(json.load(open(acting / 'done.json'))['checkpoint_sha256']) == 64
+    os.rename(out, tmp_path / 'first_machine')
+    capsys.readouterr()
+    assert main(['repro', path, '--status']) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == '3 of 3 runs done'
+    assert main(['repro', path, '--no-progress', '--ship', 'tiny']) == 2  # before anything is written
+    assert "gsr: error: --ship: baseline/seed0 came from the study's records" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(['repro', path, '--no-progress']) == 0
+    assert not list(out.rglob('*.pth')) and not list(out.rglob('*.state'))  # nothing trained here
+    again = json.load(open(out / 'results.json'))
+    for key in ('psnr_by_setting', 'bicubic_by_setting', 'claims', 'pixel_loss', 'regularizer_activity',
+                'learning_curves', 'weight_factors', 'protocol_checks'):
+        assert again[key] == first[key], key
+    assert again['meta']['training_seconds'] == first['meta']['training_seconds']
+
+
 def test_status_says_where_each_run_stands_and_writes_nothing(tmp_path, small_photo_folder, monkeypatch, capsys):
     """``gsr repro --status``: a done run with its training minutes, a started one with its last logged iteration,
     saved state and the minutes left at its pace (5 minutes for 3 iterations, one left: 5 / 3), one trained with
@@ -374,6 +410,34 @@ def test_status_says_where_each_run_stands_and_writes_nothing(tmp_path, small_ph
         'acting/seed0: trained with other options than the study now gives it',
         '1 of 3 runs done']
     assert sorted(p for p in tmp_path.rglob('*')) == before
+
+
+def test_status_compares_a_scaled_run_with_the_weights_its_source_gave_it(tmp_path, small_photo_folder, monkeypatch,
+                                                                          capsys):
+    """A run with ``scale_to_ratio`` trains at weights scaled from its source run's logs; ``--status`` scales them
+    as the runner does before it compares the run with its ``done.json`` (not the unscaled study file)."""
+    from gsr.cli import main
+    from gsr.repro.runner import apply_ratio_scaling
+    from gsr.repro.study import Study
+    path = tiny_study(tmp_path, small_photo_folder, acting_source='align')
+    monkeypatch.chdir(tmp_path)
+    study = Study(path)
+    _, align, acting = study.runs
+    os.makedirs(align.experiment)
+    with open(os.path.join(align.experiment, 'train_tiny_align_seed0_1.log'), 'w') as f:
+        f.write('2026-12-03 10:00:00,000 INFO: Start training from epoch: 0, iter: 0\n' + ''.join(
+            f'2026-12-03 10:0{i}:00,000 INFO: [epoch:  0, iter:       {i}, lr:(1.000e-03,)] [eta: 0:01:00] '
+            f'l_pix: 0.2 l_align: 0.5 grad_l_align: 0.02\n' for i in range(1, 5)))
+    for run in (align, acting):
+        os.makedirs(run.folder, exist_ok=True)
+    with open(align.done_file, 'w') as f:
+        json.dump({'options_sha256': align.options_sha(), 'seconds': 240.0}, f)
+    assert apply_ratio_scaling(study, acting) == pytest.approx(5.0)  # 0.1 / 0.02
+    with open(acting.done_file, 'w') as f:
+        json.dump({'options_sha256': acting.options_sha(), 'seconds': 60.0}, f)
+    assert main(['repro', path, '--status']) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == ['align/seed0: done, 4 training minutes',
+                                                        'acting/seed0: done, 1 training minutes', '2 of 3 runs done']
 
 
 def test_a_choice_key_of_the_study_names_the_file_the_key_and_the_choices(tmp_path, small_photo_folder):

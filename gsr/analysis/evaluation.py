@@ -56,7 +56,7 @@ def result_id(cfg: Dict, model: str) -> str:
         return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
     opt = load_option_file(spec['option_file'])
     inputs = {
-        'checkpoint_sha256': file_sha256(spec['checkpoint']),
+        'checkpoint_sha256': checkpoint_id(spec),
         'network': {k: opt.get(k) for k in ('network_g', 'attach', 'dropout', 'feature_tap')},
         'param_key': spec.get('param_key', 'params_ema'),
         'protocol': {k: cfg.get(k) for k in PROTOCOL_KEYS},
@@ -64,6 +64,12 @@ def result_id(cfg: Dict, model: str) -> str:
         'execution': [cfg['execution'].precision, cfg['execution'].channels_last],
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def checkpoint_id(spec: Dict) -> str:
+    """The checkpoint's sha256: of the file, or, where the file is not here, the ``checkpoint_sha256`` the entry
+    gives (a study's recorded run, ``gsr.repro.records``: its rows come from the cache)."""
+    return file_sha256(spec['checkpoint']) if os.path.isfile(spec['checkpoint']) else spec['checkpoint_sha256']
 
 
 class ResultCache:
@@ -145,7 +151,7 @@ def load_config(path: str, overrides: Optional[Dict] = None) -> Dict:
         for key in ('option_file', 'checkpoint'):
             if key not in model:
                 raise GsrError(f'{path}: models.{name}.{key} is missing')
-            if not os.path.isfile(model[key]):
+            if not os.path.isfile(model[key]) and not (key == 'checkpoint' and model.get('checkpoint_sha256')):
                 raise GsrError(f'{path}: models.{name}.{key} not found: {model[key]}')
     cfg['datasets'] = {name: resolve_root(folder) for name, folder in cfg['datasets'].items()}
     for name, folder in cfg['datasets'].items():
@@ -178,6 +184,10 @@ class Measurement:
     def network(self, model: str) -> torch.nn.Module:
         if self._net[0] != model:
             spec = self.cfg['models'][model]
+            if not os.path.isfile(spec['checkpoint']):
+                raise GsrError(f'models.{model}: {spec["checkpoint"]} is not here (an entry named by its '
+                               'checkpoint_sha256 has only its cached rows), so a result not in the cache cannot be '
+                               'computed')
             net = load_network(load_option_file(spec['option_file']), spec['checkpoint'],
                                spec.get('param_key', 'params_ema'), self.device)
             self._net = (model, inference_network(net, self.cfg['execution'], self.device.type, ''))

@@ -18,6 +18,7 @@ from gsr.analysis.representation import ImageSet, cossim_images, cossim_per_imag
 from gsr.archs.feature_tap import FeatureTap
 from gsr.archs.network_checkpoint import load_network
 from gsr.data.eval_protocol import settings_list
+from gsr.repro.records import checkpoint_sha256, recorded
 from gsr.repro.study import WEIGHTS, Run, Study
 from gsr.utils.checkpoint import atomic_write_text, file_sha256, training_states
 from gsr.utils.errors import GsrError
@@ -38,8 +39,9 @@ def is_done(run: Run) -> bool:
     with open(run.done_file) as f:
         done = json.load(f)
     if done.get('options_sha256') != run.options_sha():
+        record = f' and its record {run.record}' if recorded(run) else ''
         raise GsrError(f'{run.folder}: this run was trained with other options than the study now gives it; set '
-                       'another output folder in the study file, or move the run away to retrain it')
+                       f'another output folder in the study file, or move the run{record} away to retrain it')
     return True
 
 
@@ -51,9 +53,10 @@ def progress(run: Run) -> str:
         done = is_done(run)
     except GsrError:
         return f'{run.key}: trained with other options than the study now gives it'
-    if done:
-        with open(run.done_file) as f:
-            return f'{run.key}: done, {json.load(f)["seconds"] / 60:.0f} training minutes'
+    if done or recorded(run):
+        with open(run.done_file if done else os.path.join(run.record, 'done.json')) as f:
+            minutes = json.load(f)['seconds'] / 60
+        return f'{run.key}: done{"" if done else " (its record)"}, {minutes:.0f} training minutes'
     if not os.path.isdir(run.experiment):
         return f'{run.key}: not started ({total:,} iterations)'
     logged = max((curve[-1][0] for curve in training_curves(run).values()), default=0)
@@ -118,6 +121,7 @@ def train(run: Run, threads: int, say: Callable[[str], None]) -> None:
         raise GsrError(f'{run.key}: training failed (exit {returncode}; see {run.folder}/train.out): {last}')
     seconds = logged_seconds(run)
     atomic_write_text(run.done_file, json.dumps({'options_sha256': run.options_sha(), 'seconds': seconds,
+                                                 'checkpoint_sha256': file_sha256(run.checkpoint),
                                                  'finished': time.strftime('%Y-%m-%d %H:%M:%S')}))
     say(f'{run.key}: done ({seconds:.0f} s of training over its sessions; {time.time() - start:.0f} s this time)')
 
@@ -235,21 +239,28 @@ def apply_ratio_scaling(study: Study, run: Run) -> float:
     return factor
 
 
+def source_trained(study: Study, run: Run) -> bool:
+    """Whether ``run``'s weights are known: it scales none, or the run it scales them from is trained."""
+    return run.scaling is None or is_done(study.make_run(run.scaling.run, study.options.seeds[0]))
+
+
+def scale_weights(study: Study, runs: List[Run]) -> Dict[str, float]:
+    """Apply ``scale_to_ratio`` to the scaled runs of ``runs`` (whose source runs are trained), once each, before
+    they are trained or compared with their ``done.json``. Returns each one's weight factor."""
+    return {run.key: apply_ratio_scaling(study, run) for run in runs if run.scaling is not None}
+
+
 def train_all(study: Study, jobs: int, say: Callable[[str], None]) -> Dict[str, float]:
     """Train every run (seed by seed, so a stopped study has whole seeds); runs scaled from another run's logs go
-    last. Returns the weight factor of each scaled run."""
+    last (a scaled run whose source run is already trained need not wait for the rest). Returns the weight factor
+    of each scaled run."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
-
-    def ready(run: Run) -> bool:  # a scaled run whose source run is already trained need not wait for the rest
-        return run.scaling is None or is_done(study.make_run(run.scaling.run, study.options.seeds[0]))
-
-    ordered = sorted(study.runs, key=lambda r: (not ready(r), study.options.seeds.index(r.seed)))
-    waves = [[r for r in ordered if ready(r)], [r for r in ordered if not ready(r)]]
+    ready = {run.key: source_trained(study, run) for run in study.runs}
+    ordered = sorted(study.runs, key=lambda r: (not ready[r.key], study.options.seeds.index(r.seed)))
+    waves = [[r for r in ordered if ready[r.key]], [r for r in ordered if not ready[r.key]]]
     factors = {}
     for wave in waves:
-        for run in wave:
-            if run.scaling is not None:
-                factors[run.key] = apply_ratio_scaling(study, run)
+        factors.update(scale_weights(study, wave))
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             for future in [pool.submit(train, run, threads, say) for run in wave]:
                 future.result()
@@ -265,14 +276,23 @@ def evaluation_config(study: Study) -> str:
         'scale': study.base.get('scale', 4), 'crop_border': bench.crop_border, 'settings': bench.settings,
         'noise_sigma': bench.noise_sigma, 'seed': 0, 'metrics': bench.metrics, 'band_mape': bench.band_mape,
         'datasets': study.datasets,
-        'models': dict({BICUBIC: BICUBIC}, **{
-            run.key: {'option_file': os.path.join(run.folder, 'options.yml'), 'checkpoint': run.checkpoint,
-                      'param_key': WEIGHTS[bench.weights]} for run in study.runs}),
+        'models': dict({BICUBIC: BICUBIC}, **{run.key: network_entry(run, WEIGHTS[bench.weights])
+                                              for run in study.runs}),
     }
     path = os.path.join(study.output, 'evaluation', 'evaluate.yml')
     os.makedirs(os.path.dirname(path), exist_ok=True)
     atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+def network_entry(run: Run, param_key: str) -> Dict:
+    """``gsr evaluate``'s model entry of a trained run; a recorded run without its checkpoint here is named by the
+    checkpoint's sha256, and its rows come from the cache its record filled."""
+    entry = {'option_file': os.path.join(run.folder, 'options.yml'), 'checkpoint': run.checkpoint,
+             'param_key': param_key}
+    if not os.path.isfile(run.checkpoint):
+        entry['checkpoint_sha256'] = checkpoint_sha256(run)
+    return entry
 
 
 def run_analyses(study: Study, run: Run) -> Dict:
@@ -286,7 +306,7 @@ def run_analyses(study: Study, run: Run) -> Dict:
     images = ImageSet(study.datasets[next(iter(study.datasets))], study.base['scale'], bench.noise_sigma, seed=0,
                       settings=settings_list(bench.settings))
     crop, crops_per_image = 32, 4
-    inputs = {'checkpoint_sha256': file_sha256(run.checkpoint),  # everything the numbers depend on
+    inputs = {'checkpoint_sha256': checkpoint_sha256(run),  # everything the numbers depend on
               'images': {os.path.basename(p): file_sha256(p) for p in list_images(images.hr)},
               'options': {'settings': list(images.settings), 'scale': images.scale,
                           'noise_sigma': images.noise_sigma, 'seed': images.seed, 'crop': crop,
@@ -297,6 +317,9 @@ def run_analyses(study: Study, run: Run) -> Dict:
             cached = json.load(f)
         if cached.get('inputs_sha256') == key:
             return cached
+    if not os.path.isfile(run.checkpoint):
+        raise GsrError(f'{run.key}: its analyses must be recomputed (the images or options changed) but its '
+                       f'checkpoint is not here ({run.checkpoint}; a recorded run): retrain it where it is needed')
     net = load_network(run.options, run.checkpoint, WEIGHTS[bench.weights], default_device())
     tap = FeatureTap(net, (run.options.get('feature_tap') or {}).get('layer', 'conv_last'))
     clustering = ddr_clustering(net, tap, images, crop, crops_per_image)

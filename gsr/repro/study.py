@@ -2,7 +2,8 @@
 
 Keys: the fields of ``StudyOptions`` and the classes it nests, each with its description (``docs/OPTIONS.md`` is
 generated from them). ``docs/RESULTS.md`` is what ``options/repro/cpu_small.yml`` produces. A run is one variant at
-one seed in ``<output>/<variant>/seed<k>``; the evaluation cache and ``results.json`` sit beside the runs.
+one seed in ``<output>/<variant>/seed<k>``; the evaluation cache and ``results.json`` sit beside the runs; a finished
+run's record in ``<records>/<variant>/seed<k>`` (``gsr.repro.records``).
 """
 import copy
 import hashlib
@@ -78,6 +79,9 @@ class StudyOptions:
                                        'period)')
     output: str = option('', 'where the runs are written (`experiments/repro/<name>`)')
     report: str = option('', 'the report (`<output>/RESULTS.md`)')
+    records: str = option('', 'where `gsr repro --record` keeps each finished run\'s record, in the repository '
+                          '(`gsr/repro/records.py`): a recorded run is laid out in `output` and not trained or '
+                          'benchmarked again, so a study continues on another machine; none when empty')
     curves: Optional[CurveOptions] = option(
         None, 'the first seed\'s runs validate on the benchmark\'s datasets every `every` iterations with the '
         'training\'s precision (EMA weights where the run keeps them), and the report draws the learning curves '
@@ -96,6 +100,7 @@ class Run:
     folder: str
     options: Dict[str, Any]
     scaling: Optional[RatioScaling] = None
+    record: str = ''  # the folder of its record (``gsr.repro.records``); none when empty
 
     @property
     def key(self) -> str:
@@ -152,6 +157,7 @@ class Study:
                 folder_name(setting, o.benchmark.noise_sigma)
         self.output = os.path.abspath(o.output or os.path.join('experiments', 'repro', o.name))
         self.report = os.path.abspath(o.report or os.path.join(self.output, 'RESULTS.md'))
+        self.records = os.path.abspath(o.records) if o.records else ''
         base_path = o.base if os.path.isabs(o.base) else os.path.join(here, o.base)
         self.base = load_option_file(base_path)
         self.hr_name, self.hr = first_existing(o.hr, f'{path}: hr')
@@ -239,7 +245,8 @@ class Study:
         for key, ds in opt['datasets'].items():
             if key != 'train' and str(ds.get('dataroot_gt', '')).startswith(EMBEDDED):
                 ds['dataroot_gt'] = resolve_root(ds['dataroot_gt'])
-        return Run(name, seed, os.path.join(self.output, name, f'seed{seed}'), opt, self.scaling(name))
+        record = os.path.join(self.records, name, f'seed{seed}') if self.records else ''
+        return Run(name, seed, os.path.join(self.output, name, f'seed{seed}'), opt, self.scaling(name), record)
 
     def add_validation(self, opt: Dict[str, Any]) -> None:
         """Validation of the learning curves: every benchmark dataset under every ``curves.settings`` entry

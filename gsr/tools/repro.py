@@ -3,20 +3,24 @@ resumable, ``--jobs`` at a time), benchmarks the runs under the eight settings, 
 tests each paper's claim with paired comparisons across seeds and images, and writes ``results.json`` and the
 report (``docs/RESULTS.md`` for ``options/repro/cpu_small.yml``). A killed study continues where it stopped:
 finished runs, benchmark rows and analyses are not redone; SIGTERM / SIGUSR1 while it trains stops it with every
-run's state saved after its current step (exit status 3). Keys of the study file: ``gsr/repro/study.py``."""
+run's state saved after its current step (exit status 3). ``--record`` benchmarks and analyses the finished runs and
+writes their records into the study's ``records:`` folder (``gsr/repro/records.py``), from which the study continues
+on another machine. Keys of the study file: ``gsr/repro/study.py``."""
 import argparse
 import os
 import shlex
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from gsr.analysis.evaluation import BICUBIC, evaluate, load_config
 from gsr.repro import report
+from gsr.repro.records import recorded, restore_record, write_record
 from gsr.repro.results import collect
-from gsr.repro.runner import evaluation_config, forward_stop, progress, run_analyses, train_all
+from gsr.repro.runner import (evaluation_config, forward_stop, is_done, progress, run_analyses, scale_weights,
+                              source_trained, train_all)
 from gsr.repro.study import WEIGHTS, Study
 from gsr.utils.errors import GsrError
 from gsr.utils.options import merge
@@ -128,8 +132,11 @@ def ship_networks(study: Study, results: Dict, prefix: str, command: str) -> Lis
     regularized = [v for v in means if v not in REFERENCES]
     seed = study.options.seeds[0]
     written = []
-    for variant in ['baseline'] + ([max(regularized, key=means.get)] if regularized else []):
-        run = next(r for r in study.runs if r.variant == variant and r.seed == seed)
+    runs = [next(r for r in study.runs if r.variant == variant and r.seed == seed)
+            for variant in ['baseline'] + ([max(regularized, key=means.get)] if regularized else [])]
+    check_weights_here(runs)
+    for run in runs:
+        variant = run.variant
         name = f'{prefix}-{variant.replace("_", "-")}'
         weights = network_weights(run.checkpoint, WEIGHTS[study.options.benchmark.weights])
         storage = storage_for(weights)
@@ -143,6 +150,40 @@ def ship_networks(study: Study, results: Dict, prefix: str, command: str) -> Lis
                       'training_options': portable_options(study, run.options)}
         written.append(ship(name, weights, run.options, provenance, storage=storage))
     return written
+
+
+def check_weights_here(runs: List) -> None:
+    """A network ships only from a run whose checkpoint is here (not one laid out from its record)."""
+    missing = [run.key for run in runs if not os.path.isfile(run.checkpoint) and recorded(run)]
+    if missing:
+        raise GsrError(f'--ship: {", ".join(missing)} came from the study\'s records, which keep no weights: ship '
+                       'where they trained, or move their records and runs away to retrain them here')
+
+
+def record_finished_runs(study: Study, say: Callable[[str], None], progress_bar: bool) -> int:
+    """``--record``: benchmark and analyse the finished runs (nothing is trained) and write their records."""
+    scale_weights(study, [run for run in study.runs if source_trained(study, run)])
+    waiting = [run.key for run in study.runs if not is_done(run)]
+    study.runs = [run for run in study.runs if run.key not in waiting]
+    if not study.runs:
+        raise GsrError(f'--record: no run of {study.path} is done in {study.output}')
+    measure(study, say, progress_bar)
+    for run in study.runs:
+        say(f'recorded {write_record(study, run)}')
+    say(f'{len(study.runs)} runs recorded' + (f'; not done, so not recorded: {", ".join(waiting)}' if waiting else ''))
+    return 0
+
+
+def measure(study: Study, say: Callable[[str], None], progress_bar: bool) -> Tuple[List, List, Dict, Dict]:
+    """The benchmark rows (bicubic's apart), the analyses and the protocol checks of the study's runs (cached)."""
+    say('benchmark')
+    config = evaluation_config(study)
+    rows = evaluate(load_config(config), progress_bar)
+    bicubic = [r for r in rows if r['model'] == BICUBIC]
+    rows = [r for r in rows if r['model'] != BICUBIC]
+    say('analyses')
+    analyses = {run.key: run_analyses(study, run) for run in study.runs if run.variant in ANALYSED}
+    return rows, bicubic, analyses, protocol_checks(study, config, rows, progress_bar)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -161,6 +202,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--ship', metavar='PREFIX', help='also ship the first seed\'s baseline and best regularized '
                         'network (where the variants run include one) into the package (gsr/pretrained) as '
                         'PREFIX-baseline and PREFIX-<variant>')
+    parser.add_argument('--record', action='store_true', help='benchmark and analyse the runs done so far (training '
+                        'none) and write their records into the study\'s records: folder, to commit: the study then '
+                        'continues from them on another machine; writes no report')
     args = parser.parse_args(argv)
     if args.jobs < 1:
         raise GsrError(f'--jobs must be at least 1, got {args.jobs}')
@@ -168,11 +212,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     study = Study(args.study, args.variants, args.seeds)  # every check before anything is written
     if args.ship and 'baseline' not in study.selected:
         raise GsrError('--ship needs the baseline variant among the variants run (--variants)')
-    if args.status:
+    if args.record and not study.records:
+        raise GsrError(f'{args.study}: --record needs the study\'s records: folder')
+    if args.status:  # a scaled run is compared with its done.json at the weights the runner gave it
+        scale_weights(study, [run for run in study.runs if source_trained(study, run)])
         lines = [progress(run) for run in study.runs]
-        done = sum(': done, ' in line for line in lines)
+        done = sum(': done' in line for line in lines)
         print('\n'.join(lines + [f'{done} of {len(lines)} runs done']))
         return 0
+    if args.ship:
+        check_weights_here([run for run in study.runs if run.variant == 'baseline'
+                            and run.seed == study.options.seeds[0]])
     report_path = os.path.abspath(args.report) if args.report else study.report
     claim_output_folder(study.output, [study.hr, args.study] + list(study.datasets.values()))
 
@@ -180,18 +230,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.no_progress:
             print(f'[{time.strftime("%H:%M:%S")}] {text}', flush=True)
 
+    restored = [run.key for run in study.runs if restore_record(study, run)]
+    if restored:
+        say(f'{len(restored)} runs laid out from their records in {study.records}: {", ".join(restored)}')
+    if args.record:
+        return record_finished_runs(study, say, not args.no_progress)
     say(f'{len(study.runs)} runs ({len(study.selected)} variants x {len(study.seeds_run)} seeds) in '
         f'{study.output}, {args.jobs} at a time')
     with stop_on_signals(forward=forward_stop):  # SIGTERM / SIGUSR1: every run saves after its step, the study ends
         factors = train_all(study, args.jobs, say)
-    say('benchmark')
-    config = evaluation_config(study)
-    rows = evaluate(load_config(config), not args.no_progress)
-    bicubic = [r for r in rows if r['model'] == BICUBIC]
-    rows = [r for r in rows if r['model'] != BICUBIC]
-    say('analyses')
-    analyses = {run.key: run_analyses(study, run) for run in study.runs if run.variant in ANALYSED}
-    checks = protocol_checks(study, config, rows, not args.no_progress)
+    rows, bicubic, analyses, checks = measure(study, say, not args.no_progress)
     command = 'gsr repro ' + ' '.join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     meta = {'command': command, 'wall_seconds': time.time() - start}
     results = collect(study, rows, bicubic, analyses, factors, checks, meta)
