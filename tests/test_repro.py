@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 from typing import List
 
 import numpy as np
@@ -243,17 +242,17 @@ def test_ship_takes_the_first_seeds_baseline_and_the_best_regularized_variant(va
     a study run without one ships its baseline alone; without the baseline, --ship is refused before anything."""
     import torch
 
-    from gsr.repro.study import Study
+    from gsr.repro.study import Run, Study
     from gsr.tools import repro
     from gsr.utils import pretrained
     means = {'baseline': 22.0, 'paired_baseline': 23.0, 'align': 22.5, 'dropout': 22.1}
     study = Study(tiny_study(tmp_path, small_photo_folder))
     study.hr = str(tmp_path / 'hr')  # the study's HR folder, resolved (here not the benchmark's folder)
-    options = {'scale': 4, 'datasets': {'train': {'dataroot_gt': study.hr},
-                                        'val_1': {'dataroot_gt': study.datasets['photos'], 'setting': 'noise'}}}
-    study.runs = [SimpleNamespace(variant=v, seed=s, checkpoint=f'{v}{s}.pth', options=options, record='')
-                  for v in variants for s in (0, 1)]
-    study.hr_name, study.dataset_names = 'hr as written', {'photos': 'photos as written'}  # e.g. ../shared/data/Set5
+    options = {'name': 'tiny', 'scale': 4,
+               'datasets': {'train': {'dataroot_gt': study.hr},
+                            'val_1': {'dataroot_gt': study.datasets['photos'], 'setting': 'noise'}}}
+    folders = {study.hr: 'hr as written', study.datasets['photos']: 'photos as written'}  # e.g. ../shared/data/Set5
+    study.runs = [Run(v, s, str(tmp_path / v), options, written=folders) for v in variants for s in (0, 1)]
     study.options.seeds = [0, 1]
     results = {'psnr_by_setting': {v: {'mean': {'mean': means[v]}} for v in variants},
                'variant_overrides': {v: '{}' for v in variants}}
@@ -375,6 +374,24 @@ def test_a_study_goes_on_from_its_records_on_a_machine_without_its_runs(tmp_path
                 'learning_curves', 'weight_factors', 'protocol_checks'):
         assert again[key] == first[key], key
     assert again['meta']['training_seconds'] == first['meta']['training_seconds']
+
+
+def test_a_runs_options_hash_names_folders_as_the_study_writes_them(tmp_path, small_photo_folder, monkeypatch):
+    """The same study on machines whose folders lie elsewhere gives each run the same options hash (a record made
+    on one is a run done on the other); another HR folder gives another hash."""
+    import shutil
+
+    from gsr.repro.study import Study
+    hashes = []
+    for machine in ('one', 'two'):
+        shutil.copytree(small_photo_folder, tmp_path / machine / 'photos')
+        monkeypatch.chdir(tmp_path / machine)
+        study = Study(tiny_study(tmp_path / machine, 'photos'))
+        assert study.runs[0].options['datasets']['train']['dataroot_gt'] == str(tmp_path / machine / 'photos')
+        hashes.append([run.options_sha() for run in study.runs])
+    assert hashes[0] == hashes[1]
+    shutil.copytree(small_photo_folder, tmp_path / 'two' / 'other')
+    assert Study(tiny_study(tmp_path / 'two', 'other')).runs[0].options_sha() != hashes[0][0]
 
 
 def test_status_says_where_each_run_stands_and_writes_nothing(tmp_path, small_photo_folder, monkeypatch, capsys):

@@ -9,7 +9,7 @@ import copy
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Optional, Tuple
 
 from gsr.data.eval_protocol import folder_name
@@ -101,6 +101,7 @@ class Run:
     options: Dict[str, Any]
     scaling: Optional[RatioScaling] = None
     record: str = ''  # the folder of its record (``gsr.repro.records``); none when empty
+    written: Dict[str, str] = field(default_factory=dict)  # a dataset folder as resolved here -> as the study writes it
 
     @property
     def key(self) -> str:
@@ -118,8 +119,16 @@ class Run:
     def done_file(self) -> str:
         return os.path.join(self.folder, 'done.json')
 
+    def portable_options(self) -> Dict[str, Any]:
+        """The options with every dataset folder as the study file writes it (``../shared/data/Set5``,
+        ``embedded:train``), not as this machine resolved it: what ``options_sha`` hashes (a run or its record is
+        the same on a machine whose folders lie elsewhere) and the provenance of a shipped network."""
+        datasets = {key: {'dataroot_gt': self.written.get(ds.get('dataroot_gt'), ds.get('dataroot_gt'))}
+                    for key, ds in self.options.get('datasets', {}).items()}
+        return merge(self.options, {'datasets': datasets})
+
     def options_sha(self) -> str:
-        return hashlib.sha256(json.dumps(self.options, sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(json.dumps(self.portable_options(), sort_keys=True).encode()).hexdigest()
 
 
 def first_existing(candidates: List[str], key: str) -> Tuple[str, str]:
@@ -165,6 +174,8 @@ class Study:
                  for name, folders in o.benchmark.datasets.items()}
         self.datasets = {name: folder for name, (_, folder) in found.items()}
         self.dataset_names = {name: candidate for name, (candidate, _) in found.items()}
+        self.written = {folder: self.dataset_names[name] for name, folder in self.datasets.items()}
+        self.written[self.hr] = self.hr_name
         self.overrides = {name: self.variant_overrides(name, set()) for name in o.variants}
         self.selected = self.selection(only)
         if first_seeds is not None and not 1 <= first_seeds <= len(o.seeds):
@@ -236,6 +247,7 @@ class Study:
         opt['name'] = f'{self.options.name}_{name}_seed{seed}'
         opt['manual_seed'] = seed
         opt['datasets']['train']['dataroot_gt'] = self.hr
+        written = dict(self.written)
         if self.options.iterations:
             set_iterations(opt, self.options.iterations)
         if self.options.optimizer_protocol == 'paper_text':
@@ -244,9 +256,11 @@ class Study:
             self.add_validation(opt)
         for key, ds in opt['datasets'].items():
             if key != 'train' and str(ds.get('dataroot_gt', '')).startswith(EMBEDDED):
+                written[resolve_root(ds['dataroot_gt'])] = ds['dataroot_gt']
                 ds['dataroot_gt'] = resolve_root(ds['dataroot_gt'])
         record = os.path.join(self.records, name, f'seed{seed}') if self.records else ''
-        return Run(name, seed, os.path.join(self.output, name, f'seed{seed}'), opt, self.scaling(name), record)
+        return Run(name, seed, os.path.join(self.output, name, f'seed{seed}'), opt, self.scaling(name), record,
+                   written)
 
     def add_validation(self, opt: Dict[str, Any]) -> None:
         """Validation of the learning curves: every benchmark dataset under every ``curves.settings`` entry

@@ -23,7 +23,6 @@ from gsr.repro.runner import (evaluation_config, forward_stop, is_done, progress
                               source_trained, train_all)
 from gsr.repro.study import WEIGHTS, Study
 from gsr.utils.errors import GsrError
-from gsr.utils.options import merge
 from gsr.utils.staging import claim_output_folder
 from gsr.utils.stop_request import stop_on_signals
 
@@ -109,16 +108,6 @@ def storage_change(study: Study, run, weights: Dict, storage: str) -> float:
     return max(abs(mean[(storage, s)] - mean[('float32', s)]) for _, s in mean)
 
 
-def portable_options(study: Study, options: Dict) -> Dict:
-    """A run's options with every dataset folder as the study file names it (``../shared/data/Set5``,
-    ``embedded:train``), not as this machine resolved it: the provenance shipped in the package."""
-    written = {folder: study.dataset_names[name] for name, folder in study.datasets.items()}
-    written[study.hr] = study.hr_name
-    datasets = {key: {'dataroot_gt': written.get(ds.get('dataroot_gt'), ds.get('dataroot_gt'))}
-                for key, ds in options.get('datasets', {}).items()}
-    return merge(options, {'datasets': datasets})
-
-
 def ship_networks(study: Study, results: Dict, prefix: str, command: str) -> List[str]:
     """Ship the first seed's baseline and, where the run selected any, its best regularized variant (highest mean
     PSNR over seeds and settings) into the package as ``<prefix>-baseline`` and ``<prefix>-<variant>``; a network
@@ -147,7 +136,7 @@ def ship_networks(study: Study, results: Dict, prefix: str, command: str) -> Lis
                       'storage_psnr_change_db': change,
                       'weights': study.options.benchmark.weights, 'mean_psnr_over_seeds': means[variant],
                       'option_overrides': results['variant_overrides'][variant],
-                      'training_options': portable_options(study, run.options)}
+                      'training_options': run.portable_options()}
         written.append(ship(name, weights, run.options, provenance, storage=storage))
     return written
 
