@@ -56,6 +56,7 @@ def cached_rows(output: str, model: str) -> Iterator[Tuple[str, Dict]]:
 
 
 def training_logs(run: Run) -> List[str]:
+    """The names of BasicSR's training logs of the run, oldest first (one per session that trained it)."""
     return sorted(f for f in os.listdir(run.experiment) if f.startswith('train_') and f.endswith('.log'))
 
 

@@ -18,7 +18,7 @@ from gsr.analysis.representation import ImageSet, cossim_images, cossim_per_imag
 from gsr.archs.feature_tap import FeatureTap
 from gsr.archs.network_checkpoint import load_network
 from gsr.data.eval_protocol import settings_list
-from gsr.repro.records import checkpoint_sha256, recorded
+from gsr.repro.records import checkpoint_sha256, recorded, training_logs
 from gsr.repro.study import WEIGHTS, Run, Study
 from gsr.utils.checkpoint import atomic_write_text, file_sha256, training_states
 from gsr.utils.errors import GsrError
@@ -59,11 +59,10 @@ def progress(run: Run) -> str:
         return f'{run.key}: done{"" if done else " (its record)"}, {minutes:.0f} training minutes'
     if not os.path.isdir(run.experiment):
         return f'{run.key}: not started ({total:,} iterations)'
-    logged = max((curve[-1][0] for curve in training_curves(run).values()), default=0)
     saved = max(training_states(os.path.join(run.experiment, 'training_states')), default=None)
-    last, minutes = validation_curves(run)['minutes'][-1]
+    last, minutes = validation_curves(run)['minutes'][-1]  # the last logged iteration and the minutes to it
     pace = f', about {minutes / last * (total - last):.0f} training minutes left at its pace' if minutes > 0 else ''
-    return (f'{run.key}: iteration {logged:,} of {total:,} logged, ' +
+    return (f'{run.key}: iteration {last:,} of {total:,} logged, ' +
             (f'state saved at {saved:,}' if saved is not None else 'no state saved yet') + pace)
 
 
@@ -137,8 +136,7 @@ def training_curves(run: Run) -> Curves:
     ``bacc_det``) by iteration, from BasicSR's training logs in order (a resumed run's later log wins for the
     iterations it repeats). BasicSR writes them after the bracketed epoch / iteration / lr / eta / time header."""
     curves: Dict[str, Dict[int, float]] = {}
-    logs = sorted(f for f in os.listdir(run.experiment) if f.startswith('train_') and f.endswith('.log'))
-    for name in logs:
+    for name in training_logs(run):
         with open(os.path.join(run.experiment, name)) as f:
             for line in f:
                 it = LOG_ITER.search(line)
@@ -175,8 +173,7 @@ def validation_curves(run: Run) -> Dict[str, Dict]:
     stopped then)."""
     psnr: Dict[str, Dict[int, float]] = {}
     intervals: List[Tuple[int, int, float]] = []  # (from iteration, to iteration, seconds)
-    logs = sorted(f for f in os.listdir(run.experiment) if f.startswith('train_') and f.endswith('.log'))
-    for name in logs:
+    for name in training_logs(run):
         last_it, last_t, validating, pending = None, float('nan'), None, None
         with open(os.path.join(run.experiment, name)) as f:
             for line in f:
