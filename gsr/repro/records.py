@@ -2,9 +2,10 @@
 ``records:`` folder) so that a study longer than one machine's session continues on another machine.
 
 A run's record (``<records>/<variant>/seed<k>/``) holds its ``done.json`` (the options' and the checkpoint's
-sha256, the training time), ``options.yml``, BasicSR's training logs (``logs/``: the curves, the regularizers'
-activity, the stability table), ``analyses.json`` where the run was analysed, and ``rows.jsonl``: its rows of every
-evaluation cache under the study's output (the benchmark, the protocol checks), each with the cache it came from.
+sha256, the training time), ``options.yml`` (its folders as the study file writes them), BasicSR's training logs
+(``logs/``, verbatim: the curves, the regularizers' activity, the stability table), ``analyses.json`` where the run
+was analysed, and ``rows.jsonl``: its rows of every evaluation cache under the study's output (the benchmark, the
+protocol checks), each with the cache it came from.
 The weights are not kept (a few hundred kB to MBs a run): a recorded run's benchmark rows and analyses are read
 from its record, keyed on the checkpoint's sha256 as if the checkpoint were there, and a network is shipped only
 from a run trained where it ships (``gsr repro --ship``).
@@ -13,6 +14,8 @@ import json
 import os
 import shutil
 from typing import Dict, Iterator, List, Tuple
+
+import yaml
 
 from gsr.repro.study import Run, Study
 from gsr.utils.checkpoint import atomic_write_text, file_sha256
@@ -70,7 +73,7 @@ def write_record(study: Study, run: Run) -> str:
     shutil.rmtree(partial, ignore_errors=True)
     os.makedirs(os.path.join(partial, 'logs'))
     atomic_write_text(os.path.join(partial, 'done.json'), json.dumps(done, indent=1) + '\n')
-    shutil.copy2(os.path.join(run.folder, 'options.yml'), partial)
+    atomic_write_text(os.path.join(partial, 'options.yml'), yaml.safe_dump(run.portable_options(), sort_keys=False))
     for name in training_logs(run):
         shutil.copy2(os.path.join(run.experiment, name), os.path.join(partial, 'logs'))
     if os.path.isfile(os.path.join(run.folder, ANALYSES_FILE)):
