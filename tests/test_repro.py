@@ -394,6 +394,23 @@ def test_a_runs_options_hash_names_folders_as_the_study_writes_them(tmp_path, sm
     assert Study(tiny_study(tmp_path / 'two', 'other')).runs[0].options_sha() != hashes[0][0]
 
 
+def test_a_record_keeps_the_row_each_cache_reads_back(tmp_path):
+    """A cache may hold an older row of the same image and setting (a retrained run) and a torn last line: the
+    record keeps, per cache, the row the cache reads back, and only the run's."""
+    from gsr.analysis.evaluation import ResultCache
+    from gsr.repro.records import cached_rows
+    cache = tmp_path / 'evaluation' / 'per_image.jsonl'
+    cache.parent.mkdir()
+    row = {'model': 'baseline/seed0', 'dataset': 'Set5', 'setting': 'noise', 'image': 'baby', 'model_id': 'old',
+           'image_sha256': 'x', 'psnr': 20.0}
+    lines = [row, dict(row, model='align/seed0'), dict(row, image='bird'), dict(row, model_id='new', psnr=21.0)]
+    cache.write_text(''.join(json.dumps(r) + '\n' for r in lines) + '{"model": "baseline/se')
+    rows = sorted((c, r['image'], r['model_id']) for c, r in cached_rows(str(tmp_path), 'baseline/seed0'))
+    assert rows == [('evaluation/per_image.jsonl', 'baby', 'new'), ('evaluation/per_image.jsonl', 'bird', 'old')]
+    read_back = ResultCache(str(cache)).rows
+    assert read_back[('baseline/seed0', 'Set5', 'noise', 'baby')]['model_id'] == 'new'
+
+
 def test_status_says_where_each_run_stands_and_writes_nothing(tmp_path, small_photo_folder, monkeypatch, capsys):
     """``gsr repro --status``: a done run with its training minutes, a started one with its last logged iteration,
     saved state and the minutes left at its pace (5 minutes for 3 iterations, one left: 5 / 3), one trained with

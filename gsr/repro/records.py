@@ -43,11 +43,13 @@ def checkpoint_sha256(run: Run) -> str:
 
 
 def cached_rows(output: str, model: str) -> Iterator[Tuple[str, Dict]]:
-    """(cache path relative to ``output``, row) of every evaluation cache row of ``model`` under ``output``."""
+    """(cache path relative to ``output``, row) of every evaluation cache row of ``model`` under ``output``: per
+    cache, the last row of each image and setting, which is the one the cache reads back."""
     for folder, _, files in sorted(os.walk(output)):
         if CACHE_FILE not in files:
             continue
         cache = os.path.join(folder, CACHE_FILE)
+        last: Dict[Tuple, Dict] = {}
         with open(cache) as f:
             for line in f:
                 try:
@@ -55,7 +57,9 @@ def cached_rows(output: str, model: str) -> Iterator[Tuple[str, Dict]]:
                 except json.JSONDecodeError:  # a torn last line (a killed evaluation) is no row
                     continue
                 if isinstance(row, dict) and row.get('model') == model:
-                    yield os.path.relpath(cache, output), row
+                    last[(row.get('dataset'), row.get('image'), row.get('setting'))] = row
+        for row in last.values():
+            yield os.path.relpath(cache, output), row
 
 
 def training_logs(run: Run) -> List[str]:
