@@ -360,6 +360,8 @@ def test_a_study_goes_on_from_its_records_on_a_machine_without_its_runs(tmp_path
     assert sorted(p.name for p in acting.iterdir()) == ['done.json', 'logs', 'options.yml', 'rows.jsonl']
     assert (tmp_path / 'records' / 'baseline' / 'seed0' / 'analyses.json').is_file()
     assert len(json.load(open(acting / 'done.json'))['checkpoint_sha256']) == 64
+    log = next((acting / 'logs').iterdir()).read_text()  # the machine's folders named as the study writes them
+    assert str(out) not in log and 'experiments_root: <output>/acting/seed0/experiments/tiny_acting_seed0' in log
     os.rename(out, tmp_path / 'first_machine')
     capsys.readouterr()
     assert main(['repro', path, '--status']) == 0

@@ -3,9 +3,9 @@
 
 A run's record (``<records>/<variant>/seed<k>/``) holds its ``done.json`` (the options' and the checkpoint's
 sha256, the training time), ``options.yml`` (its folders as the study file writes them), BasicSR's training logs
-(``logs/``, verbatim: the curves, the regularizers' activity, the stability table), ``analyses.json`` where the run
-was analysed, and ``rows.jsonl``: its rows of every evaluation cache under the study's output (the benchmark, the
-protocol checks), each with the cache it came from.
+(``logs/``, the machine's folders named as in ``options.yml``: the curves, the regularizers' activity, the
+stability table), ``analyses.json`` where the run was analysed, and ``rows.jsonl``: its rows of every evaluation
+cache under the study's output (the benchmark, the protocol checks), each with the cache it came from.
 The weights are not kept (a few hundred kB to MBs a run): a recorded run's benchmark rows and analyses are read
 from its record, keyed on the checkpoint's sha256 as if the checkpoint were there, and a network is shipped only
 from a run trained where it ships (``gsr repro --ship``).
@@ -67,6 +67,14 @@ def training_logs(run: Run) -> List[str]:
     return sorted(f for f in os.listdir(run.experiment) if f.startswith('train_') and f.endswith('.log'))
 
 
+def portable_log(text: str, output: str, written: Dict[str, str]) -> str:
+    """A BasicSR log with this machine's folders named as the study writes them: the output folder as
+    ``<output>``, each dataset folder as the study file names it (the lines the report reads carry no paths)."""
+    for resolved, name in sorted(dict(written, **{output: '<output>'}).items(), key=lambda item: -len(item[0])):
+        text = text.replace(resolved, name)
+    return text
+
+
 def write_record(study: Study, run: Run) -> str:
     """Write the record of a done run (benchmarked: its rows are in the output's caches) into ``run.record``,
     replacing an earlier one only once the new one is complete."""
@@ -79,7 +87,9 @@ def write_record(study: Study, run: Run) -> str:
     atomic_write_text(os.path.join(partial, 'done.json'), json.dumps(done, indent=1) + '\n')
     atomic_write_text(os.path.join(partial, 'options.yml'), yaml.safe_dump(run.portable_options(), sort_keys=False))
     for name in training_logs(run):
-        shutil.copy2(os.path.join(run.experiment, name), os.path.join(partial, 'logs'))
+        with open(os.path.join(run.experiment, name)) as f:
+            text = portable_log(f.read(), study.output, run.written)
+        atomic_write_text(os.path.join(partial, 'logs', name), text)
     if os.path.isfile(os.path.join(run.folder, ANALYSES_FILE)):
         shutil.copy2(os.path.join(run.folder, ANALYSES_FILE), partial)
     lines = [json.dumps({'cache': cache, 'row': row}) for cache, row in cached_rows(study.output, run.key)]
