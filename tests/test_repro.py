@@ -369,6 +369,15 @@ def test_a_study_goes_on_from_its_records_on_a_machine_without_its_runs(tmp_path
     assert main(['repro', path, '--no-progress', '--ship', 'tiny']) == 2  # before anything is written
     assert "gsr: error: --ship: baseline/seed0 came from the study's records" in capsys.readouterr().err
     assert not out.exists()
+    changed = dict(study, variants=dict(study['variants'], baseline={'train': {'ema_decay': 0.9}}))
+    yaml.safe_dump(changed, open(path, 'w'), sort_keys=False)  # the study file changed since the records were made
+    assert main(['repro', path, '--status']) == 0
+    assert 'baseline/seed0: its record was trained with other options' in capsys.readouterr().out
+    assert main(['repro', path, '--no-progress']) == 2
+    assert 'gsr: error: ' + str(tmp_path / 'records') + ': baseline/seed0 were recorded with other options' in \
+        capsys.readouterr().err
+    assert not out.exists()  # refused before anything was laid out
+    yaml.safe_dump(study, open(path, 'w'), sort_keys=False)
     assert main(['repro', path, '--no-progress']) == 0
     assert not list(out.rglob('*.pth')) and not list(out.rglob('*.state'))  # nothing trained here
     again = json.load(open(out / 'results.json'))

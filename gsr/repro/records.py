@@ -30,6 +30,13 @@ def recorded(run: Run) -> bool:
     return bool(run.record) and os.path.isfile(os.path.join(run.record, 'done.json'))
 
 
+def record_is_stale(run: Run) -> bool:
+    """Whether the run's record was trained with other options than the study now gives the run (its options
+    hash differs: the study file changed since it was recorded)."""
+    with open(os.path.join(run.record, 'done.json')) as f:
+        return json.load(f).get('options_sha256') != run.options_sha()
+
+
 def checkpoint_sha256(run: Run) -> str:
     """The sha256 of the run's final checkpoint: the file's where it is here, else the one its ``done.json`` records
     (a run laid out from its record)."""
@@ -77,11 +84,13 @@ def portable_log(text: str, output: str, written: Dict[str, str]) -> str:
 
 def write_record(study: Study, run: Run) -> str:
     """Write the record of a done run (benchmarked: its rows are in the output's caches) into ``run.record``,
-    replacing an earlier one only once the new one is complete."""
+    replacing an earlier one only once the new one is complete: the earlier one is renamed aside, the new one
+    renamed in, then the earlier one removed: a complete record is on disk at every moment (between the two renames,
+    as ``<record>.replaced``), never one half removed."""
     with open(run.done_file) as f:
         done = json.load(f)
     done['checkpoint_sha256'] = checkpoint_sha256(run)
-    partial = run.record + '.partial'
+    partial, replaced = run.record + '.partial', run.record + '.replaced'
     shutil.rmtree(partial, ignore_errors=True)
     os.makedirs(os.path.join(partial, 'logs'))
     atomic_write_text(os.path.join(partial, 'done.json'), json.dumps(done, indent=1) + '\n')
@@ -94,9 +103,11 @@ def write_record(study: Study, run: Run) -> str:
         shutil.copy2(os.path.join(run.folder, ANALYSES_FILE), partial)
     lines = [json.dumps({'cache': cache, 'row': row}) for cache, row in cached_rows(study.output, run.key)]
     atomic_write_text(os.path.join(partial, ROWS_FILE), ''.join(line + '\n' for line in lines))
+    shutil.rmtree(replaced, ignore_errors=True)
     if os.path.isdir(run.record):
-        shutil.rmtree(run.record)
+        os.replace(run.record, replaced)
     os.replace(partial, run.record)
+    shutil.rmtree(replaced, ignore_errors=True)
     return run.record
 
 

@@ -18,7 +18,7 @@ from gsr.analysis.representation import ImageSet, cossim_images, cossim_per_imag
 from gsr.archs.feature_tap import FeatureTap
 from gsr.archs.network_checkpoint import load_network
 from gsr.data.eval_protocol import settings_list
-from gsr.repro.records import checkpoint_sha256, recorded, training_logs
+from gsr.repro.records import checkpoint_sha256, record_is_stale, recorded, training_logs
 from gsr.repro.study import WEIGHTS, Run, Study
 from gsr.utils.checkpoint import atomic_write_text, file_sha256, training_states
 from gsr.utils.errors import GsrError
@@ -45,14 +45,17 @@ def is_done(run: Run) -> bool:
     return True
 
 
-def progress(run: Run) -> str:
+def progress(run: Run, weights_known: bool = True) -> str:
     """One line on where ``run`` stands: done (its training minutes), its last logged iteration and saved state
-    (and the training minutes left at the pace its logs show), or not started. Reads the run's folder only."""
+    (and the training minutes left at the pace its logs show), or not started. Reads the run's folder and record
+    only; a run's record is checked against its options only where its weights are known (``source_trained``)."""
     total = run.options['train']['total_iter']
     try:
         done = is_done(run)
     except GsrError:
         return f'{run.key}: trained with other options than the study now gives it'
+    if not done and recorded(run) and weights_known and record_is_stale(run):
+        return f'{run.key}: its record was trained with other options than the study now gives it'
     if done or recorded(run):
         with open(run.done_file if done else os.path.join(run.record, 'done.json')) as f:
             minutes = json.load(f)['seconds'] / 60

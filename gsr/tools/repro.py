@@ -17,7 +17,7 @@ import numpy as np
 
 from gsr.analysis.evaluation import BICUBIC, evaluate, load_config
 from gsr.repro import report
-from gsr.repro.records import recorded, restore_record, write_record
+from gsr.repro.records import record_is_stale, recorded, restore_record, write_record
 from gsr.repro.results import collect
 from gsr.repro.runner import (evaluation_config, forward_stop, is_done, progress, run_analyses, scale_weights,
                               source_trained, train_all)
@@ -149,6 +149,17 @@ def check_weights_here(runs: List) -> None:
                        'where they trained, or move their records and runs away to retrain them here')
 
 
+def check_records_current(study: Study) -> None:
+    """Before anything is laid out: every record still to be laid out was trained with the options the study now
+    gives its run (a scaled run's weights are known only later, from its source's logs, and are checked then)."""
+    stale = [run.key for run in study.runs if run.scaling is None and recorded(run)
+             and not os.path.isfile(run.done_file) and record_is_stale(run)]
+    if stale:
+        raise GsrError(f'{study.records}: {", ".join(stale)} were recorded with other options than the study now '
+                       'gives them; set another records: folder in the study file, or move those records away to '
+                       'retrain the runs')
+
+
 def record_finished_runs(study: Study, say: Callable[[str], None], progress_bar: bool) -> int:
     """``--record``: benchmark and analyse the finished runs (nothing is trained) and write their records."""
     scale_weights(study, [run for run in study.runs if source_trained(study, run)])
@@ -204,11 +215,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.record and not study.records:
         raise GsrError(f'{args.study}: --record needs the study\'s records: folder')
     if args.status:  # a scaled run is compared with its done.json at the weights the runner gave it
-        scale_weights(study, [run for run in study.runs if source_trained(study, run)])
-        lines = [progress(run) for run in study.runs]
+        known = {run.key for run in study.runs if source_trained(study, run)}
+        scale_weights(study, [run for run in study.runs if run.key in known])
+        lines = [progress(run, run.key in known) for run in study.runs]
         done = sum(': done' in line for line in lines)
         print('\n'.join(lines + [f'{done} of {len(lines)} runs done']))
         return 0
+    check_records_current(study)
     if args.ship:
         check_weights_here([run for run in study.runs if run.variant == 'baseline'
                             and run.seed == study.options.seeds[0]])
