@@ -216,7 +216,7 @@ def test_ship_writes_a_checked_network_and_a_changed_file_is_refused(tmp_path):
     from basicsr.archs import build_network
 
     from gsr.utils.errors import GsrError
-    from gsr.utils.pretrained import ship, shipped
+    from gsr.utils.pretrained import manifest, ship, shipped, withdraw
     net_opt = {'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1, 'upscale': 4}
     net = build_network(dict(net_opt))
     ship('tiny-baseline', net.state_dict(), {'network_g': net_opt, 'scale': 4}, {'variant': 'baseline'}, str(tmp_path))
@@ -230,6 +230,10 @@ def test_ship_writes_a_checked_network_and_a_changed_file_is_refused(tmp_path):
         shipped('tiny-baseline', str(tmp_path))
     with pytest.raises(GsrError, match="no such shipped network .*shipped: tiny-baseline"):
         shipped('tiny-align', str(tmp_path))
+    ship('tiny-align', net.state_dict(), {'network_g': net_opt, 'scale': 4}, {'variant': 'align'}, str(tmp_path))
+    withdraw(['tiny-baseline', 'tiny-none'], str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['manifest.json', 'tiny-align.pth']
+    assert list(manifest(str(tmp_path))) == ['tiny-align'] and shipped('tiny-align', str(tmp_path))
 
 
 @pytest.mark.parametrize('variants, shipped_names', [
@@ -239,7 +243,8 @@ def test_ship_writes_a_checked_network_and_a_changed_file_is_refused(tmp_path):
 def test_ship_takes_the_first_seeds_baseline_and_the_best_regularized_variant(variants, shipped_names, monkeypatch,
                                                                               tmp_path, small_photo_folder):
     """The best regularized variant by its mean PSNR over seeds (references such as paired_baseline never count);
-    a study run without one ships its baseline alone; without the baseline, --ship is refused before anything."""
+    a study run without one ships its baseline alone; without the baseline, --ship is refused before anything.
+    The prefix's other networks (an earlier best variant) are withdrawn, no other study's."""
     import torch
 
     from gsr.repro.study import Run, Study
@@ -260,8 +265,14 @@ def test_ship_takes_the_first_seeds_baseline_and_the_best_regularized_variant(va
     monkeypatch.setattr('gsr.utils.checkpoint.network_weights', lambda path, key: {'w': torch.zeros(1)})
     monkeypatch.setattr(pretrained, 'ship', lambda name, weights, options, provenance, storage: written.append(
         (name, provenance['variant'], provenance['seed'], provenance['training_options']['datasets'])) or name)
+    package = {'medium-baseline': 'tiny', 'medium-dropout': 'tiny', 'medium-align': 'tiny', 'medium-large': 'large',
+               'small-align': 'tiny'}  # name -> the study it came from
+    monkeypatch.setattr(pretrained, 'manifest', lambda: {name: {'study': s} for name, s in package.items()})
+    withdrawn = []
+    monkeypatch.setattr(pretrained, 'withdraw', withdrawn.extend)
     repro.ship_networks(study, results, 'medium', 'gsr repro x')
     assert [w[:3] for w in written] == [(name, name.split('-', 1)[1], 0) for name in shipped_names]
+    assert withdrawn == [n for n in ('medium-baseline', 'medium-dropout', 'medium-align') if n not in shipped_names]
     # the package's provenance names the folders as the study file does, not as this machine resolved them
     assert written[0][3] == {'train': {'dataroot_gt': 'hr as written'},
                              'val_1': {'dataroot_gt': 'photos as written', 'setting': 'noise'}}

@@ -110,11 +110,12 @@ def storage_change(study: Study, run, weights: Dict, storage: str) -> float:
 
 def ship_networks(study: Study, results: Dict, prefix: str, command: str) -> List[str]:
     """Ship the first seed's baseline and, where the run selected any, its best regularized variant (highest mean
-    PSNR over seeds and settings) into the package as ``<prefix>-baseline`` and ``<prefix>-<variant>``; a network
-    above 4 MB in float32 is stored in float16 when that moves its benchmark PSNR by at most
+    PSNR over seeds and settings) into the package as ``<prefix>-baseline`` and ``<prefix>-<variant>``, and withdraw
+    the study's other ``<prefix>-`` networks (an earlier best variant: the package ships the study as it now stands);
+    a network above 4 MB in float32 is stored in float16 when that moves its benchmark PSNR by at most
     ``STORAGE_TOLERANCE_DB`` in every setting."""
     from gsr.utils.checkpoint import network_weights
-    from gsr.utils.pretrained import ship, storage_for
+    from gsr.utils.pretrained import manifest, ship, storage_for, withdraw
     means = {v: e['mean']['mean'] for v, e in results['psnr_by_setting'].items()}
     if 'baseline' not in means:
         raise GsrError('--ship needs the baseline variant among the variants run')
@@ -138,6 +139,9 @@ def ship_networks(study: Study, results: Dict, prefix: str, command: str) -> Lis
                       'option_overrides': results['variant_overrides'][variant],
                       'training_options': run.portable_options()}
         written.append(ship(name, weights, run.options, provenance, storage=storage))
+    names = {f'{prefix}-{run.variant.replace("_", "-")}' for run in runs}
+    withdraw([name for name, entry in manifest().items() if name.startswith(f'{prefix}-') and name not in names
+              and entry.get('study') == study.options.name])
     return written
 
 

@@ -3,7 +3,7 @@ named in ``manifest.json`` with their network, weights' sha256 and how they were
 and ``gsr demo`` use them; ``gsr repro STUDY --ship`` writes them."""
 import json
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import torch
 
@@ -67,3 +67,16 @@ def ship(name: str, weights: Dict[str, torch.Tensor], options: Dict[str, Any], p
                          storage=storage, scale=options.get('scale', 4), network_g=options['network_g'])
     atomic_write_text(os.path.join(folder, MANIFEST), json.dumps(entries, indent=1, sort_keys=True))
     return path
+
+
+def withdraw(names: List[str], folder: str = FOLDER) -> None:
+    """Take ``names`` out of the package: the manifest first (a network it does not name is never served), then
+    their files."""
+    entries = manifest(folder)
+    files = [entries.pop(name)['file'] for name in names if name in entries]
+    if not files:
+        return
+    atomic_write_text(os.path.join(folder, MANIFEST), json.dumps(entries, indent=1, sort_keys=True))
+    for name in files:
+        if os.path.isfile(os.path.join(folder, name)):
+            os.remove(os.path.join(folder, name))
