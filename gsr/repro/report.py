@@ -10,10 +10,12 @@ from gsr.utils.plotting import pyplot, save_figure
 
 VERDICT_RULE = ('**Verdicts.** Each comparison is paired: the same seeds (same initialisation and data order) and '
                 'the same test images. A comparison *holds* when its mean difference has the claimed sign, the mean '
-                'difference of every seed has it too, and a two-sided one-sample t-test over all seeds x images '
-                'gives p < 0.05; it *does not hold* when all of that is true of the opposite sign; otherwise it is '
-                '*inconclusive*. The sign test (two-sided, ties dropped) is shown beside the t-test. A claim made '
-                'of several comparisons holds when all do, partly holds when some do.')
+                'difference of every seed has it too, and a two-sided one-sample t-test of the per-seed means '
+                '(seeds - 1 degrees of freedom) gives p < 0.05; it *does not hold* when all of that is true of the '
+                'opposite sign; otherwise it is *inconclusive*. The unit is the training run: the images one network '
+                'is tested on share its training, so the t-test and the sign test over all seeds x images (shown '
+                'beside it) count one training\'s luck many times. A claim made of several comparisons holds when '
+                'all do, partly holds when some do.')
 
 
 def fmt(value: float, digits: int = 3) -> str:
@@ -27,14 +29,14 @@ def p_value(p: float) -> str:
 
 
 def comparison_table(comparisons: List[Dict]) -> str:
-    lines = ['| comparison | claimed | mean difference | per seed | std over seeds | n | t-test p | sign test p '
-             '(+/-) | verdict |', '|---|---|---|---|---|---|---|---|---|']
+    lines = ['| comparison | claimed | mean difference | per seed | std over seeds | seed t-test p | n | t-test p '
+             '(seeds x images) | sign test p (+/-) | verdict |', '|---|---|---|---|---|---|---|---|---|---|']
     for c in comparisons:
         unit = f' {c["unit"]}' if c['unit'] else ''
         seeds = ', '.join(fmt(v) for v in c['seed_means'])
         lines.append(f'| {c["label"]} | {"> 0" if c["claimed_sign"] > 0 else "< 0"} | {fmt(c["mean"], 4)}{unit} | '
-                     f'{seeds} | {c["seed_std"]:.3f} | {c["n"]} | {p_value(c["t_p"])} | {p_value(c["sign_p"])} '
-                     f'({c["positive"]}/{c["negative"]}) | {c["verdict"]} |')
+                     f'{seeds} | {c["seed_std"]:.3f} | {p_value(c["seed_t_p"])} | {c["n"]} | {p_value(c["t_p"])} | '
+                     f'{p_value(c["sign_p"])} ({c["positive"]}/{c["negative"]}) | {c["verdict"]} |')
     return '\n'.join(lines)
 
 
