@@ -414,6 +414,23 @@ def test_a_study_goes_on_from_its_records_on_a_machine_without_its_runs(tmp_path
     assert again['meta']['training_seconds'] == first['meta']['training_seconds']
 
 
+@pytest.mark.slow
+def test_record_keeps_the_done_runs_while_a_checked_variant_waits(tmp_path, small_photo_folder, monkeypatch):
+    """A session's end: the baseline is done, ``align`` (whose first seed the protocol checks also score) has not
+    started; ``--record`` records the baseline, its protocol checks included, and leaves the rest to train."""
+    from gsr.cli import main
+    path = tiny_study(tmp_path, small_photo_folder)
+    study = yaml.safe_load(open(path))
+    study['records'] = str(tmp_path / 'records')
+    yaml.safe_dump(study, open(path, 'w'), sort_keys=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(['repro', path, '--variants', 'baseline', '--no-progress']) == 0
+    assert main(['repro', path, '--record', '--no-progress']) == 0
+    assert sorted(p.name for p in (tmp_path / 'records').iterdir()) == ['baseline']
+    rows = [json.loads(line) for line in open(tmp_path / 'records' / 'baseline' / 'seed0' / 'rows.jsonl')]
+    assert {row['cache'].split(os.sep)[0] for row in rows} == {'checks', 'evaluation'}
+
+
 def test_a_runs_options_hash_names_folders_as_the_study_writes_them(tmp_path, small_photo_folder, monkeypatch):
     """The same study on machines whose folders lie elsewhere gives each run the same options hash (a record made
     on one is a run done on the other); another HR folder gives another hash."""

@@ -40,7 +40,8 @@ def protocol_checks(study: Study, config: str, rows: List[Dict], progress: bool)
     from gsr.utils.checkpoint import atomic_write_text
     bench = study.options.benchmark
     seed = study.options.seeds[0]
-    keys = [f'{v}/seed{seed}' for v in CHECKED if v in study.selected]
+    trained = {run.key for run in study.runs}  # --record leaves out the runs not done
+    keys = [f'{v}/seed{seed}' for v in CHECKED if f'{v}/seed{seed}' in trained]
     if not bench.protocol_checks or not keys:
         return {}
     with open(config) as f:
