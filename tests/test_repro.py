@@ -69,9 +69,10 @@ def test_variant_overrides_merge_and_remove_keys():
 
 
 # ------------------------------------------------------------------------------------------------ runner
-def tiny_study(tmp_path, photos, align_iterations=4, acting_source=None):
+def tiny_study(tmp_path, photos, align_iterations=4, acting_source=None, records=False):
     """Baseline and align, one seed, a tiny network; align may train longer (to be killed while it trains); with
-    ``acting_source`` also ``acting``, align with its weight scaled from that variant's logs."""
+    ``acting_source`` also ``acting``, align with its weight scaled from that variant's logs; with ``records`` the
+    study keeps its records in ``tmp_path / 'records'``."""
     base = yaml.safe_load(open(os.path.join(REPO, 'options', 'repro', 'base_srresnet_small.yml')))
     base['network_g'].update(num_feat=8, num_block=1)
     base['datasets']['train'].update(gt_size=32, crop_pad_size=80, batch_size_per_gpu=2, num_worker_per_gpu=0,
@@ -95,6 +96,8 @@ def tiny_study(tmp_path, photos, align_iterations=4, acting_source=None):
     if acting_source:
         scaling = {'run': acting_source, 'terms': ['l_align'], 'target': 0.1}
         study['variants']['acting'] = {'from': 'align', 'scale_to_ratio': scaling}
+    if records:
+        study['records'] = str(tmp_path / 'records')
     if align_iterations != 4:
         study['iterations'] = None
         study['variants']['baseline'] = {'train': {'total_iter': 4}}
@@ -374,10 +377,8 @@ def test_a_study_goes_on_from_its_records_on_a_machine_without_its_runs(tmp_path
     folder gone (another machine), the study trains and benchmarks nothing again (there are no weights to do it
     with) and reports the same numbers, a scaled run included; shipping from a record is refused."""
     from gsr.cli import main
-    path = tiny_study(tmp_path, small_photo_folder, acting_source='align')
+    path = tiny_study(tmp_path, small_photo_folder, acting_source='align', records=True)
     study = yaml.safe_load(open(path))
-    study['records'] = str(tmp_path / 'records')
-    yaml.safe_dump(study, open(path, 'w'), sort_keys=False)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / 'out'
     assert main(['repro', path, '--jobs', '2', '--no-progress']) == 0
@@ -419,10 +420,7 @@ def test_record_keeps_the_done_runs_while_a_checked_variant_waits(tmp_path, smal
     """A session's end: the baseline is done, ``align`` (whose first seed the protocol checks also score) has not
     started; ``--record`` records the baseline, its protocol checks included, and leaves the rest to train."""
     from gsr.cli import main
-    path = tiny_study(tmp_path, small_photo_folder)
-    study = yaml.safe_load(open(path))
-    study['records'] = str(tmp_path / 'records')
-    yaml.safe_dump(study, open(path, 'w'), sort_keys=False)
+    path = tiny_study(tmp_path, small_photo_folder, records=True)
     monkeypatch.chdir(tmp_path)
     assert main(['repro', path, '--variants', 'baseline', '--no-progress']) == 0
     assert main(['repro', path, '--record', '--no-progress']) == 0

@@ -126,9 +126,9 @@ def ship_networks(study: Study, results: Dict, prefix: str, command: str) -> Lis
     runs = [next(r for r in study.runs if r.variant == variant and r.seed == seed)
             for variant in ['baseline'] + ([max(regularized, key=means.get)] if regularized else [])]
     check_weights_here(runs)
+    names = {run.key: f'{prefix}-{run.variant.replace("_", "-")}' for run in runs}
     for run in runs:
-        variant = run.variant
-        name = f'{prefix}-{variant.replace("_", "-")}'
+        variant, name = run.variant, names[run.key]
         weights = network_weights(run.checkpoint, WEIGHTS[study.options.benchmark.weights])
         storage = storage_for(weights)
         change = storage_change(study, run, weights, storage)
@@ -140,9 +140,8 @@ def ship_networks(study: Study, results: Dict, prefix: str, command: str) -> Lis
                       'option_overrides': results['variant_overrides'][variant],
                       'training_options': run.portable_options()}
         written.append(ship(name, weights, run.options, provenance, storage=storage))
-    names = {f'{prefix}-{run.variant.replace("_", "-")}' for run in runs}
-    withdraw([name for name, entry in manifest().items() if name.startswith(f'{prefix}-') and name not in names
-              and entry.get('study') == study.options.name])
+    withdraw([name for name, entry in manifest().items() if name.startswith(f'{prefix}-')
+              and name not in names.values() and entry.get('study') == study.options.name])
     return written
 
 
