@@ -17,6 +17,11 @@ Each fix has a test that fails without it (``tests/test_compat.py``; 6:
    are parsed with ``ast.literal_eval`` instead of ``eval``, and numbers in exponent notation (``2e-4``) as numbers.
 6. ``make_exp_dirs`` / ``mkdir_and_rename``: ``--auto_resume`` of a run killed before its first save starts again
    in its own folder instead of archiving it.
+7. ``worker_init_fn``: BasicSR seeds every dataloader worker's ``numpy`` and ``random`` with ``seed + rank x
+   workers + worker id`` each time the workers start, that is at every epoch unless ``persistent_workers``: the blur
+   kernels, crop positions and flips drawn in the workers repeated epoch after epoch (a training set of N images saw
+   N kernel draws in all). gsr seeds them from torch's seed for the worker, which the main process draws afresh for
+   each epoch's iterator: a new stream per epoch, the same streams for the same ``manual_seed``.
 
 The fixes target BasicSR 1.4.2 exactly; ``import gsr`` refuses any other installed version.
 """
@@ -93,6 +98,20 @@ def _init_dist_slurm(backend: str, port: int = None) -> None:
     os.environ['LOCAL_RANK'] = str(local_rank)
     os.environ['RANK'] = str(proc_id)
     dist.init_process_group(backend=backend)
+
+
+# ----------------------------------------------------------------------------------------- dataloader workers
+def worker_init_fn(worker_id: int, num_workers: int, rank: int, seed: int) -> None:
+    """Seed a dataloader worker's ``numpy`` and ``random`` from ``torch.initial_seed()``: PyTorch sets it to a base
+    seed drawn from the main process's generator for every iterator (every epoch), plus the worker id, so each
+    epoch, rank and worker draws its own stream, reproducibly under ``manual_seed`` (BasicSR's signature; the
+    main process's generator is seeded with ``manual_seed + rank``, so ``rank`` and ``seed`` are in that base seed)."""
+    import random
+
+    import numpy as np
+    worker_seed = torch.initial_seed() % 2 ** 32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
 
 
 # ----------------------------------------------------------------------------------------- resume
@@ -224,6 +243,7 @@ def apply() -> None:
         return
     check_basicsr_version()
     install_functional_tensor_shim()
+    import basicsr.data
     import basicsr.train
     import basicsr.utils.dist_util
     import basicsr.utils.options
@@ -231,6 +251,7 @@ def apply() -> None:
     ORIGINALS.update(
         ordered_yaml=basicsr.utils.options.ordered_yaml,
         load_resume_state=basicsr.train.load_resume_state,
+        worker_init_fn=basicsr.data.worker_init_fn,
     )
     basicsr.utils.dist_util.init_dist = init_dist
     basicsr.utils.options.init_dist = init_dist
@@ -240,4 +261,5 @@ def apply() -> None:
     basicsr.train.load_resume_state = load_resume_state
     basicsr.train.make_exp_dirs = make_exp_dirs
     basicsr.train.mkdir_and_rename = mkdir_and_rename
+    basicsr.data.worker_init_fn = worker_init_fn  # build_dataloader looks the name up when it builds a loader
     _APPLIED = True

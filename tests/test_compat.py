@@ -131,3 +131,39 @@ def test_other_basicsr_versions_are_refused(monkeypatch):
     monkeypatch.setattr(importlib.metadata, 'version', lambda name: '1.4.3' if name == 'basicsr' else '0')
     with pytest.raises(GsrError, match='gsr patches BasicSR 1.4.2, but 1.4.3 is installed'):
         compat.check_basicsr_version()
+
+
+class RandomDraws(torch.utils.data.Dataset):
+    """Draws the way a training set's workers do (kernels from numpy, crop positions and flips from random)."""
+
+    def __getitem__(self, index):
+        import random
+
+        import numpy as np
+        return torch.tensor([np.random.uniform(), random.random()], dtype=torch.float64)
+
+    def __len__(self):
+        return 4
+
+
+def _epochs_of_draws(seed: int, epochs: int = 2) -> list:
+    """Every draw of ``epochs`` passes through BasicSR's training dataloader (one worker, non-persistent)."""
+    from basicsr.data import build_dataloader
+    torch.manual_seed(seed)
+    loader = build_dataloader(RandomDraws(), {'phase': 'train', 'batch_size_per_gpu': 4, 'num_worker_per_gpu': 1},
+                              num_gpu=0, seed=seed)
+    return [torch.cat(list(loader)) for _ in range(epochs)]
+
+
+@pytest.mark.parametrize('fixed', [False, True])
+def test_basicsr_workers_repeat_their_draws_every_epoch_and_gsr_workers_do_not(fixed, monkeypatch):
+    import basicsr.data
+    if not fixed:
+        monkeypatch.setattr(basicsr.data, 'worker_init_fn', compat.ORIGINALS['worker_init_fn'])
+    first, second = _epochs_of_draws(seed=0)
+    # the same values each epoch (their order follows the shuffle): BasicSR's workers restart the same streams
+    assert torch.equal(first.sort(dim=0).values, second.sort(dim=0).values) != fixed
+    again = _epochs_of_draws(seed=0)
+    assert all(torch.equal(a, b) for a, b in zip((first, second), again))  # reproducible under the same seed
+    other = _epochs_of_draws(seed=1)
+    assert not torch.equal(first.sort(dim=0).values, other[0].sort(dim=0).values)
