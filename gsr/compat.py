@@ -20,8 +20,8 @@ Each fix has a test that fails without it (``tests/test_compat.py``; 6:
 7. ``worker_init_fn``: BasicSR seeds every dataloader worker's ``numpy`` and ``random`` with ``seed + rank x
    workers + worker id`` each time the workers start, that is at every epoch unless ``persistent_workers``: the blur
    kernels, crop positions and flips drawn in the workers repeated epoch after epoch (a training set of N images saw
-   N kernel draws in all). gsr seeds them from torch's seed for the worker, which the main process draws afresh for
-   each epoch's iterator: a new stream per epoch, the same streams for the same ``manual_seed``.
+   N kernel draws in all). gsr leaves PyTorch's own seeding of each worker, from a base seed the main process draws
+   afresh for each epoch's iterator: a new stream per epoch, the same streams for the same ``manual_seed``.
 
 The fixes target BasicSR 1.4.2 exactly; ``import gsr`` refuses any other installed version.
 """
@@ -102,16 +102,11 @@ def _init_dist_slurm(backend: str, port: int = None) -> None:
 
 # ----------------------------------------------------------------------------------------- dataloader workers
 def worker_init_fn(worker_id: int, num_workers: int, rank: int, seed: int) -> None:
-    """Seed a dataloader worker's ``numpy`` and ``random`` from ``torch.initial_seed()``: PyTorch sets it to a base
-    seed drawn from the main process's generator for every iterator (every epoch), plus the worker id, so each
-    epoch, rank and worker draws its own stream, reproducibly under ``manual_seed`` (BasicSR's signature; the
-    main process's generator is seeded with ``manual_seed + rank``, so ``rank`` and ``seed`` are in that base seed)."""
-    import random
-
-    import numpy as np
-    worker_seed = torch.initial_seed() % 2 ** 32
-    np.random.seed(worker_seed)
-    random.seed(worker_seed)
+    """Leave a dataloader worker's generators as PyTorch seeded them: its worker loop seeds torch, ``random`` and
+    ``numpy`` from a base seed drawn from the main process's generator for every iterator (every epoch), plus the
+    worker id, so each epoch, rank and worker draws its own stream, the same ones under the same ``manual_seed``
+    (BasicSR seeds the main generator with ``manual_seed + rank``). BasicSR's function, which this one replaces with
+    its signature, re-seeded ``numpy`` and ``random`` with the same numbers at every epoch."""
 
 
 # ----------------------------------------------------------------------------------------- resume
