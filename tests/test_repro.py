@@ -307,14 +307,17 @@ def test_ship_without_the_baseline_is_refused_before_anything_is_written(tmp_pat
 
 @pytest.mark.slow
 def test_the_package_ships_the_studys_networks_and_infer_runs_them(tmp_path, small_photo_folder):
-    """gsr/pretrained holds the study's baseline and best regularized network (seed 0); ``gsr infer --model``
-    runs one; ``--model`` with ``-opt`` is refused."""
+    """gsr/pretrained holds each shipping study's baseline and best regularized network (seed 0); ``gsr infer
+    --model`` runs one; ``--model`` with ``-opt`` is refused."""
     from gsr.utils.pretrained import manifest
     from tests.conftest import run_gsr
     entries = manifest()
-    assert any(n.endswith('-baseline') for n in entries) and len(entries) >= 2, entries
+    studies = {e['study'] for e in entries.values()}
+    assert studies <= {'cpu_small', 'cpu_medium'} and all(e['seed'] == 0 for e in entries.values()), entries
+    for study in studies:
+        variants = sorted(e['variant'] for e in entries.values() if e['study'] == study)
+        assert len(variants) == 2 and 'baseline' in variants, (study, variants)
     name = next(n for n in entries if not n.endswith('-baseline'))
-    assert entries[name]['study'] == 'cpu_small' and entries[name]['seed'] == 0
     result = run_gsr(['infer', '--model', name, '--input', small_photo_folder, '--output', str(tmp_path / 'sr'),
                       '--device', 'cpu'], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -704,7 +707,7 @@ def test_claims_without_the_align_variant_are_reported_as_not_run():
 
 
 def test_adaptive_dropout_is_compared_with_the_baseline_dropout_and_alignment():
-    """Claim 6 pairs adaptive_dropout with each regularizer it claims to beat; one it lacks is counted as not run."""
+    """Claim 6 pairs adaptive_dropout with each regularizer it claims to beat; the verdict names the one it lacks."""
     from gsr.repro.claims import Measurements, claims
     offset = {'baseline': 0.0, 'dropout': 0.05, 'adaptive_dropout': 0.2}
     rows = [{'model': f'{v}/seed{seed}', 'dataset': 'S', 'image': image, 'setting': 'clean',
@@ -714,7 +717,18 @@ def test_adaptive_dropout_is_compared_with_the_baseline_dropout_and_alignment():
     assert [c['label'] for c in claim['comparisons']] == ['adaptive_dropout - baseline (PSNR)',
                                                           'adaptive_dropout - dropout (PSNR)']
     assert [round(c['mean'], 6) for c in claim['comparisons']] == [0.2, 0.15]
-    assert claim['verdict'] == 'holds (1 of 3 comparisons not run)'
+    assert claim['verdict'] == 'holds (1 of 3 comparisons not made: no align run)'
+
+
+def test_a_claim_made_in_part_names_the_metric_it_lacks():
+    """Claim 3 without LPIPS (no backbone here) says so, instead of calling the Dropout runs it has not run."""
+    from gsr.repro.claims import Measurements, claims
+    offset = {'baseline': 0.0, 'align': 0.1, 'dropout': 0.3}
+    rows = [{'model': f'{v}/seed{seed}', 'dataset': 'S', 'image': image, 'setting': 'clean', 'psnr': 20.0,
+             'mape_band_0': 1.0, 'mape_band_1': 2.0 + offset[v] + 0.01 * i + 0.001 * seed}
+            for v in offset for seed in (0, 1, 2) for i, image in enumerate('abcd')]
+    claim = next(c for c in claims(Measurements(rows, [0, 1, 2], ['clean'], {})) if c['claim'] == '3')
+    assert claim['verdict'] == 'holds (2 of 4 comparisons not made: LPIPS not measured)'
 
 
 def test_the_report_names_the_training_degradation():

@@ -4,7 +4,8 @@ Variant names are the roles the claims refer to: ``baseline``, ``paired_baseline
 ``adaptive_dropout``, ``align``,
 ``featmatch``, ``baseline_noise_half`` (TFD's training data without the module), ``tfd_inline``,
 ``tfd_training_only``, ``align_tfd`` (and any ``*_acting`` variant with a weight scaled to act). A claim whose
-variants the study did not run is reported as not run.
+variants the study did not run is reported as not run; one made in part names what its missing comparisons lack (a
+variant not benchmarked, a metric not measured).
 """
 from collections import OrderedDict
 from typing import Dict, List, Optional
@@ -64,8 +65,12 @@ def comparison(label: str, differences: np.ndarray, sign: int, unit: str) -> Dic
 
 def metric_comparison(m: Measurements, label: str, variant: str, reference: str, metric: str, sign: int,
                       settings: Optional[tuple] = None) -> Optional[Dict]:
-    if not m.has(variant, reference) or not m.available(metric):
-        return None
+    """The paired comparison, or ``{'missing': why}`` when the study lacks a variant or the metric."""
+    lacking = [v for v in (variant, reference) if not m.has(v)]
+    if lacking:
+        return {'missing': f'no {" or ".join(lacking)} run'}
+    if not m.available(metric):
+        return {'missing': f'{metric.upper() if metric == "lpips" else metric} not measured'}
     seeds = m.seeds_of(variant, reference)
     differences = m.value(variant, metric, settings, seeds) - m.value(reference, metric, settings, seeds)
     unit = {'psnr': 'dB', 'ssim': '', 'lpips': '', 'mape_high': '%'}[metric]
@@ -155,10 +160,12 @@ def claims(m: Measurements) -> List[Dict]:
                       for label, settings in (('all settings', None), ('noise settings', noise))]}
     out = []
     for number, title, source, comparisons in spec:
-        made = [c for c in comparisons if c is not None]
+        made = [c for c in comparisons if c is not None and 'missing' not in c]
         verdict = combined_verdict(made)
         if made and len(made) < len(comparisons):  # variants or a metric this study lacks
-            verdict += f' ({len(comparisons) - len(made)} of {len(comparisons)} comparisons not run)'
+            lacking = OrderedDict.fromkeys(c['missing'] if c else 'not run' for c in comparisons if c not in made)
+            verdict += f' ({len(comparisons) - len(made)} of {len(comparisons)} comparisons not made: ' \
+                       f'{"; ".join(lacking)})'
         out.append({'claim': number, 'title': title, 'source': source, 'comparisons': made, 'verdict': verdict,
-                    'context': [c for c in context.get(number, []) if c is not None]})
+                    'context': [c for c in context.get(number, []) if c is not None and 'missing' not in c]})
     return out

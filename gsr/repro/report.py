@@ -221,7 +221,8 @@ def markdown(results: Dict, report_path: str) -> str:
     head += [f'| {v} | `{o}` |' for v, o in results['variant_overrides'].items()]
     if results.get('variants_not_run'):
         head += ['', f'Variants of the study file not run in this invocation (`--variants`): '
-                 f'{", ".join(results["variants_not_run"])}; the claims that need them say "not run".']
+                 f'{", ".join(results["variants_not_run"])}; the claims that need them say "not run", or name them '
+                 'among the comparisons not made.']
     if results.get('seeds_not_run'):
         head += ['', f'Seeds of the study file not run in this invocation (`--seeds`): '
                  f'{", ".join(map(str, results["seeds_not_run"]))}. {seed_consequence(len(results["seeds"]))}']
