@@ -721,7 +721,7 @@ def test_adaptive_dropout_is_compared_with_the_baseline_dropout_and_alignment():
 
 
 def test_a_claim_made_in_part_names_the_metric_it_lacks():
-    """Claim 3 without LPIPS (no backbone here) says so, instead of calling the Dropout runs it has not run."""
+    """Claim 3 without LPIPS (no backbone here) names the metric, instead of calling those comparisons not run."""
     from gsr.repro.claims import Measurements, claims
     offset = {'baseline': 0.0, 'align': 0.1, 'dropout': 0.3}
     rows = [{'model': f'{v}/seed{seed}', 'dataset': 'S', 'image': image, 'setting': 'clean', 'psnr': 20.0,

@@ -15,6 +15,7 @@ import numpy as np
 from gsr.repro.stats import paired_comparison, verdict
 
 FAR_SETTINGS = ('clean', 'blur', 'noise', 'jpeg')
+METRIC_NAMES = {'psnr': 'PSNR', 'ssim': 'SSIM', 'lpips': 'LPIPS', 'mape_high': 'high-band MAPE'}
 NOISE_SETTINGS = ('noise', 'b+n', 'n+j', 'b+n+j')
 
 
@@ -57,6 +58,16 @@ class Measurements:
         return any(not np.isnan(self.metric(row, metric)) for row in self.table.values())
 
 
+def not_made(why: str) -> Dict:
+    """What a comparison function returns when the study lacks what it compares (a variant, a metric, a setting,
+    an analysis): the claim's verdict names ``why``."""
+    return {'missing': why}
+
+
+def runs_lacking(m: Measurements, *variants: str) -> Dict:
+    return not_made(f'no {" or ".join(v for v in variants if not m.has(v))} run')
+
+
 def comparison(label: str, differences: np.ndarray, sign: int, unit: str) -> Dict:
     result = paired_comparison(differences).as_dict()
     result.update(label=label, claimed_sign=sign, unit=unit, verdict=verdict(paired_comparison(differences), sign))
@@ -64,44 +75,42 @@ def comparison(label: str, differences: np.ndarray, sign: int, unit: str) -> Dic
 
 
 def metric_comparison(m: Measurements, label: str, variant: str, reference: str, metric: str, sign: int,
-                      settings: Optional[tuple] = None) -> Optional[Dict]:
-    """The paired comparison, or ``{'missing': why}`` when the study lacks a variant or the metric."""
-    lacking = [v for v in (variant, reference) if not m.has(v)]
-    if lacking:
-        return {'missing': f'no {" or ".join(lacking)} run'}
+                      settings: Optional[tuple] = None) -> Dict:
+    if not m.has(variant, reference):
+        return runs_lacking(m, variant, reference)
     if not m.available(metric):
-        return {'missing': f'{metric.upper() if metric == "lpips" else metric} not measured'}
+        return not_made(f'{METRIC_NAMES[metric]} not measured')
     seeds = m.seeds_of(variant, reference)
     differences = m.value(variant, metric, settings, seeds) - m.value(reference, metric, settings, seeds)
     unit = {'psnr': 'dB', 'ssim': '', 'lpips': '', 'mape_high': '%'}[metric]
     return comparison(label, differences, sign, unit)
 
 
-def far_minus_combined(m: Measurements, variant: str, reference: str) -> Optional[Dict]:
+def far_minus_combined(m: Measurements, variant: str, reference: str) -> Dict:
     if not m.has(variant, reference):
-        return None
+        return runs_lacking(m, variant, reference)
     seeds = m.seeds_of(variant, reference)
     gain = lambda s: m.value(variant, 'psnr', s, seeds) - m.value(reference, 'psnr', s, seeds)  # noqa: E731
     far = tuple(s for s in FAR_SETTINGS if s in m.settings)
     if not far or 'b+n+j' not in m.settings:
-        return None
+        return not_made('the far settings or b+n+j not benchmarked')
     return comparison(f'gain of {variant} over {reference}: far settings ({", ".join(far)}) minus b+n+j',
                       gain(far) - gain(('b+n+j', )), 1, 'dB')
 
 
-def cossim_noise_lowest(m: Measurements) -> Optional[Dict]:
+def cossim_noise_lowest(m: Measurements) -> Dict:
     runs = [m.analyses.get(f'baseline/seed{s}') for s in m.seeds_of('baseline')]
-    if not runs or not all(runs):  # a study without the variant: the claim is reported as not run
-        return None
+    if not runs or not all(runs):
+        return not_made('no analysed baseline run')
     cos = {k: np.array([r['cossim'][k] for r in runs]) for k in ('blur', 'noise', 'jpeg')}
     return comparison('baseline: min(cos blur, cos jpeg) - cos noise (clean vs degraded features)',
                       np.minimum(cos['blur'], cos['jpeg']) - cos['noise'], 1, '')
 
 
-def chi_comparison(m: Measurements, kind: str) -> Optional[Dict]:
+def chi_comparison(m: Measurements, kind: str) -> Dict:
     runs = {v: [m.analyses.get(f'{v}/seed{s}') for s in m.seeds_of('align', 'baseline')] for v in ('align', 'baseline')}
-    if not runs['align'] or not all(all(r) for r in runs.values()):  # no align (or baseline) run: not run
-        return None
+    if not runs['align'] or not all(all(r) for r in runs.values()):
+        return not_made('no analysed align and baseline runs')
     differences = np.array([[a[kind] - b[kind]] for a, b in zip(runs['align'], runs['baseline'])])
     return comparison(f'CHI ({"pooled features" if kind == "chi_pooled" else "2-D t-SNE"}): align - baseline',
                       differences, -1, '')
@@ -160,12 +169,12 @@ def claims(m: Measurements) -> List[Dict]:
                       for label, settings in (('all settings', None), ('noise settings', noise))]}
     out = []
     for number, title, source, comparisons in spec:
-        made = [c for c in comparisons if c is not None and 'missing' not in c]
+        made = [c for c in comparisons if 'missing' not in c]
         verdict = combined_verdict(made)
-        if made and len(made) < len(comparisons):  # variants or a metric this study lacks
-            lacking = OrderedDict.fromkeys(c['missing'] if c else 'not run' for c in comparisons if c not in made)
+        if made and len(made) < len(comparisons):
+            lacking = OrderedDict.fromkeys(c['missing'] for c in comparisons if 'missing' in c)
             verdict += f' ({len(comparisons) - len(made)} of {len(comparisons)} comparisons not made: ' \
                        f'{"; ".join(lacking)})'
         out.append({'claim': number, 'title': title, 'source': source, 'comparisons': made, 'verdict': verdict,
-                    'context': [c for c in context.get(number, []) if c is not None and 'missing' not in c]})
+                    'context': [c for c in context.get(number, []) if 'missing' not in c]})
     return out
